@@ -1,0 +1,1 @@
+"""The Strata broker: asyncio server, handlers, partition state, configuration."""

@@ -1,0 +1,61 @@
+"""The broker: configuration, storage and the Kafka listener wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from broker.config import BrokerConfig
+from broker.handlers import HANDLERS
+from broker.log_manager import LogManager, TopicState
+from broker.server import Server
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.logs = LogManager(
+            config.data_dir,
+            tail_cache_bytes=config.tail_cache_bytes,
+            wal_segment_bytes=config.wal_segment_bytes,
+            topic_defaults=config.topic_defaults(),
+        )
+        self.server = Server(self, HANDLERS)
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        await self.logs.open()
+        self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
+        host, port = self.config.advertised
+        log.info(
+            "Strata broker %d listening on %s:%d (advertised %s:%d), data in %s",
+            self.config.broker_id, self.config.listen_host, self.port, host, port, self.config.data_dir,
+        )
+
+    async def stop(self) -> None:
+        log.info("shutting down")
+        await self.server.stop()
+        await self.logs.close()
+        log.info("stopped")
+
+    async def auto_create_topic(self, name: str) -> TopicState:
+        try:
+            return await self.logs.create_topic(name, self.config.num_partitions, {})
+        except FileExistsError:
+            return self.logs.topics[name]
+
+
+async def run(config: BrokerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+    import signal
+
+    broker = Broker(config)
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.stop()

@@ -1,0 +1,136 @@
+"""Fetch: read batches up to the high watermark, long-polling for min_bytes / max_wait.
+
+No fetch sessions (KIP-227): every response carries session id 0, which tells
+clients to send full fetch requests, as Kafka does when its session cache is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker.partition import Partition
+from protocol.codec import Request
+from protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+
+@dataclass(slots=True)
+class _Wanted:
+    index: int
+    partition: Partition | None
+    error: ErrorCode
+    fetch_offset: int
+    max_bytes: int
+    leader_epoch: int
+
+
+def _resolve(broker: Broker, request: Request) -> list[tuple[dict, list[_Wanted]]]:
+    logs = broker.logs
+    by_id = request.header.api_version >= 13
+    plan = []
+    for t in request.body.topics:
+        state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.topic)
+        missing = ErrorCode.unknown_topic_id if by_id else ErrorCode.unknown_topic_or_partition
+        wanted = []
+        for fp in t.partitions:
+            p = None
+            error = missing if state is None else ErrorCode.unknown_topic_or_partition
+            if state is not None and 0 <= fp.partition < len(state.partitions):
+                p, error = state.partitions[fp.partition], ErrorCode.none
+                epoch = getattr(fp, "current_leader_epoch", -1)
+                if epoch > p.leader_epoch:
+                    error = ErrorCode.unknown_leader_epoch
+                elif 0 <= epoch < p.leader_epoch:
+                    error = ErrorCode.fenced_leader_epoch
+            wanted.append(
+                _Wanted(fp.partition, p, error, fp.fetch_offset, fp.partition_max_bytes,
+                        getattr(fp, "current_leader_epoch", -1))
+            )
+        key = {"topic_id": t.topic_id} if by_id else {"topic": t.topic}
+        plan.append((key, wanted))
+    return plan
+
+
+async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], int, bool]:
+    """One pass over the wanted partitions: (topic responses, bytes, any error)."""
+    logs = broker.logs
+    remaining = max_bytes
+    total = 0
+    any_error = False
+    responses = []
+    for key, wanted in plan:
+        parts = []
+        for w in wanted:
+            p = w.partition
+            error = w.error
+            data = b""
+            if p is not None and error == ErrorCode.none:
+                if p.deleted:
+                    error = ErrorCode.unknown_topic_or_partition
+                elif w.fetch_offset < p.log_start_offset or w.fetch_offset > p.log_end_offset:
+                    error = ErrorCode.offset_out_of_range
+                elif remaining > 0 and w.fetch_offset < p.high_watermark:
+                    batches = await logs.read(
+                        p, w.fetch_offset, min(w.max_bytes, remaining), p.high_watermark,
+                        first_may_exceed=total == 0,
+                    )
+                    data = b"".join(batches)
+                    total += len(data)
+                    remaining -= len(data)
+            any_error = any_error or error != ErrorCode.none
+            parts.append(
+                {
+                    "partition_index": w.index,
+                    "error_code": error,
+                    "high_watermark": p.high_watermark if p is not None else -1,
+                    "last_stable_offset": p.high_watermark if p is not None else -1,
+                    "log_start_offset": p.log_start_offset if p is not None else -1,
+                    "aborted_transactions": None,
+                    "preferred_read_replica": -1,
+                    "records": data,
+                }
+            )
+        responses.append({**key, "partitions": parts})
+    return responses, total, any_error
+
+
+async def handle(broker: Broker, request: Request) -> dict:
+    body = request.body
+    if body.session_id != 0:
+        return {
+            "throttle_time": 0,
+            "error_code": ErrorCode.fetch_session_id_not_found,
+            "session_id": 0,
+            "responses": [],
+            "node_endpoints": [],
+        }
+    max_wait = body.max_wait.total_seconds()
+    max_bytes = getattr(body, "max_bytes", 2**31 - 1)
+    plan = _resolve(broker, request)
+    deadline = time.monotonic() + max_wait
+    responses, total, any_error = await _read_all(broker, plan, max_bytes)
+    watched = [w.partition for _, ws in plan for w in ws if w.partition is not None]
+    while total < body.min_bytes and not any_error and watched:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        fut = broker.logs.watch(watched)
+        try:
+            await asyncio.wait_for(fut, left)
+        except TimeoutError:
+            break
+        finally:
+            broker.logs.unwatch(fut, watched)
+        responses, total, any_error = await _read_all(broker, plan, max_bytes)
+    return {
+        "throttle_time": 0,
+        "error_code": ErrorCode.none,
+        "session_id": 0,
+        "responses": responses,
+        "node_endpoints": [],
+    }

@@ -1,0 +1,85 @@
+"""ListOffsets: earliest, latest, max timestamp, and the first offset at or after a time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from broker.partition import Partition
+from protocol.codec import Request
+from protocol.errors import ErrorCode
+from protocol.record_timestamps import record_timestamps
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+LATEST = -1
+EARLIEST = -2
+MAX_TIMESTAMP = -3
+EARLIEST_LOCAL = -4
+
+
+async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, int]:
+    """(timestamp, offset) answering `timestamp`; (-1, -1) when no record qualifies."""
+    if timestamp == LATEST:
+        return -1, p.high_watermark
+    if timestamp in (EARLIEST, EARLIEST_LOCAL):
+        return -1, p.log_start_offset
+    idx = p.batches
+    hw = p.high_watermark
+    if timestamp == MAX_TIMESTAMP:
+        if p.max_timestamp_offset < 0 or p.max_timestamp_offset >= hw:
+            return -1, -1
+        i = idx.find(p.max_timestamp_offset)
+        target = p.max_timestamp
+    elif timestamp >= 0:
+        i = next(
+            (j for j in range(idx.find(p.log_start_offset), len(idx))
+             if idx.max_timestamps[j] >= timestamp and idx.base_offsets[j] < hw),
+            None,
+        )
+        if i is None:
+            return -1, -1
+        target = timestamp
+    else:
+        raise ValueError(timestamp)
+    batch = await broker.logs.read_batch(idx.ref(i), p)
+    exact = timestamp == MAX_TIMESTAMP
+
+    def search() -> tuple[int, int]:
+        for offset, ts in record_timestamps(batch):
+            if (ts == target if exact else ts >= target) and offset >= p.log_start_offset:
+                return ts, offset
+        return -1, -1
+
+    return await asyncio.to_thread(search)
+
+
+async def handle(broker: Broker, request: Request) -> dict:
+    logs = broker.logs
+    topics = []
+    for t in request.body.topics:
+        state = logs.topics.get(t.name)
+        parts = []
+        for lp in t.partitions:
+            error, ts, offset, epoch = ErrorCode.none, -1, -1, -1
+            if state is None or not 0 <= lp.partition_index < len(state.partitions):
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                p = state.partitions[lp.partition_index]
+                epoch = p.leader_epoch
+                current = getattr(lp, "current_leader_epoch", -1)
+                if current > p.leader_epoch:
+                    error = ErrorCode.unknown_leader_epoch
+                elif 0 <= current < p.leader_epoch:
+                    error = ErrorCode.fenced_leader_epoch
+                elif lp.timestamp < EARLIEST_LOCAL:
+                    error = ErrorCode.invalid_request
+                else:
+                    ts, offset = await _lookup(broker, p, lp.timestamp)
+            parts.append(
+                {"partition_index": lp.partition_index, "error_code": error, "timestamp": ts,
+                 "offset": offset, "leader_epoch": epoch}
+            )
+        topics.append({"name": t.name, "partitions": parts})
+    return {"throttle_time": 0, "topics": topics}

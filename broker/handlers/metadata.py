@@ -1,0 +1,101 @@
+"""Metadata: brokers, topics, partitions and leaders; auto-creates topics when allowed."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from broker.log_manager import TopicState
+from broker.naming import topic_name_error
+from protocol.codec import Request
+from protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+log = logging.getLogger(__name__)
+
+_NO_AUTH_OPS = -2147483648
+_ZERO_UUID = uuid.UUID(int=0)
+
+
+def topic_entry(broker: Broker, state: TopicState) -> dict:
+    node = broker.config.broker_id
+    return {
+        "error_code": ErrorCode.none,
+        "name": state.name,
+        "topic_id": state.record.uuid,
+        "is_internal": False,
+        "partitions": [
+            {
+                "error_code": ErrorCode.none,
+                "partition_index": p.index,
+                "leader_id": node,
+                "leader_epoch": p.leader_epoch,
+                "replica_nodes": (node,),
+                "isr_nodes": (node,),
+                "offline_replicas": (),
+            }
+            for p in state.partitions
+        ],
+        "topic_authorized_operations": _NO_AUTH_OPS,
+    }
+
+
+def _error_entry(name: str | None, topic_id: uuid.UUID | None, error: ErrorCode) -> dict:
+    return {
+        "error_code": error,
+        "name": name,
+        "topic_id": topic_id or _ZERO_UUID,
+        "is_internal": False,
+        "partitions": [],
+        "topic_authorized_operations": _NO_AUTH_OPS,
+    }
+
+
+async def handle(broker: Broker, request: Request) -> dict:
+    body = request.body
+    version = request.header.api_version
+    logs = broker.logs
+    requested = body.topics
+    if version == 0 and not requested:
+        requested = None  # v0: an empty list means every topic
+    allow_auto = getattr(body, "allow_auto_topic_creation", True) and broker.config.auto_create_topics
+
+    topics: list[dict] = []
+    if requested is None:
+        topics = [topic_entry(broker, t) for t in list(logs.topics.values())]
+    else:
+        for t in requested:
+            name = getattr(t, "name", None)
+            topic_id = getattr(t, "topic_id", None)
+            if name is None and topic_id is not None and topic_id != _ZERO_UUID:
+                state = logs.topics_by_id.get(topic_id.bytes)
+                if state is None:
+                    topics.append(_error_entry(None, topic_id, ErrorCode.unknown_topic_id))
+                else:
+                    topics.append(topic_entry(broker, state))
+                continue
+            state = logs.topics.get(name) if name is not None else None
+            if state is None:
+                problem = topic_name_error(name)
+                if problem is not None:
+                    topics.append(_error_entry(name, None, ErrorCode.invalid_topic_exception))
+                    continue
+                if not allow_auto:
+                    topics.append(_error_entry(name, None, ErrorCode.unknown_topic_or_partition))
+                    continue
+                state = await broker.auto_create_topic(name)
+            topics.append(topic_entry(broker, state))
+
+    host, port = broker.config.advertised
+    return {
+        "throttle_time": 0,
+        "brokers": [{"node_id": broker.config.broker_id, "host": host, "port": port, "rack": None}],
+        "cluster_id": logs.meta.cluster_id,
+        "controller_id": broker.config.broker_id,
+        "topics": topics,
+        "cluster_authorized_operations": _NO_AUTH_OPS,
+        "error_code": ErrorCode.none,
+    }

@@ -1,0 +1,132 @@
+"""Produce: validate each batch's header, assign offsets, append to the WAL, ack after fsync.
+
+Everything up to the WAL append runs without awaiting, so pipelined requests on one
+connection keep their order; only the wait for durability is asynchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from protocol import records
+from protocol.codec import Request
+from protocol.errors import ErrorCode
+from wal import WalFailure
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+log = logging.getLogger(__name__)
+
+
+def _partition_result(index: int, error: ErrorCode, base_offset: int = -1, log_start: int = -1,
+                      append_time: int = -1, message: str | None = None) -> dict:
+    return {
+        "index": index,
+        "error_code": error,
+        "base_offset": base_offset,
+        "log_append_time": append_time,
+        "log_start_offset": log_start,
+        "record_errors": [],
+        "error_message": message,
+    }
+
+
+async def handle(broker: Broker, request: Request) -> dict | None:
+    body = request.body
+    by_id = request.header.api_version >= 13
+    logs = broker.logs
+    acks = body.acks
+    wait_for = 0
+    appended: list[dict] = []  # results that turn into storage errors if the sync fails
+    responses = []
+    for t in body.topic_data:
+        state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.name)
+        results = []
+        for pd in t.partition_data:
+            if acks not in (0, 1, -1):
+                results.append(_partition_result(pd.index, ErrorCode.invalid_required_acks))
+                continue
+            if state is None or not 0 <= pd.index < len(state.partitions):
+                unknown = ErrorCode.unknown_topic_id if by_id and state is None else (
+                    ErrorCode.unknown_topic_or_partition
+                )
+                results.append(_partition_result(pd.index, unknown))
+                continue
+            p = state.partitions[pd.index]
+            result = _append_one(broker, state, p, pd)
+            results.append(result)
+            wal_end = result.pop("_wal_end", None)
+            if wal_end is not None:
+                wait_for = max(wait_for, wal_end)
+                appended.append(result)
+        key = {"topic_id": t.topic_id} if by_id else {"name": t.name}
+        responses.append({**key, "partition_responses": results})
+
+    if acks == 0:
+        return None
+    if wait_for:
+        try:
+            await logs.wal.wait_durable(wait_for)
+        except WalFailure as e:
+            log.error("produce not acknowledged, WAL failed: %s", e)
+            for r in appended:
+                r.update(error_code=ErrorCode.kafka_storage_error, base_offset=-1, error_message=str(e))
+        except asyncio.CancelledError:
+            raise
+    return {"responses": responses, "throttle_time": 0}
+
+
+def _append_one(broker: Broker, state, p, pd) -> dict:
+    """Validate and append one partition's records; never awaits."""
+    logs = broker.logs
+    data = pd.records
+    if not data:
+        return _partition_result(pd.index, ErrorCode.invalid_record, message="no records")
+    try:
+        batches = records.split_batches(data)
+    except records.InvalidBatch as e:
+        return _partition_result(pd.index, ErrorCode.corrupt_message, message=str(e))
+    if len(batches) != 1:
+        return _partition_result(
+            pd.index, ErrorCode.invalid_record,
+            message="a produce request must carry exactly one record batch per partition",
+        )
+    batch = batches[0]
+    max_bytes = int(logs.topic_config(state, "max.message.bytes"))
+    if len(batch) > max_bytes:
+        return _partition_result(
+            pd.index, ErrorCode.message_too_large,
+            message=f"batch of {len(batch)} bytes exceeds max.message.bytes {max_bytes}",
+        )
+    try:
+        h = records.validate(batch)
+    except records.CorruptBatch as e:
+        log.warning("corrupt batch for %s: %s", p, e)
+        return _partition_result(pd.index, ErrorCode.corrupt_message, message=str(e))
+    except records.InvalidBatch as e:
+        log.warning("invalid batch for %s: %s", p, e)
+        return _partition_result(pd.index, ErrorCode.invalid_record, message=str(e))
+    if h.is_transactional or h.is_control:
+        return _partition_result(
+            pd.index, ErrorCode.invalid_record, message="transactions are not supported yet"
+        )
+    verdict = p.producers.check(h)
+    if verdict.error != ErrorCode.none:
+        return _partition_result(pd.index, verdict.error, log_start=p.log_start_offset)
+    if verdict.duplicate_of is not None:
+        result = _partition_result(pd.index, ErrorCode.none, verdict.duplicate_of, p.log_start_offset)
+        if verdict.duplicate_of >= p.high_watermark:  # the original may still be syncing
+            result["_wal_end"] = logs.wal.end_position
+        return result
+    try:
+        appended = logs.append(state, p, batch, h)
+    except WalFailure as e:
+        return _partition_result(pd.index, ErrorCode.kafka_storage_error, message=str(e))
+    result = _partition_result(
+        pd.index, ErrorCode.none, appended.base_offset, p.log_start_offset, appended.log_append_time
+    )
+    result["_wal_end"] = appended.wal_end
+    return result

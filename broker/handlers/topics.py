@@ -1,0 +1,148 @@
+"""CreateTopics and DeleteTopics."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from broker.naming import topic_name_error
+from broker.topic_config import TOPIC_CONFIGS, InvalidConfig, validate_topic_configs
+from protocol.codec import Request
+from protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+log = logging.getLogger(__name__)
+
+_ZERO_UUID = uuid.UUID(int=0)
+# DescribeConfigs config_source values
+_SOURCE_TOPIC = 1
+_SOURCE_STATIC_BROKER = 4
+_SOURCE_DEFAULT = 5
+
+
+class _Refused(Exception):
+    def __init__(self, error: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+def _config_entries(broker: Broker, configs: dict[str, str]) -> list[dict]:
+    broker_defaults = broker.config.topic_defaults()
+    out = []
+    for key, (default, _) in sorted(TOPIC_CONFIGS.items()):
+        if key in configs:
+            value, source = configs[key], _SOURCE_TOPIC
+        elif key in broker_defaults:
+            value, source = broker_defaults[key], _SOURCE_STATIC_BROKER
+        else:
+            value, source = default, _SOURCE_DEFAULT
+        out.append(
+            {"name": key, "value": value, "read_only": False, "config_source": source, "is_sensitive": False}
+        )
+    return out
+
+
+def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]:
+    if t.name in seen:
+        raise _Refused(ErrorCode.invalid_request, f"Topic {t.name} appears more than once in the request")
+    problem = topic_name_error(t.name)
+    if problem:
+        raise _Refused(ErrorCode.invalid_topic_exception, problem)
+    if t.name in broker.logs.topics:
+        raise _Refused(ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists.")
+    partitions = t.num_partitions
+    if t.assignments:
+        if partitions != -1 or t.replication_factor != -1:
+            raise _Refused(
+                ErrorCode.invalid_request,
+                "Both numPartitions or replicationFactor and replicasAssignments were set.",
+            )
+        partitions = len(t.assignments)
+    elif partitions == -1:
+        partitions = broker.config.num_partitions
+    if partitions <= 0:
+        raise _Refused(ErrorCode.invalid_partitions, "Number of partitions must be larger than 0.")
+    replication = t.replication_factor
+    if replication == 0 or replication < -1:
+        raise _Refused(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
+    try:
+        configs = validate_topic_configs({c.name: c.value for c in t.configs})
+    except InvalidConfig as e:
+        raise _Refused(ErrorCode.invalid_config, str(e)) from None
+    return partitions, max(replication, 1), configs
+
+
+async def handle_create(broker: Broker, request: Request) -> dict:
+    body = request.body
+    results = []
+    seen: set[str] = set()
+    for t in body.topics:
+        try:
+            partitions, replication, configs = _check(broker, t, seen)
+            topic_id = _ZERO_UUID
+            if not body.validate_only:
+                try:
+                    state = await broker.logs.create_topic(t.name, partitions, configs)
+                except FileExistsError:
+                    raise _Refused(ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists.") from None
+                topic_id = state.record.uuid
+            results.append(
+                {
+                    "name": t.name,
+                    "topic_id": topic_id,
+                    "error_code": ErrorCode.none,
+                    "error_message": None,
+                    "num_partitions": partitions,
+                    "replication_factor": replication,
+                    "configs": _config_entries(broker, configs),
+                }
+            )
+        except _Refused as e:
+            log.info("CreateTopics %s refused: %s", t.name, e.message)
+            results.append(
+                {
+                    "name": t.name,
+                    "topic_id": _ZERO_UUID,
+                    "error_code": e.error,
+                    "error_message": e.message,
+                    "num_partitions": -1,
+                    "replication_factor": -1,
+                    "configs": [],
+                }
+            )
+        seen.add(t.name)
+    return {"throttle_time": 0, "topics": results}
+
+
+async def handle_delete(broker: Broker, request: Request) -> dict:
+    body = request.body
+    logs = broker.logs
+    if request.header.api_version >= 6:
+        wanted = [(t.name, t.topic_id) for t in body.topics]
+    else:
+        wanted = [(name, None) for name in body.topic_names]
+    responses = []
+    for name, topic_id in wanted:
+        error, message = ErrorCode.none, None
+        if name is None and topic_id is not None:
+            state = logs.topics_by_id.get(topic_id.bytes)
+            if state is None:
+                error, message = ErrorCode.unknown_topic_id, "Topic id not found"
+            else:
+                name = state.name
+        elif name not in logs.topics:
+            error, message = ErrorCode.unknown_topic_or_partition, "This server does not host this topic"
+        if error == ErrorCode.none:
+            topic_id = logs.topics[name].record.uuid
+            try:
+                await logs.delete_topic(name)
+            except KeyError:
+                error, message = ErrorCode.unknown_topic_or_partition, "Topic was deleted concurrently"
+        responses.append(
+            {"name": name, "topic_id": topic_id or _ZERO_UUID, "error_code": error, "error_message": message}
+        )
+    return {"throttle_time": 0, "responses": responses}

@@ -1,0 +1,88 @@
+"""Per-partition idempotent producer state, in the manner of Kafka's ProducerStateManager.
+
+For each producer id: its current epoch and the last few batches' sequence ranges
+with the offsets they were given, so a retried batch is answered with its original
+offsets instead of being written twice.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from protocol.errors import ErrorCode
+from protocol.records import NO_SEQUENCE, BatchHeader
+
+RETAINED_BATCHES = 5  # what max.in.flight.requests.per.connection allows in flight
+_SEQ_MOD = 2**31
+
+
+@dataclass(slots=True)
+class _BatchMeta:
+    first_seq: int
+    last_seq: int
+    base_offset: int
+    last_offset: int
+
+
+@dataclass(slots=True)
+class _ProducerEntry:
+    epoch: int
+    batches: deque[_BatchMeta] = field(default_factory=lambda: deque(maxlen=RETAINED_BATCHES))
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1].last_seq if self.batches else NO_SEQUENCE
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceCheck:
+    """The verdict on an incoming batch: append it, answer a duplicate, or refuse."""
+
+    error: ErrorCode = ErrorCode.none
+    duplicate_of: int | None = None  # base offset the batch was given the first time
+
+
+APPEND = SequenceCheck()
+
+
+class ProducerStateTable:
+    def __init__(self) -> None:
+        self._producers: dict[int, _ProducerEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._producers)
+
+    def check(self, h: BatchHeader) -> SequenceCheck:
+        if not h.is_idempotent:
+            return APPEND
+        entry = self._producers.get(h.producer_id)
+        if entry is None:
+            return APPEND  # unknown producer: accept whatever sequence it starts at
+        if h.producer_epoch < entry.epoch:
+            return SequenceCheck(ErrorCode.invalid_producer_epoch)
+        if h.producer_epoch > entry.epoch:
+            if h.base_sequence != 0:
+                return SequenceCheck(ErrorCode.out_of_order_sequence_number)
+            return APPEND
+        for b in entry.batches:
+            if b.first_seq == h.base_sequence and b.last_seq == h.last_sequence:
+                return SequenceCheck(duplicate_of=b.base_offset)
+        last = entry.last_seq
+        if last == NO_SEQUENCE:
+            return APPEND
+        if h.base_sequence != (last + 1) % _SEQ_MOD:
+            return SequenceCheck(ErrorCode.out_of_order_sequence_number)
+        return APPEND
+
+    def update(self, h: BatchHeader, base_offset: int) -> None:
+        """Record an appended batch (also used when replaying the log)."""
+        if not h.is_idempotent:
+            return
+        entry = self._producers.get(h.producer_id)
+        if entry is None or h.producer_epoch != entry.epoch:
+            entry = _ProducerEntry(h.producer_epoch)
+            self._producers[h.producer_id] = entry
+        entry.batches.append(
+            _BatchMeta(h.base_sequence, h.last_sequence, base_offset, base_offset + h.last_offset_delta)
+        )

@@ -1,0 +1,171 @@
+"""The asyncio front end: one reader and one writer task per client connection.
+
+Requests on a connection are decoded and started in arrival order, so a produce's
+synchronous part (offset assignment, WAL append) keeps the client's order, while
+the waits (fsync, long-poll fetch) overlap. Responses go back in request order,
+as Kafka clients require.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from protocol.codec import (
+    Request,
+    UnsupportedRequest,
+    build_response,
+    decode_request,
+    encode_response,
+    peek_header,
+)
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.framing import FrameDecoder
+from protocol.versions import ApiKey, is_supported
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Broker", Request], Awaitable[dict | None]]
+_READ_SIZE = 256 * 1024
+_CLOSE = object()
+
+
+class _RequestFailed(Exception):
+    """A handler failed unexpectedly (already logged); the connection is closed."""
+
+
+class Connection:
+    def __init__(
+        self,
+        broker: Broker,
+        handlers: dict[int, Handler],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.broker = broker
+        self.handlers = handlers
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._queue: asyncio.Queue[object] = asyncio.Queue(broker.config.max_inflight_per_connection)
+
+    async def serve(self) -> None:
+        responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
+        decoder = FrameDecoder(self.broker.config.max_request_bytes)
+        try:
+            while not responder.done():
+                data = await self.reader.read(_READ_SIZE)
+                if not data:
+                    responder.cancel()
+                    break
+                for frame in decoder.feed(data):
+                    await self._queue.put(self._start(frame))
+        except ProtocolError as e:
+            log.warning("closing connection from %s: %s", self.peer, e)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            responder.cancel()
+        finally:
+            if not responder.done():
+                await self._queue.put(_CLOSE)
+            try:
+                await responder
+            except (asyncio.CancelledError, Exception):
+                pass
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+
+    def _start(self, frame: bytes) -> object:
+        """Decode a request and start its handler now; returns what the responder awaits."""
+        api_key, api_version, correlation_id = peek_header(frame)
+        if api_key == ApiKey.API_VERSIONS and not is_supported(api_key, api_version):
+            # KIP-511: answer in v0 with our ranges so the client can pick a version.
+            from broker.handlers.api_versions import api_versions_body
+
+            body = api_versions_body(ErrorCode.unsupported_version)
+            return encode_response(correlation_id, build_response(api_key, 0, body))
+        handler = self.handlers.get(api_key)
+        if handler is None or not is_supported(api_key, api_version):
+            raise UnsupportedRequest(
+                f"unsupported api key {api_key} version {api_version} (correlation {correlation_id})"
+            )
+        request = decode_request(frame)  # MalformedRequest closes the connection
+        return asyncio.ensure_future(self._handle(handler, request))
+
+    async def _handle(self, handler: Handler, request: Request) -> bytes | None:
+        """Run one handler and encode its answer; None means no response is due."""
+        h = request.header
+        try:
+            body = await handler(self.broker, request)
+            if body is None:  # acks=0 produce
+                return None
+            response = build_response(h.api_key, h.api_version, body)
+            return encode_response(h.correlation_id, response)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception(
+                "request failed: api key %d v%d correlation %d from %s (client %s)",
+                h.api_key, h.api_version, h.correlation_id, self.peer, h.client_id,
+            )
+            raise _RequestFailed() from e
+
+    async def _respond(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSE:
+                return
+            if isinstance(item, bytes):
+                self.writer.write(item)
+            else:
+                try:
+                    data = await item  # type: ignore[misc]
+                except _RequestFailed:
+                    self.writer.close()  # the reader sees the close and stops too
+                    return
+                if data is None:
+                    continue
+                self.writer.write(data)
+            if self._queue.empty() or self.writer.transport.get_write_buffer_size() > 1 << 20:
+                await self.writer.drain()
+
+
+class Server:
+    def __init__(self, broker: Broker, handlers: dict[int, Handler]) -> None:
+        self.broker = broker
+        self.handlers = handlers
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await Connection(self.broker, self.handlers, reader, writer).serve()
+        except Exception:
+            log.exception("connection failed")
+        finally:
+            self._connections.discard(task)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,35 @@
+"""The api keys and version ranges Strata implements, and what ApiVersions advertises."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ApiKey(IntEnum):
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    INIT_PRODUCER_ID = 22
+
+
+# (advertised min, max). Produce advertises 0 although only v3+ (the RecordBatch
+# era) parses: some librdkafka versions disable compression when the minimum is above 0.
+SUPPORTED: dict[int, tuple[int, int]] = {
+    ApiKey.PRODUCE: (0, 13),
+    ApiKey.FETCH: (4, 17),
+    ApiKey.LIST_OFFSETS: (1, 10),
+    ApiKey.METADATA: (0, 13),
+    ApiKey.API_VERSIONS: (0, 4),
+    ApiKey.CREATE_TOPICS: (2, 7),
+    ApiKey.DELETE_TOPICS: (1, 6),
+    ApiKey.INIT_PRODUCER_ID: (0, 5),
+}
+
+
+def is_supported(api_key: int, api_version: int) -> bool:
+    rng = SUPPORTED.get(api_key)
+    return rng is not None and rng[0] <= api_version <= rng[1]

@@ -1,0 +1,155 @@
+"""Run tests/java/ClientCheck.java, the official Kafka Java client's end-to-end check.
+
+Why: the Java client is the reference Kafka client; if it can produce (idempotent, compressed)
+and consume through Strata with everything intact, most other clients will too. The jars come
+from Maven Central once (tests/java/pom.xml) into <cache>/java-client/lib, where <cache> is
+$STRATA_CACHE_DIR or ~/.cache/strata.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+JAVA_DIR = REPO_ROOT / "tests" / "java"
+POM = JAVA_DIR / "pom.xml"
+SOURCE = JAVA_DIR / "ClientCheck.java"
+
+
+class ClientCheckError(RuntimeError):
+    """ClientCheck failed or mismatched; carries its JSON summary (if any) and stderr."""
+
+    def __init__(
+        self, message: str, result: dict[str, Any] | None = None, stderr: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.result = result
+        self.stderr = stderr
+
+
+def cache_root() -> Path:
+    """Where fetched jars live: $STRATA_CACHE_DIR, else ~/.cache/strata."""
+    env = os.environ.get("STRATA_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "strata"
+
+
+def java_client_classpath() -> str:
+    """Fetch kafka-clients and friends once; return a classpath ('<lib>/*') for `java -cp`.
+
+    mvn is skipped when the jars for this exact pom are already cached; a fetch goes to a temp
+    dir renamed into place under a file lock, so concurrent or interrupted runs are safe.
+    """
+    home = cache_root() / "java-client"
+    lib = home / "lib"
+    stamp = home / "pom.sha256"
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+
+    def fresh() -> bool:
+        return lib.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest
+
+    if not fresh():
+        home.mkdir(parents=True, exist_ok=True)
+        with open(home / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not fresh():
+                _fetch(home, lib, stamp, digest)
+    return f"{lib}/*"
+
+
+def _fetch(home: Path, lib: Path, stamp: Path, digest: str) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError("cannot fetch the Kafka Java client jars: `mvn` is not on PATH")
+    tmp = Path(tempfile.mkdtemp(prefix="lib-", dir=home))
+    try:
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0 or not list(tmp.glob("kafka-clients-*.jar")):
+            out = (proc.stdout + proc.stderr)[-4000:]
+            raise RuntimeError(
+                f"mvn could not fetch the Kafka Java client jars (rc={proc.returncode}):\n{out}"
+            )
+        if lib.exists():
+            shutil.rmtree(lib)
+        tmp.rename(lib)
+        stamp.write_text(digest + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_client_check(
+    bootstrap: str,
+    topic: str,
+    messages: int = 10_000,
+    compression: str = "none",
+    partitions: int | None = None,
+    timeout: float = 180.0,
+) -> dict[str, Any]:
+    """Produce then consume `messages` records through `bootstrap`; return ClientCheck's summary.
+
+    The Java side gives up after `timeout` seconds and still reports what it saw; the process
+    gets a minute more before it is killed. Raises ClientCheckError unless everything matched.
+    """
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("`java` is not on PATH")
+    cmd = [
+        java,
+        "-Xmx512m",
+        "-XX:+UseSerialGC",
+        "-cp",
+        java_client_classpath(),
+        str(SOURCE),
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--messages",
+        str(messages),
+        "--compression",
+        compression,
+        "--timeout-ms",
+        str(int(timeout * 1000)),
+    ]
+    if partitions:
+        cmd += ["--partitions", str(partitions)]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout + 60, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise ClientCheckError(
+            f"ClientCheck hung past {timeout + 60:.0f}s; stderr:\n{err[-4000:]}", None, err
+        ) from e
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    result: dict[str, Any] | None = None
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            result = None
+    if proc.returncode != 0 or result is None or not result.get("ok"):
+        summary = json.dumps(result) if result is not None else proc.stdout[-2000:]
+        raise ClientCheckError(
+            f"ClientCheck failed (rc={proc.returncode}): {summary}\nstderr:\n{proc.stderr[-4000:]}",
+            result,
+            proc.stderr,
+        )
+    return result

@@ -1,0 +1,261 @@
+"""The write-ahead log: appends on the event loop, writes and fdatasync on a thread.
+
+Appends only buffer; one flusher task writes whatever accumulated and syncs it with
+a single fdatasync (group commit). While one sync runs, new appends gather for the
+next, so the sync rate adapts to the load instead of capping it. Positions are
+logical byte offsets across all segments, so a position names one entry for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from wal.entry import HEADER_SIZE, WalEntry, decode_entries, encode_header
+from wal.segment import fsync_dir, list_segments, segment_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class WalFailure(Exception):
+    """The log could not be written or synced; nothing after this is acknowledged."""
+
+
+class WriteAheadLog:
+    def __init__(self, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._segments: list[int] = []  # base positions, ascending
+        self._end = 0  # logical end of appended data
+        self._durable = 0  # logical end of synced data
+        self._active_base = 0
+        self._pending: list[tuple[int, bytes]] = []  # (segment base, bytes) not yet written
+        self._pending_bytes = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._listeners: list[Callable[[int], None]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._write_fd: int | None = None
+        self._write_base: int | None = None
+        self._read_fds: dict[int, int] = {}
+        self._failure: BaseException | None = None
+        self.syncs = 0
+        self.bytes_synced = 0
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def recover(self, on_entry: Callable[[WalEntry], None]) -> None:
+        """Replay every valid entry in order; cut a torn or corrupt tail.
+
+        Blocking: call before serving (or on a thread). A bad entry ends the valid
+        log there: that segment is truncated and any later segments are removed,
+        since nothing after a gap can be trusted to be contiguous.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        bases = list_segments(self.directory)
+        end = 0
+        for i, base in enumerate(bases):
+            path = segment_path(self.directory, base)
+            data = path.read_bytes()
+            entries, valid = decode_entries(memoryview(data), base)
+            for entry in entries:
+                on_entry(entry)
+            end = base + valid
+            if valid < len(data):
+                dropped = len(data) - valid + sum(
+                    segment_path(self.directory, b).stat().st_size for b in bases[i + 1 :]
+                )
+                level = logging.WARNING if i == len(bases) - 1 else logging.ERROR
+                log.log(
+                    level,
+                    "WAL segment %s: invalid entry at byte %d; cutting the log there "
+                    "(%d bytes dropped, never acknowledged if this is a torn tail)",
+                    path.name, valid, dropped,
+                )
+                with open(path, "r+b") as f:
+                    f.truncate(valid)
+                    os.fsync(f.fileno())
+                for later in bases[i + 1 :]:
+                    segment_path(self.directory, later).unlink()
+                bases = bases[: i + 1]
+                break
+        if not bases:
+            segment_path(self.directory, 0).touch()
+            fsync_dir(self.directory)
+            bases = [0]
+        self._segments = bases
+        self._active_base = bases[-1]
+        self._end = self._durable = end
+
+    # --- appending --------------------------------------------------------------------
+
+    @property
+    def end_position(self) -> int:
+        return self._end
+
+    @property
+    def durable_position(self) -> int:
+        return self._durable
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def add_durable_listener(self, listener: Callable[[int], None]) -> None:
+        """Called on the event loop with the new durable position after every sync."""
+        self._listeners.append(listener)
+
+    def append(
+        self, topic_id: bytes, partition: int, leader_epoch: int, base_offset: int, batch: bytes
+    ) -> tuple[int, int]:
+        """Queue one batch; returns (position of the batch bytes, end position of the entry)."""
+        if self._failure is not None:
+            raise WalFailure("write-ahead log failed earlier") from self._failure
+        header = encode_header(topic_id, partition, leader_epoch, base_offset, batch)
+        size = len(header) + len(batch)
+        if self._end - self._active_base >= self.segment_bytes:
+            self._active_base = self._end
+            self._segments.append(self._end)
+        self._pending.append((self._active_base, header))
+        self._pending.append((self._active_base, batch))
+        start = self._end
+        self._end += size
+        self._pending_bytes += size
+        if self._wakeup is not None:
+            self._wakeup.set()
+        return start + HEADER_SIZE, self._end
+
+    def wait_durable(self, position: int) -> asyncio.Future[None]:
+        """A future resolved once everything up to `position` is synced."""
+        fut = asyncio.get_running_loop().create_future()
+        if self._failure is not None:
+            fut.set_exception(WalFailure("write-ahead log failed"))
+        elif position <= self._durable:
+            fut.set_result(None)
+        else:
+            self._waiters.append((position, fut))
+        return fut
+
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="wal-flusher")
+
+    async def _flush_loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._pending:
+                continue
+            chunks, self._pending = self._pending, []
+            target, size = self._end, self._pending_bytes
+            self._pending_bytes = 0
+            try:
+                await asyncio.to_thread(self._write_and_sync, chunks)
+            except BaseException as e:
+                self._fail(e)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                return
+            self.syncs += 1
+            self.bytes_synced += size
+            self._durable = target
+            while self._waiters and self._waiters[0][0] <= target:
+                _, fut = self._waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+            for listener in self._listeners:
+                listener(target)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.critical("write-ahead log failed; refusing further appends: %r", exc)
+        self._failure = exc
+        while self._waiters:
+            _, fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(WalFailure(str(exc)))
+
+    def _write_and_sync(self, chunks: list[tuple[int, bytes]]) -> None:
+        """Runs on a worker thread: write runs of chunks per segment, then fdatasync."""
+        i = 0
+        while i < len(chunks):
+            base = chunks[i][0]
+            j = i
+            while j < len(chunks) and chunks[j][0] == base:
+                j += 1
+            fd = self._writer_for(base)
+            bufs = [c for _, c in chunks[i:j]]
+            for k in range(0, len(bufs), 512):
+                group = bufs[k : k + 512]
+                want = sum(len(b) for b in group)
+                wrote = os.writev(fd, group)
+                if wrote != want:  # short write: finish it the slow way
+                    rest = b"".join(group)[wrote:]
+                    while rest:
+                        rest = rest[os.write(fd, rest) :]
+            i = j
+        assert self._write_fd is not None
+        os.fdatasync(self._write_fd)
+
+    def _writer_for(self, base: int) -> int:
+        if self._write_base == base and self._write_fd is not None:
+            return self._write_fd
+        if self._write_fd is not None:
+            os.fdatasync(self._write_fd)
+            os.close(self._write_fd)
+        path = segment_path(self.directory, base)
+        created = not path.exists()
+        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._write_base = base
+        if created:
+            fsync_dir(self.directory)
+        return self._write_fd
+
+    # --- reading ----------------------------------------------------------------------
+
+    def read_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Blocking preads of (position, size) ranges of synced data; run on a thread."""
+        out = []
+        for position, size in ranges:
+            i = bisect.bisect_right(self._segments, position) - 1
+            base = self._segments[i]
+            fd = self._read_fds.get(base)
+            if fd is None:
+                fd = os.open(segment_path(self.directory, base), os.O_RDONLY)
+                self._read_fds[base] = fd
+            data = os.pread(fd, size, position - base)
+            if len(data) != size:
+                raise WalFailure(f"short read at WAL position {position}")
+            out.append(data)
+        return out
+
+    async def read(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        return await asyncio.to_thread(self.read_many, ranges)
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Sync what is pending, stop the flusher and close files."""
+        if self._flusher is not None:
+            if self._end > self._durable and self._failure is None:
+                try:
+                    await self.wait_durable(self._end)
+                except WalFailure:
+                    pass
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except (asyncio.CancelledError, Exception):
+                pass
+        for fd in [self._write_fd, *self._read_fds.values()]:
+            if fd is not None:
+                os.close(fd)
+        self._write_fd = None
+        self._read_fds.clear()
