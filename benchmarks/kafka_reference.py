@@ -108,6 +108,7 @@ def kafka_libs(pom: Path = KAFKA_POM) -> Path:
                 )
             if libs.exists():
                 shutil.rmtree(libs)
+            tmp.chmod(0o755)  # mkdtemp makes it owner-only
             tmp.rename(libs)
             stamp.write_text(digest + "\n")
         finally:

@@ -31,7 +31,12 @@ class Broker:
         host, port = self.config.advertised
         log.info(
             "Strata broker %d listening on %s:%d (advertised %s:%d), data in %s",
-            self.config.broker_id, self.config.listen_host, self.port, host, port, self.config.data_dir,
+            self.config.broker_id,
+            self.config.listen_host,
+            self.port,
+            host,
+            port,
+            self.config.data_dir,
         )
 
     async def stop(self) -> None:

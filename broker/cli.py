@@ -11,7 +11,9 @@ from broker import config as broker_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="strata", description="Strata: a Kafka-compatible broker.")
+    parser = argparse.ArgumentParser(
+        prog="strata", description="Strata: a Kafka-compatible broker."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",

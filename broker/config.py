@@ -85,12 +85,17 @@ def _convert(name: str, kind: Any, raw: Any) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML file with settings (same names, underscores)")
+    parser.add_argument(
+        "--config", type=Path, help="TOML file with settings (same names, underscores)"
+    )
     for f in fields(BrokerConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         parser.add_argument(
-            flag, dest=f.name, default=None, metavar=f.name.upper(),
+            flag,
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
             help=f"{f.metadata['help']} (default: {default}; env {ENV_PREFIX}{f.name.upper()})",
         )
 

@@ -84,7 +84,10 @@ class LogManager:
         await asyncio.to_thread(self.wal.recover, lambda e: self._replay(e, counts))
         log.info(
             "recovered %d batches from the WAL in %.2fs (%d of deleted topics skipped); log end %d",
-            counts["entries"], time.monotonic() - started, counts["skipped"], self.wal.end_position,
+            counts["entries"],
+            time.monotonic() - started,
+            counts["skipped"],
+            self.wal.end_position,
         )
         self.wal.add_durable_listener(self._on_durable)
         self.wal.start()
@@ -97,7 +100,9 @@ class LogManager:
         p = topic.partitions[entry.partition]
         h = records.parse_header(entry.batch)
         if entry.base_offset < p.log_end_offset:
-            log.warning("WAL entry for %s at offset %d repeats offsets; skipped", p, entry.base_offset)
+            log.warning(
+                "WAL entry for %s at offset %d repeats offsets; skipped", p, entry.base_offset
+            )
             counts["skipped"] += 1
             return
         p.leader_epoch = max(p.leader_epoch, entry.leader_epoch)
@@ -110,7 +115,9 @@ class LogManager:
     # --- topics -----------------------------------------------------------------------
 
     def _add_topic_state(self, rec: TopicRecord) -> TopicState:
-        state = TopicState(rec, [Partition(rec.topic_id, rec.name, i) for i in range(rec.partitions)])
+        state = TopicState(
+            rec, [Partition(rec.topic_id, rec.name, i) for i in range(rec.partitions)]
+        )
         self.topics[rec.name] = state
         self.topics_by_id[rec.topic_id] = state
         return state
@@ -159,7 +166,7 @@ class LogManager:
     # --- producer ids -----------------------------------------------------------------
 
     async def allocate_producer_id(self) -> int:
-        """A producer id never handed out before, even across crashes (blocks are persisted first)."""
+        """A producer id never handed out before, even across crashes: blocks persist first."""
         async with self._meta_lock:
             if self._next_producer_id >= self.meta.producer_id_limit:
                 self.meta.producer_id_limit = self._next_producer_id + PRODUCER_ID_BLOCK
@@ -198,7 +205,12 @@ class LogManager:
     # --- reads ------------------------------------------------------------------------
 
     async def read(
-        self, p: Partition, offset: int, max_bytes: int, limit_offset: int, first_may_exceed: bool = True
+        self,
+        p: Partition,
+        offset: int,
+        max_bytes: int,
+        limit_offset: int,
+        first_may_exceed: bool = True,
     ) -> list[bytes]:
         refs = p.refs_from(offset, limit_offset, max_bytes, first_may_exceed)
         out: list[bytes | None] = [self.tail.get(p.tail, r.base_offset) for r in refs]

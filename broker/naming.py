@@ -17,5 +17,5 @@ def topic_name_error(name: str | None) -> str | None:
     if len(name) > MAX_TOPIC_NAME:
         return f"Topic name is longer than {MAX_TOPIC_NAME} characters"
     if not _LEGAL.match(name):
-        return f"Topic name {name!r} contains characters other than ASCII alphanumerics, '.', '_' and '-'"
+        return f"Topic name {name!r} has characters other than ASCII letters, digits, '.', '_', '-'"
     return None

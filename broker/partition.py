@@ -40,7 +40,9 @@ class BatchIndex:
     def __len__(self) -> int:
         return len(self.base_offsets)
 
-    def add(self, base_offset: int, last_offset: int, max_ts: int, position: int, size: int) -> None:
+    def add(
+        self, base_offset: int, last_offset: int, max_ts: int, position: int, size: int
+    ) -> None:
         self.base_offsets.append(base_offset)
         self.last_offsets.append(last_offset)
         self.max_timestamps.append(max_ts)
@@ -49,8 +51,11 @@ class BatchIndex:
 
     def ref(self, i: int) -> BatchRef:
         return BatchRef(
-            self.base_offsets[i], self.last_offsets[i], self.max_timestamps[i],
-            self.positions[i], self.sizes[i],
+            self.base_offsets[i],
+            self.last_offsets[i],
+            self.max_timestamps[i],
+            self.positions[i],
+            self.sizes[i],
         )
 
     def find(self, offset: int) -> int:
@@ -85,7 +90,9 @@ class Partition:
     def __repr__(self) -> str:
         return f"{self.topic}-{self.index}"
 
-    def record_append(self, h: BatchHeader, base_offset: int, position: int, wal_end: int | None) -> None:
+    def record_append(
+        self, h: BatchHeader, base_offset: int, position: int, wal_end: int | None
+    ) -> None:
         """Index a batch the WAL holds; `wal_end` None means already durable (recovery)."""
         last = base_offset + h.last_offset_delta
         self.batches.add(base_offset, last, h.max_timestamp, position, h.size)

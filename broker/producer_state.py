@@ -84,5 +84,7 @@ class ProducerStateTable:
             entry = _ProducerEntry(h.producer_epoch)
             self._producers[h.producer_id] = entry
         entry.batches.append(
-            _BatchMeta(h.base_sequence, h.last_sequence, base_offset, base_offset + h.last_offset_delta)
+            _BatchMeta(
+                h.base_sequence, h.last_sequence, base_offset, base_offset + h.last_offset_delta
+            )
         )

@@ -9,6 +9,7 @@ as Kafka clients require.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -53,7 +54,9 @@ class Connection:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self._queue: asyncio.Queue[object] = asyncio.Queue(broker.config.max_inflight_per_connection)
+        self._queue: asyncio.Queue[object] = asyncio.Queue(
+            broker.config.max_inflight_per_connection
+        )
 
     async def serve(self) -> None:
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
@@ -73,15 +76,11 @@ class Connection:
         finally:
             if not responder.done():
                 await self._queue.put(_CLOSE)
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await responder
-            except (asyncio.CancelledError, Exception):
-                pass
             self.writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await self.writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
 
     def _start(self, frame: bytes) -> object:
         """Decode a request and start its handler now; returns what the responder awaits."""
@@ -95,9 +94,9 @@ class Connection:
         handler = self.handlers.get(api_key)
         if handler is None or not is_supported(api_key, api_version):
             raise UnsupportedRequest(
-                f"unsupported api key {api_key} version {api_version} (correlation {correlation_id})"
+                f"unsupported api key {api_key} v{api_version} (correlation {correlation_id})"
             )
-        request = decode_request(frame)  # MalformedRequest closes the connection
+        request = decode_request(frame)  # a MalformedRequest closes the connection
         return asyncio.ensure_future(self._handle(handler, request))
 
     async def _handle(self, handler: Handler, request: Request) -> bytes | None:
@@ -114,7 +113,11 @@ class Connection:
         except Exception as e:
             log.exception(
                 "request failed: api key %d v%d correlation %d from %s (client %s)",
-                h.api_key, h.api_version, h.correlation_id, self.peer, h.client_id,
+                h.api_key,
+                h.api_version,
+                h.correlation_id,
+                self.peer,
+                h.client_id,
             )
             raise _RequestFailed() from e
 

@@ -77,7 +77,8 @@ def decode_request(frame: bytes) -> Request:
         body, body_size = read_body(frame, used)
     except Exception as e:  # kio raises BufferUnderflow, KeyError, ValueError...
         raise MalformedRequest(
-            f"api key {api_key} v{api_version} correlation {correlation_id}: {type(e).__name__}: {e}"
+            f"api key {api_key} v{api_version} correlation {correlation_id}: "
+            f"{type(e).__name__}: {e}"
         ) from e
     return Request(
         RequestHeader(api_key, api_version, correlation_id, header.client_id), body, len(frame)

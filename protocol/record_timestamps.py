@@ -43,7 +43,7 @@ def decompress(codec: int, data: bytes) -> bytes:
     raise ValueError(f"unknown compression codec {codec}")
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     shift = result = 0
     while True:
         b = buf[pos]
@@ -64,10 +64,10 @@ def record_timestamps(batch: bytes) -> Iterator[tuple[int, int]]:
     buf = decompress(h.compression, batch[HEADER_SIZE:])
     pos = 0
     for _ in range(h.record_count):
-        length, pos = _varint(buf, pos)
+        length, pos = read_varint(buf, pos)
         end = pos + length
         pos += 1  # attributes
-        ts_delta, pos = _varint(buf, pos)
-        offset_delta, pos = _varint(buf, pos)
+        ts_delta, pos = read_varint(buf, pos)
+        offset_delta, pos = read_varint(buf, pos)
         yield h.base_offset + offset_delta, h.base_timestamp + ts_delta
         pos = end

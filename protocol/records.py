@@ -104,7 +104,9 @@ def validate(buf: bytes, check_crc: bool = True) -> BatchHeader:
     if h.size != len(buf):
         raise InvalidBatch(f"batchLength {h.batch_length} does not match {len(buf)} bytes")
     if h.record_count <= 0 or h.last_offset_delta < 0:
-        raise InvalidBatch(f"batch with {h.record_count} records, lastOffsetDelta {h.last_offset_delta}")
+        raise InvalidBatch(
+            f"batch with {h.record_count} records, lastOffsetDelta {h.last_offset_delta}"
+        )
     if h.compression == 0 and h.last_offset_delta != h.record_count - 1:
         raise InvalidBatch("lastOffsetDelta does not match the record count")
     if h.compression > 4:

@@ -87,6 +87,7 @@ def _fetch(home: Path, lib: Path, stamp: Path, digest: str) -> None:
             )
         if lib.exists():
             shutil.rmtree(lib)
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only
         tmp.rename(lib)
         stamp.write_text(digest + "\n")
     finally:
@@ -104,7 +105,8 @@ def run_client_check(
     """Produce then consume `messages` records through `bootstrap`; return ClientCheck's summary.
 
     The Java side gives up after `timeout` seconds and still reports what it saw; the process
-    gets a minute more before it is killed. Raises ClientCheckError unless everything matched.
+    gets 90 s more (a producer metadata wait can block 60 s) before it is killed.
+    Raises ClientCheckError unless everything matched.
     """
     java = shutil.which("java")
     if java is None:
@@ -131,12 +133,12 @@ def run_client_check(
         cmd += ["--partitions", str(partitions)]
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout + 60, stdin=subprocess.DEVNULL
+            cmd, capture_output=True, text=True, timeout=timeout + 90, stdin=subprocess.DEVNULL
         )
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         raise ClientCheckError(
-            f"ClientCheck hung past {timeout + 60:.0f}s; stderr:\n{err[-4000:]}", None, err
+            f"ClientCheck hung past {timeout + 90:.0f}s; stderr:\n{err[-4000:]}", None, err
         ) from e
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     result: dict[str, Any] | None = None

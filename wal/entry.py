@@ -64,7 +64,9 @@ def decode_entries(buf: memoryview, base_position: int) -> tuple[list[WalEntry],
         if version != VERSION:
             break
         entries.append(
-            WalEntry(base_position + pos, topic_id, partition, epoch, base_offset, body[_META.size :])
+            WalEntry(
+                base_position + pos, topic_id, partition, epoch, base_offset, body[_META.size :]
+            )
         )
         pos += _PREFIX.size + length
     return entries, pos

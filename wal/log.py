@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import os
 from collections import deque
@@ -69,15 +70,19 @@ class WriteAheadLog:
                 on_entry(entry)
             end = base + valid
             if valid < len(data):
-                dropped = len(data) - valid + sum(
-                    segment_path(self.directory, b).stat().st_size for b in bases[i + 1 :]
+                dropped = (
+                    len(data)
+                    - valid
+                    + sum(segment_path(self.directory, b).stat().st_size for b in bases[i + 1 :])
                 )
                 level = logging.WARNING if i == len(bases) - 1 else logging.ERROR
                 log.log(
                     level,
                     "WAL segment %s: invalid entry at byte %d; cutting the log there "
                     "(%d bytes dropped, never acknowledged if this is a torn tail)",
-                    path.name, valid, dropped,
+                    path.name,
+                    valid,
+                    dropped,
                 )
                 with open(path, "r+b") as f:
                     f.truncate(valid)
@@ -245,15 +250,11 @@ class WriteAheadLog:
         """Sync what is pending, stop the flusher and close files."""
         if self._flusher is not None:
             if self._end > self._durable and self._failure is None:
-                try:
+                with contextlib.suppress(WalFailure):
                     await self.wait_durable(self._end)
-                except WalFailure:
-                    pass
             self._flusher.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._flusher
-            except (asyncio.CancelledError, Exception):
-                pass
         for fd in [self._write_fd, *self._read_fds.values()]:
             if fd is not None:
                 os.close(fd)

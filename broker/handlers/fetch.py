@@ -48,8 +48,14 @@ def _resolve(broker: Broker, request: Request) -> list[tuple[dict, list[_Wanted]
                 elif 0 <= epoch < p.leader_epoch:
                     error = ErrorCode.fenced_leader_epoch
             wanted.append(
-                _Wanted(fp.partition, p, error, fp.fetch_offset, fp.partition_max_bytes,
-                        getattr(fp, "current_leader_epoch", -1))
+                _Wanted(
+                    fp.partition,
+                    p,
+                    error,
+                    fp.fetch_offset,
+                    fp.partition_max_bytes,
+                    getattr(fp, "current_leader_epoch", -1),
+                )
             )
         key = {"topic_id": t.topic_id} if by_id else {"topic": t.topic}
         plan.append((key, wanted))
@@ -76,7 +82,10 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
                     error = ErrorCode.offset_out_of_range
                 elif remaining > 0 and w.fetch_offset < p.high_watermark:
                     batches = await logs.read(
-                        p, w.fetch_offset, min(w.max_bytes, remaining), p.high_watermark,
+                        p,
+                        w.fetch_offset,
+                        min(w.max_bytes, remaining),
+                        p.high_watermark,
                         first_may_exceed=total == 0,
                     )
                     data = b"".join(batches)

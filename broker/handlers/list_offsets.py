@@ -34,8 +34,11 @@ async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, in
         target = p.max_timestamp
     elif timestamp >= 0:
         i = next(
-            (j for j in range(idx.find(p.log_start_offset), len(idx))
-             if idx.max_timestamps[j] >= timestamp and idx.base_offsets[j] < hw),
+            (
+                j
+                for j in range(idx.find(p.log_start_offset), len(idx))
+                if idx.max_timestamps[j] >= timestamp and idx.base_offsets[j] < hw
+            ),
             None,
         )
         if i is None:
@@ -78,8 +81,13 @@ async def handle(broker: Broker, request: Request) -> dict:
                 else:
                     ts, offset = await _lookup(broker, p, lp.timestamp)
             parts.append(
-                {"partition_index": lp.partition_index, "error_code": error, "timestamp": ts,
-                 "offset": offset, "leader_epoch": epoch}
+                {
+                    "partition_index": lp.partition_index,
+                    "error_code": error,
+                    "timestamp": ts,
+                    "offset": offset,
+                    "leader_epoch": epoch,
+                }
             )
         topics.append({"name": t.name, "partitions": parts})
     return {"throttle_time": 0, "topics": topics}

@@ -61,7 +61,9 @@ async def handle(broker: Broker, request: Request) -> dict:
     requested = body.topics
     if version == 0 and not requested:
         requested = None  # v0: an empty list means every topic
-    allow_auto = getattr(body, "allow_auto_topic_creation", True) and broker.config.auto_create_topics
+    allow_auto = (
+        getattr(body, "allow_auto_topic_creation", True) and broker.config.auto_create_topics
+    )
 
     topics: list[dict] = []
     if requested is None:

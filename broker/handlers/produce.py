@@ -21,8 +21,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _partition_result(index: int, error: ErrorCode, base_offset: int = -1, log_start: int = -1,
-                      append_time: int = -1, message: str | None = None) -> dict:
+def _partition_result(
+    index: int,
+    error: ErrorCode,
+    base_offset: int = -1,
+    log_start: int = -1,
+    append_time: int = -1,
+    message: str | None = None,
+) -> dict:
     return {
         "index": index,
         "error_code": error,
@@ -50,8 +56,10 @@ async def handle(broker: Broker, request: Request) -> dict | None:
                 results.append(_partition_result(pd.index, ErrorCode.invalid_required_acks))
                 continue
             if state is None or not 0 <= pd.index < len(state.partitions):
-                unknown = ErrorCode.unknown_topic_id if by_id and state is None else (
-                    ErrorCode.unknown_topic_or_partition
+                unknown = (
+                    ErrorCode.unknown_topic_id
+                    if by_id and state is None
+                    else (ErrorCode.unknown_topic_or_partition)
                 )
                 results.append(_partition_result(pd.index, unknown))
                 continue
@@ -73,7 +81,9 @@ async def handle(broker: Broker, request: Request) -> dict | None:
         except WalFailure as e:
             log.error("produce not acknowledged, WAL failed: %s", e)
             for r in appended:
-                r.update(error_code=ErrorCode.kafka_storage_error, base_offset=-1, error_message=str(e))
+                r.update(
+                    error_code=ErrorCode.kafka_storage_error, base_offset=-1, error_message=str(e)
+                )
         except asyncio.CancelledError:
             raise
     return {"responses": responses, "throttle_time": 0}
@@ -91,14 +101,16 @@ def _append_one(broker: Broker, state, p, pd) -> dict:
         return _partition_result(pd.index, ErrorCode.corrupt_message, message=str(e))
     if len(batches) != 1:
         return _partition_result(
-            pd.index, ErrorCode.invalid_record,
+            pd.index,
+            ErrorCode.invalid_record,
             message="a produce request must carry exactly one record batch per partition",
         )
     batch = batches[0]
     max_bytes = int(logs.topic_config(state, "max.message.bytes"))
     if len(batch) > max_bytes:
         return _partition_result(
-            pd.index, ErrorCode.message_too_large,
+            pd.index,
+            ErrorCode.message_too_large,
             message=f"batch of {len(batch)} bytes exceeds max.message.bytes {max_bytes}",
         )
     try:
@@ -117,7 +129,9 @@ def _append_one(broker: Broker, state, p, pd) -> dict:
     if verdict.error != ErrorCode.none:
         return _partition_result(pd.index, verdict.error, log_start=p.log_start_offset)
     if verdict.duplicate_of is not None:
-        result = _partition_result(pd.index, ErrorCode.none, verdict.duplicate_of, p.log_start_offset)
+        result = _partition_result(
+            pd.index, ErrorCode.none, verdict.duplicate_of, p.log_start_offset
+        )
         if verdict.duplicate_of >= p.high_watermark:  # the original may still be syncing
             result["_wal_end"] = logs.wal.end_position
         return result

@@ -19,14 +19,30 @@ _MAX_EPOCH = 32767
 async def handle(broker: Broker, request: Request) -> dict:
     body = request.body
     if body.transactional_id is not None:
-        log.info("InitProducerId with transactional id %r refused: no transactions", body.transactional_id)
-        return {"throttle_time": 0, "error_code": ErrorCode.transactional_id_authorization_failed,
-                "producer_id": -1, "producer_epoch": -1}
+        log.info(
+            "InitProducerId with transactional id %r refused: no transactions",
+            body.transactional_id,
+        )
+        return {
+            "throttle_time": 0,
+            "error_code": ErrorCode.transactional_id_authorization_failed,
+            "producer_id": -1,
+            "producer_epoch": -1,
+        }
     pid = getattr(body, "producer_id", -1)
     epoch = getattr(body, "producer_epoch", -1)
     if 0 <= pid < broker.logs.meta.producer_id_limit and 0 <= epoch < _MAX_EPOCH - 1:
         # KIP-360: an idempotent producer re-initialising keeps its id with a bumped epoch.
-        return {"throttle_time": 0, "error_code": ErrorCode.none, "producer_id": pid,
-                "producer_epoch": epoch + 1}
+        return {
+            "throttle_time": 0,
+            "error_code": ErrorCode.none,
+            "producer_id": pid,
+            "producer_epoch": epoch + 1,
+        }
     pid = await broker.logs.allocate_producer_id()
-    return {"throttle_time": 0, "error_code": ErrorCode.none, "producer_id": pid, "producer_epoch": 0}
+    return {
+        "throttle_time": 0,
+        "error_code": ErrorCode.none,
+        "producer_id": pid,
+        "producer_epoch": 0,
+    }

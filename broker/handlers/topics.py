@@ -41,14 +41,22 @@ def _config_entries(broker: Broker, configs: dict[str, str]) -> list[dict]:
         else:
             value, source = default, _SOURCE_DEFAULT
         out.append(
-            {"name": key, "value": value, "read_only": False, "config_source": source, "is_sensitive": False}
+            {
+                "name": key,
+                "value": value,
+                "read_only": False,
+                "config_source": source,
+                "is_sensitive": False,
+            }
         )
     return out
 
 
 def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]:
     if t.name in seen:
-        raise _Refused(ErrorCode.invalid_request, f"Topic {t.name} appears more than once in the request")
+        raise _Refused(
+            ErrorCode.invalid_request, f"Topic {t.name} appears more than once in the request"
+        )
     problem = topic_name_error(t.name)
     if problem:
         raise _Refused(ErrorCode.invalid_topic_exception, problem)
@@ -68,7 +76,9 @@ def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]
         raise _Refused(ErrorCode.invalid_partitions, "Number of partitions must be larger than 0.")
     replication = t.replication_factor
     if replication == 0 or replication < -1:
-        raise _Refused(ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0.")
+        raise _Refused(
+            ErrorCode.invalid_replication_factor, "Replication factor must be larger than 0."
+        )
     try:
         configs = validate_topic_configs({c.name: c.value for c in t.configs})
     except InvalidConfig as e:
@@ -88,7 +98,9 @@ async def handle_create(broker: Broker, request: Request) -> dict:
                 try:
                     state = await broker.logs.create_topic(t.name, partitions, configs)
                 except FileExistsError:
-                    raise _Refused(ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists.") from None
+                    raise _Refused(
+                        ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists."
+                    ) from None
                 topic_id = state.record.uuid
             results.append(
                 {
@@ -135,14 +147,25 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
             else:
                 name = state.name
         elif name not in logs.topics:
-            error, message = ErrorCode.unknown_topic_or_partition, "This server does not host this topic"
+            error, message = (
+                ErrorCode.unknown_topic_or_partition,
+                "This server does not host this topic",
+            )
         if error == ErrorCode.none:
             topic_id = logs.topics[name].record.uuid
             try:
                 await logs.delete_topic(name)
             except KeyError:
-                error, message = ErrorCode.unknown_topic_or_partition, "Topic was deleted concurrently"
+                error, message = (
+                    ErrorCode.unknown_topic_or_partition,
+                    "Topic was deleted concurrently",
+                )
         responses.append(
-            {"name": name, "topic_id": topic_id or _ZERO_UUID, "error_code": error, "error_message": message}
+            {
+                "name": name,
+                "topic_id": topic_id or _ZERO_UUID,
+                "error_code": error,
+                "error_message": message,
+            }
         )
     return {"throttle_time": 0, "responses": responses}

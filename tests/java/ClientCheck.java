@@ -7,7 +7,11 @@
  * consumer group) and checks every key, value, header and timestamp, per-partition order, and that
  * each consumed offset is the one the producer was acknowledged with.
  *
- * Run with the source launcher (no compile step):
+ * Broker APIs this exercises (versions as kafka-clients 4.4.0 picks them against Kafka 4.4.0):
+ * ApiVersions v5, Metadata v13, CreateTopics v7 (only with --partitions), InitProducerId v5,
+ * Produce v13 and Fetch v18 (both address topics by topic id), ListOffsets v11.
+ *
+ * Run with the source launcher (no compile step; precompiling saves only ~1 s per run):
  *   java -cp '<lib>/*' tests/java/ClientCheck.java --bootstrap 127.0.0.1:9092 --topic t \
  *        --messages 10000 --compression zstd [--partitions 6] [--timeout-ms 120000]
  *
@@ -35,7 +39,6 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
-import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -180,40 +183,51 @@ public class ClientCheck {
         return ok ? 0 : 1;
     }
 
-    /** Create the topic via AdminClient (CreateTopics) and wait until it is visible with leaders. */
+    /**
+     * Create the topic via AdminClient. Only CreateTopics (plus ApiVersions/Metadata): readiness is
+     * awaited with the producer's Metadata in produce(), because admin.describeTopics() in 4.x
+     * would also need DescribeCluster and DescribeTopicPartitions from the broker.
+     */
     void createTopic(long deadline) throws Exception {
         Properties p = new Properties();
         p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(AdminClientConfig.CLIENT_ID_CONFIG, "client-check-admin");
-        try (Admin admin = Admin.create(p)) {
-            try {
-                admin.createTopics(Collections.singleton(new NewTopic(topic, partitions, (short) 1)))
-                        .all().get(remainingMs(deadline), TimeUnit.MILLISECONDS);
-            } catch (ExecutionException e) {
-                if (e.getCause() instanceof TopicExistsException) {
-                    error("topic " + topic + " already exists; the check needs a fresh topic");
-                } else {
-                    error("createTopics failed: " + describe(e.getCause()));
-                }
-                return;
+        Admin admin = Admin.create(p);
+        try {
+            admin.createTopics(Collections.singleton(new NewTopic(topic, partitions, (short) 1)))
+                    .all().get(remainingMs(deadline), TimeUnit.MILLISECONDS);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof TopicExistsException) {
+                error("topic " + topic + " already exists; the check needs a fresh topic");
+            } else {
+                error("createTopics failed: " + describe(e.getCause()));
             }
-            String last = "";
-            while (System.nanoTime() < deadline) {
-                try {
-                    TopicDescription d = admin.describeTopics(Collections.singleton(topic))
-                            .allTopicNames().get(remainingMs(deadline), TimeUnit.MILLISECONDS).get(topic);
-                    boolean leaders = d.partitions().stream().allMatch(x -> x.leader() != null);
-                    if (d.partitions().size() == partitions && leaders) {
-                        return;
-                    }
-                    last = "describeTopics shows " + d.partitions().size() + " partitions, leaders=" + leaders;
-                } catch (ExecutionException e) {
-                    last = "describeTopics failed: " + describe(e.getCause());
-                }
-                Thread.sleep(100);
-            }
-            error("topic not ready before timeout: " + last);
+        } catch (java.util.concurrent.TimeoutException e) {
+            error("createTopics did not complete before the timeout");
+        } finally {
+            // Bounded: a default close() waits for in-flight calls to hit their own 60 s timeout.
+            admin.close(Duration.ofSeconds(5));
         }
+    }
+
+    /** Wait until Metadata shows the created topic with all its partitions led. */
+    boolean awaitTopic(KafkaProducer<String, String> producer, long deadline) throws InterruptedException {
+        String last = "";
+        while (System.nanoTime() < deadline) {
+            try {
+                List<PartitionInfo> infos = producer.partitionsFor(topic);
+                boolean leaders = infos.stream().allMatch(x -> x.leader() != null && !x.leader().isEmpty());
+                if (infos.size() == partitions && leaders) {
+                    return true;
+                }
+                last = "metadata shows " + infos.size() + " partitions, all led=" + leaders;
+            } catch (Exception e) {
+                last = "partitionsFor failed: " + describe(e);
+            }
+            Thread.sleep(100);
+        }
+        error("topic not ready before timeout: " + last);
+        return false;
     }
 
     void produce(long deadline) throws Exception {
@@ -234,6 +248,9 @@ public class ClientCheck {
         long t0 = System.nanoTime();
         KafkaProducer<String, String> producer = new KafkaProducer<>(p);
         try {
+            if (partitions > 0 && !awaitTopic(producer, deadline)) {
+                return;
+            }
             for (int i = 0; i < messages; i++) {
                 final int idx = i;
                 RecordHeaders headers = new RecordHeaders();
@@ -259,7 +276,8 @@ public class ClientCheck {
                     break;
                 }
             }
-            producer.flush(); // returns early only if the sender is wedged; then the wait below times out
+            // No flush(): it can block for delivery.timeout.ms (2 min); linger.ms sends the last
+            // batches anyway, and this wait honours the deadline.
             while (acked.get() < messages && System.nanoTime() < deadline) {
                 Thread.sleep(10);
             }

@@ -1,0 +1,75 @@
+"""The `strata` command: help, and settings from a config file and the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.broker_process import BrokerProcess, free_port
+from tests.wire import WireClient
+
+
+def test_help_lists_every_setting() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "broker", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for flag in ("--data-dir", "--listen", "--advertised-listener", "--config", "--num-partitions"):
+        assert flag in out
+    assert "STRATA_DATA_DIR" in out
+
+
+def _partitions_of_auto_created(bootstrap: str) -> tuple[int, str, int]:
+    with WireClient(bootstrap) as c:
+        md = c.call(
+            3,
+            9,
+            {
+                "topics": [{"name": "auto"}],
+                "allow_auto_topic_creation": True,
+                "include_cluster_authorized_operations": False,
+                "include_topic_authorized_operations": False,
+            },
+        )
+    return len(md.topics[0].partitions), md.brokers[0].host, md.brokers[0].port
+
+
+def test_config_file_env_and_flags_layer(tmp_path, monkeypatch) -> None:
+    port = free_port()
+    config = tmp_path / "strata.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:{port}"\n'
+        "num_partitions = 4\n"
+        'advertised_listener = "kafka.example.internal:19092"\n'
+    )
+    monkeypatch.setenv("STRATA_CONFIG", str(config))
+    monkeypatch.setenv("STRATA_NUM_PARTITIONS", "5")  # environment beats the file
+    b = BrokerProcess(tmp_path / "data", port)
+    b.start()
+    try:
+        assert _partitions_of_auto_created(b.bootstrap) == (5, "kafka.example.internal", 19092)
+    finally:
+        b.stop()
+    assert os.path.isdir(tmp_path / "data" / "wal")
+
+
+def test_bad_setting_is_a_clear_error(tmp_path) -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker",
+            "serve",
+            "--num-partitions",
+            "lots",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0
+    assert "num_partitions" in r.stderr or "lots" in r.stderr

@@ -1,0 +1,238 @@
+"""A tiny blocking Kafka client over raw sockets, for tests that need byte-level control.
+
+Real clients cover the everyday paths; this one crafts what they never send on
+purpose: out-of-order sequences, stale epochs, corrupt CRCs.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import time
+from typing import Any
+
+import crc32c
+from kio.index import load_request_schema, load_response_schema
+from kio.serial import entity_reader, entity_writer
+
+from protocol.codec import build
+
+
+def encode_request(
+    api_key: int, version: int, body: dict[str, Any], correlation_id: int = 1
+) -> bytes:
+    cls = load_request_schema(api_key, version)
+    buf = io.BytesIO()
+    header_cls = cls.__header_schema__
+    entity_writer(header_cls)(
+        buf,
+        header_cls(
+            request_api_key=api_key,
+            request_api_version=version,
+            correlation_id=correlation_id,
+            client_id="strata-tests",
+        ),
+    )
+    entity_writer(cls)(buf, build(cls, body))
+    data = buf.getvalue()
+    return struct.pack(">i", len(data)) + data
+
+
+class WireClient:
+    def __init__(self, bootstrap: str, timeout: float = 10.0) -> None:
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self._correlation = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> WireClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_frame(self) -> bytes:
+        head = self._recv_exactly(4)
+        (size,) = struct.unpack(">i", head)
+        return self._recv_exactly(size)
+
+    def _recv_exactly(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("connection closed by broker")
+            out += chunk
+        return bytes(out)
+
+    def call(self, api_key: int, version: int, body: dict[str, Any]) -> Any:
+        self._correlation += 1
+        self.send_raw(encode_request(api_key, version, body, self._correlation))
+        frame = self.recv_frame()
+        cls = load_response_schema(api_key, version)
+        header, used = entity_reader(cls.__header_schema__)(frame, 0)
+        assert header.correlation_id == self._correlation
+        return entity_reader(cls)(frame, used)[0]
+
+    # --- conveniences ---------------------------------------------------------------
+
+    def create_topic(
+        self, name: str, partitions: int = 1, configs: dict[str, str] | None = None
+    ) -> Any:
+        return self.call(
+            19,
+            7,
+            {
+                "topics": [
+                    {
+                        "name": name,
+                        "num_partitions": partitions,
+                        "replication_factor": 1,
+                        "assignments": [],
+                        "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
+                    }
+                ],
+                "timeout": 10000,
+                "validate_only": False,
+            },
+        ).topics[0]
+
+    def init_producer_id(self) -> tuple[int, int]:
+        r = self.call(22, 4, {"transactional_id": None, "transaction_timeout": 60000})
+        return r.producer_id, r.producer_epoch
+
+    def produce(self, topic: str, partition: int, records: bytes, acks: int = -1) -> Any:
+        r = self.call(
+            0,
+            9,
+            {
+                "transactional_id": None,
+                "acks": acks,
+                "timeout": 10000,
+                "topic_data": [
+                    {"name": topic, "partition_data": [{"index": partition, "records": records}]}
+                ],
+            },
+        )
+        return r.responses[0].partition_responses[0]
+
+    def fetch(self, topic: str, partition: int, offset: int, max_wait_ms: int = 100) -> Any:
+        r = self.call(
+            1,
+            11,
+            {
+                "replica_id": -1,
+                "max_wait": max_wait_ms,
+                "min_bytes": 1,
+                "max_bytes": 50_000_000,
+                "isolation_level": 0,
+                "session_id": 0,
+                "session_epoch": -1,
+                "topics": [
+                    {
+                        "topic": topic,
+                        "partitions": [
+                            {
+                                "partition": partition,
+                                "current_leader_epoch": -1,
+                                "fetch_offset": offset,
+                                "log_start_offset": -1,
+                                "partition_max_bytes": 10_000_000,
+                            }
+                        ],
+                    }
+                ],
+                "forgotten_topics_data": [],
+                "rack_id": "",
+            },
+        )
+        return r.responses[0].partitions[0]
+
+    def list_offset(self, topic: str, partition: int, timestamp: int) -> Any:
+        r = self.call(
+            2,
+            7,
+            {
+                "replica_id": -1,
+                "isolation_level": 0,
+                "topics": [
+                    {
+                        "name": topic,
+                        "partitions": [
+                            {
+                                "partition_index": partition,
+                                "current_leader_epoch": -1,
+                                "timestamp": timestamp,
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
+        return r.topics[0].partitions[0]
+
+
+# --- RecordBatch v2 construction ------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _bytes_field(b: bytes | None) -> bytes:
+    return _varint(-1) if b is None else _varint(len(b)) + b
+
+
+def make_batch(
+    values: list[bytes],
+    keys: list[bytes | None] | None = None,
+    timestamps: list[int] | None = None,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    """An uncompressed RecordBatch v2 with a correct CRC-32C."""
+    now = int(time.time() * 1000)
+    timestamps = timestamps or [now] * len(values)
+    keys = keys or [None] * len(values)
+    base_ts = timestamps[0]
+    body = bytearray()
+    for i, (k, v, ts) in enumerate(zip(keys, values, timestamps, strict=True)):
+        rec = (
+            b"\x00"
+            + _varint(ts - base_ts)
+            + _varint(i)
+            + _bytes_field(k)
+            + _bytes_field(v)
+            + _varint(0)
+        )
+        body += _varint(len(rec)) + rec
+    after_crc = struct.pack(
+        ">hiqqqhii",
+        0,
+        len(values) - 1,
+        base_ts,
+        max(timestamps),
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(values),
+    ) + bytes(body)
+    crc = crc32c.crc32c(after_crc)
+    batch_length = 4 + 1 + 4 + len(after_crc)
+    return struct.pack(">qiibI", 0, batch_length, -1, 2, crc) + after_crc
