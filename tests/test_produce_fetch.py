@@ -16,6 +16,7 @@ from confluent_kafka import (
 
 from protocol.errors import ErrorCode
 from tests.wire import WireClient, make_batch
+from tests.wire_records import decode_values
 
 
 def _topic() -> str:
@@ -168,3 +169,56 @@ def test_long_poll_fetch_returns_as_soon_as_data_arrives(shared_broker) -> None:
     t.join()
     assert r.error_code == ErrorCode.none and r.high_watermark == 1 and r.records
     assert 0.3 < waited < 9, f"fetch returned after {waited:.2f}s"
+
+
+def _fetch(c: WireClient, topic: str, partition_max: int, request_max: int, partitions=(0, 1)):
+    r = c.call(
+        1,
+        11,
+        {
+            "replica_id": -1,
+            "max_wait": 0,
+            "min_bytes": 1,
+            "max_bytes": request_max,
+            "isolation_level": 0,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [
+                {
+                    "topic": topic,
+                    "partitions": [
+                        {
+                            "partition": p,
+                            "current_leader_epoch": -1,
+                            "fetch_offset": 0,
+                            "log_start_offset": -1,
+                            "partition_max_bytes": partition_max,
+                        }
+                        for p in partitions
+                    ],
+                }
+            ],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        },
+    )
+    return [len(decode_values(p.records)) for p in r.responses[0].partitions]
+
+
+def test_fetch_respects_partition_and_request_max_bytes(shared_broker) -> None:
+    topic = _topic()
+    with WireClient(shared_broker.bootstrap) as c:
+        c.create_topic(topic, 2)
+        for p in (0, 1):
+            for i in range(5):
+                assert (
+                    c.produce(topic, p, make_batch([b"%d" % i * 1000])).error_code == ErrorCode.none
+                )
+        batch_size = len(make_batch([b"0" * 1000]))
+        assert _fetch(c, topic, 10**6, 10**7) == [5, 5]
+        # per partition: whole batches up to the limit
+        assert _fetch(c, topic, 2 * batch_size, 10**7) == [2, 2]
+        # a first batch larger than both limits still comes (KIP-74), and only it
+        assert _fetch(c, topic, 10, 10) == [1, 0]
+        # the request limit spans partitions
+        assert _fetch(c, topic, 10**6, 3 * batch_size) == [3, 0]
