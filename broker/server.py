@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from broker.errors import CloseConnection
 from protocol.codec import (
     Request,
     UnsupportedRequest,
@@ -69,6 +70,8 @@ class Connection:
                     break
                 for frame in decoder.feed(data):
                     await self._queue.put(self._start(frame))
+                if decoder.error is not None:
+                    raise decoder.error
         except ProtocolError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -110,6 +113,9 @@ class Connection:
             return encode_response(h.correlation_id, response)
         except asyncio.CancelledError:
             raise
+        except CloseConnection as e:
+            log.info("closing connection from %s (client %s): %s", self.peer, h.client_id, e)
+            raise _RequestFailed() from e
         except Exception as e:
             log.exception(
                 "request failed: api key %d v%d correlation %d from %s (client %s)",

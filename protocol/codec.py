@@ -22,6 +22,7 @@ from kio.serial._introspect import (
     EntityTupleField,
     classify_field,
     get_schema_field_type,
+    is_optional,
 )
 
 from protocol.errors import ErrorCode, ProtocolError
@@ -75,6 +76,7 @@ def decode_request(frame: bytes) -> Request:
     try:
         header, used = read_header(frame, 0)
         body, body_size = read_body(frame, used)
+        _check_nulls(body)
     except Exception as e:  # kio raises BufferUnderflow, KeyError, ValueError...
         raise MalformedRequest(
             f"api key {api_key} v{api_version} correlation {correlation_id}: "
@@ -83,6 +85,29 @@ def decode_request(frame: bytes) -> Request:
     return Request(
         RequestHeader(api_key, api_version, correlation_id, header.client_id), body, len(frame)
     )
+
+
+@cache
+def _null_plan(cls: type) -> tuple[tuple[str, bool, type | None, bool], ...]:
+    """(field, nullable, nested entity class, is array) for each field of `cls`."""
+    plan = []
+    for f in fields(cls):
+        fc = classify_field(f)
+        nested = fc.type_ if isinstance(fc, (EntityField, EntityTupleField)) else None
+        plan.append((f.name, is_optional(f), nested, fc.is_array))
+    return tuple(plan)
+
+
+def _check_nulls(entity: Any) -> None:
+    """kio reads a -1 length as None even where the schema forbids null; Kafka refuses it."""
+    for name, nullable, nested, is_array in _null_plan(type(entity)):
+        value = getattr(entity, name)
+        if value is None:
+            if not nullable:
+                raise ValueError(f"null {name} in {type(entity).__name__}")
+        elif nested is not None:
+            for item in value if is_array else (value,):
+                _check_nulls(item)
 
 
 @cache

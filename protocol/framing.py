@@ -23,8 +23,13 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._buf = bytearray()
         self._need: int | None = None
+        self.error: Exception | None = None  # a bad size seen behind good frames
 
     def feed(self, data: bytes) -> list[bytes]:
+        """Complete frames so far. A bad size prefix is raised once the frames before it
+        are handed out: on this call if there are none, else on the next (see `error`)."""
+        if self.error is not None:
+            raise self.error
         self._buf += data
         frames: list[bytes] = []
         while True:
@@ -32,10 +37,15 @@ class FrameDecoder:
                 if len(self._buf) < 4:
                     break
                 (size,) = _SIZE.unpack_from(self._buf, 0)
-                if size < 0:
-                    raise InvalidFrame(f"negative frame size {size}")
-                if size > self.max_frame:
-                    raise FrameTooLarge(f"frame of {size} bytes exceeds {self.max_frame}")
+                if size < 0 or size > self.max_frame:
+                    self.error = (
+                        InvalidFrame(f"negative frame size {size}")
+                        if size < 0
+                        else FrameTooLarge(f"frame of {size} bytes exceeds {self.max_frame}")
+                    )
+                    if not frames:
+                        raise self.error
+                    break
                 del self._buf[:4]
                 self._need = size
             if len(self._buf) < self._need:

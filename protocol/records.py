@@ -113,7 +113,36 @@ def validate(buf: bytes, check_crc: bool = True) -> BatchHeader:
         raise InvalidBatch(f"unknown compression codec {h.compression}")
     if check_crc and crc32c.crc32c(memoryview(buf)[CRC_START:]) != h.crc:
         raise CorruptBatch("batch CRC-32C mismatch")
+    if h.compression == 0 and not _records_tile(buf, h.record_count):
+        raise InvalidBatch("record lengths do not add up to the batch's records")
     return h
+
+
+def _records_tile(buf: bytes, count: int) -> bool:
+    """Do `count` length-prefixed records exactly fill an uncompressed batch?
+
+    Only each record's length varint is read, never its contents: a cheap check that
+    the batch's framing is whole, which is all the broker relies on. Compressed batches
+    are left as the producer built them (their CRC is still checked).
+    """
+    pos, end, n = HEADER_SIZE, len(buf), 0
+    while pos < end:
+        shift = raw = 0
+        while True:
+            if pos >= end or shift > 28:
+                return False
+            b = buf[pos]
+            pos += 1
+            raw |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        length = (raw >> 1) ^ -(raw & 1)
+        if length <= 0:
+            return False
+        pos += length
+        n += 1
+    return pos == end and n == count
 
 
 def split_batches(records: bytes) -> list[bytes]:

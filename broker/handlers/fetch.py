@@ -110,7 +110,7 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
 
 async def handle(broker: Broker, request: Request) -> dict:
     body = request.body
-    if body.session_id != 0:
+    if getattr(body, "session_id", 0) != 0:  # sessions exist from v7
         return {
             "throttle_time": 0,
             "error_code": ErrorCode.fetch_session_id_not_found,

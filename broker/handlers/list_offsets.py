@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from broker.partition import Partition
@@ -12,6 +13,8 @@ from protocol.record_timestamps import record_timestamps
 
 if TYPE_CHECKING:
     from broker.app import Broker
+
+log = logging.getLogger(__name__)
 
 LATEST = -1
 EARLIEST = -2
@@ -55,7 +58,12 @@ async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, in
                 return ts, offset
         return -1, -1
 
-    return await asyncio.to_thread(search)
+    try:
+        return await asyncio.to_thread(search)
+    except Exception as e:  # records the broker never decoded: answer at batch level
+        ref = idx.ref(i)
+        log.warning("%s: cannot read record timestamps of batch at %d: %r", p, ref.base_offset, e)
+        return ref.max_timestamp, ref.base_offset
 
 
 async def handle(broker: Broker, request: Request) -> dict:

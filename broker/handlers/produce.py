@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from broker.errors import CloseConnection
 from protocol import records
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -74,6 +75,9 @@ async def handle(broker: Broker, request: Request) -> dict | None:
         responses.append({**key, "partition_responses": results})
 
     if acks == 0:
+        failed = [r for t in responses for r in t["partition_responses"] if r["error_code"]]
+        if failed:
+            raise CloseConnection(f"acks=0 produce failed: {failed[0]['error_code'].name}")
         return None
     if wait_for:
         try:
