@@ -10,7 +10,7 @@ from protocol import records
 from protocol.codec import build_response, decode_request, encode_response
 from protocol.errors import ErrorCode, FrameTooLarge, InvalidFrame
 from protocol.framing import FrameDecoder, frame
-from protocol.record_timestamps import record_timestamps
+from protocol.record_codec import decode_records
 from tests.wire import encode_request, make_batch
 
 
@@ -58,14 +58,18 @@ def test_log_append_time_restamps_and_recomputes_crc() -> None:
     h = records.validate(stamped)
     assert h.max_timestamp == 99_000
     assert h.attributes & records.TIMESTAMP_TYPE_LOG_APPEND
-    assert list(record_timestamps(stamped)) == [(0, 99_000), (1, 99_000)]
+    assert [(r.offset, r.timestamp) for r in decode_records(stamped)] == [(0, 99_000), (1, 99_000)]
 
 
 def test_record_timestamps_of_uncompressed_batch() -> None:
     batch = records.with_base_offset(
         make_batch([b"a", b"b", b"c"], timestamps=[10, 30, 20]), 100, 0
     )
-    assert list(record_timestamps(batch)) == [(100, 10), (101, 30), (102, 20)]
+    assert [(r.offset, r.timestamp) for r in decode_records(batch)] == [
+        (100, 10),
+        (101, 30),
+        (102, 20),
+    ]
 
 
 def test_request_roundtrip_and_versioned_response() -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import io
 import socket
 import struct
-import time
 from typing import Any
 
-import crc32c
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
 from protocol.codec import build
+from protocol.record_codec import encode_batch
 
 
 def encode_request(
@@ -180,59 +179,4 @@ class WireClient:
 
 # --- RecordBatch v2 construction ------------------------------------------------------
 
-
-def _varint(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _bytes_field(b: bytes | None) -> bytes:
-    return _varint(-1) if b is None else _varint(len(b)) + b
-
-
-def make_batch(
-    values: list[bytes],
-    keys: list[bytes | None] | None = None,
-    timestamps: list[int] | None = None,
-    producer_id: int = -1,
-    producer_epoch: int = -1,
-    base_sequence: int = -1,
-) -> bytes:
-    """An uncompressed RecordBatch v2 with a correct CRC-32C."""
-    now = int(time.time() * 1000)
-    timestamps = timestamps or [now] * len(values)
-    keys = keys or [None] * len(values)
-    base_ts = timestamps[0]
-    body = bytearray()
-    for i, (k, v, ts) in enumerate(zip(keys, values, timestamps, strict=True)):
-        rec = (
-            b"\x00"
-            + _varint(ts - base_ts)
-            + _varint(i)
-            + _bytes_field(k)
-            + _bytes_field(v)
-            + _varint(0)
-        )
-        body += _varint(len(rec)) + rec
-    after_crc = struct.pack(
-        ">hiqqqhii",
-        0,
-        len(values) - 1,
-        base_ts,
-        max(timestamps),
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        len(values),
-    ) + bytes(body)
-    crc = crc32c.crc32c(after_crc)
-    batch_length = 4 + 1 + 4 + len(after_crc)
-    return struct.pack(">qiibI", 0, batch_length, -1, 2, crc) + after_crc
+make_batch = encode_batch

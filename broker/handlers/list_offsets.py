@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
-from protocol.record_timestamps import record_timestamps
+from protocol.record_codec import decode_records
 
 if TYPE_CHECKING:
     from broker.app import Broker
@@ -53,7 +53,8 @@ async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, in
     exact = timestamp == MAX_TIMESTAMP
 
     def search() -> tuple[int, int]:
-        for offset, ts in record_timestamps(batch):
+        for r in decode_records(batch):
+            offset, ts = r.offset, r.timestamp
             if (ts == target if exact else ts >= target) and offset >= p.log_start_offset:
                 return ts, offset
         return -1, -1
