@@ -6,6 +6,8 @@ import asyncio
 import logging
 
 from broker.config import BrokerConfig
+from broker.groups.coordinator import GroupCoordinator, GroupSettings
+from broker.groups.offset_store import OffsetStore
 from broker.handlers import HANDLERS
 from broker.log_manager import LogManager, TopicState
 from broker.server import Server
@@ -22,11 +24,21 @@ class Broker:
             wal_segment_bytes=config.wal_segment_bytes,
             topic_defaults=config.topic_defaults(),
         )
+        self.offsets = OffsetStore(self.logs, config.offsets_topic_num_partitions)
+        self.groups = GroupCoordinator(
+            GroupSettings(
+                min_session_timeout_ms=config.group_min_session_timeout_ms,
+                max_session_timeout_ms=config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+            )
+        )
         self.server = Server(self, HANDLERS)
         self.port: int | None = None
 
     async def start(self) -> None:
         await self.logs.open()
+        await self.offsets.ensure_topic()
+        self.groups.start()
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
         host, port = self.config.advertised
         log.info(
@@ -42,6 +54,7 @@ class Broker:
     async def stop(self) -> None:
         log.info("shutting down")
         await self.server.stop()
+        await self.groups.stop()
         await self.logs.close()
         log.info("stopped")
 

@@ -35,6 +35,12 @@ class BrokerConfig:
     log_message_timestamp_type: str = _setting(
         "CreateTime", "log.message.timestamp.type: default message.timestamp.type"
     )
+    group_min_session_timeout_ms: int = _setting(6000, "group.min.session.timeout.ms")
+    group_max_session_timeout_ms: int = _setting(1_800_000, "group.max.session.timeout.ms")
+    group_initial_rebalance_delay_ms: int = _setting(
+        3000, "group.initial.rebalance.delay.ms: how long a new group waits for more members"
+    )
+    offsets_topic_num_partitions: int = _setting(16, "offsets.topic.num.partitions")
     max_request_bytes: int = _setting(100 * 1024 * 1024, "socket.request.max.bytes")
     tail_cache_bytes: int = _setting(128 * 1024 * 1024, "memory for recently appended batches")
     wal_segment_bytes: int = _setting(64 * 1024 * 1024, "size at which a WAL segment rolls")

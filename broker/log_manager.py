@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,6 +70,8 @@ class LogManager:
         self._waiters: dict[Partition, set[asyncio.Future[None]]] = {}
         self._next_producer_id = 0
         self._meta_lock = asyncio.Lock()
+        # topic name -> called with each batch of that topic replayed from the WAL
+        self.internal_replayers: dict[str, Callable[[bytes], None]] = {}
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -107,6 +109,9 @@ class LogManager:
             return
         p.leader_epoch = max(p.leader_epoch, entry.leader_epoch)
         p.record_append(h, entry.base_offset, entry.batch_position, None)
+        replayer = self.internal_replayers.get(topic.name)
+        if replayer is not None:
+            replayer(bytes(entry.batch))
         counts["entries"] += 1
 
     async def close(self) -> None:
@@ -122,11 +127,13 @@ class LogManager:
         self.topics_by_id[rec.topic_id] = state
         return state
 
-    async def create_topic(self, name: str, partitions: int, configs: dict[str, str]) -> TopicState:
+    async def create_topic(
+        self, name: str, partitions: int, configs: dict[str, str], internal: bool = False
+    ) -> TopicState:
         async with self._meta_lock:
             if name in self.topics:
                 raise FileExistsError(name)
-            rec = TopicRecord(name, uuid.uuid4().bytes, partitions, dict(configs))
+            rec = TopicRecord(name, uuid.uuid4().bytes, partitions, dict(configs), internal)
             self.meta.topics[name] = rec
             try:
                 await asyncio.to_thread(self.meta.save)

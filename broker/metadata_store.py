@@ -25,6 +25,7 @@ class TopicRecord:
     topic_id: bytes
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)
+    internal: bool = False  # the broker's own topics, such as __consumer_offsets
 
     @property
     def uuid(self) -> uuid.UUID:
@@ -47,7 +48,9 @@ class MetadataStore:
         self.cluster_id = doc["cluster_id"]
         self.producer_id_limit = doc["producer_id_limit"]
         self.topics = {
-            t["name"]: TopicRecord(t["name"], t["id"], t["partitions"], dict(t["configs"]))
+            t["name"]: TopicRecord(
+                t["name"], t["id"], t["partitions"], dict(t["configs"]), t.get("internal", False)
+            )
             for t in doc["topics"]
         }
 
@@ -58,7 +61,13 @@ class MetadataStore:
             "cluster_id": self.cluster_id,
             "producer_id_limit": self.producer_id_limit,
             "topics": [
-                {"name": t.name, "id": t.topic_id, "partitions": t.partitions, "configs": t.configs}
+                {
+                    "name": t.name,
+                    "id": t.topic_id,
+                    "partitions": t.partitions,
+                    "configs": t.configs,
+                    "internal": t.internal,
+                }
                 for t in self.topics.values()
             ],
         }

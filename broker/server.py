@@ -99,7 +99,7 @@ class Connection:
             raise UnsupportedRequest(
                 f"unsupported api key {api_key} v{api_version} (correlation {correlation_id})"
             )
-        request = decode_request(frame)  # a MalformedRequest closes the connection
+        request = decode_request(frame, self.peer)  # a MalformedRequest closes the connection
         return asyncio.ensure_future(self._handle(handler, request))
 
     async def _handle(self, handler: Handler, request: Request) -> bytes | None:

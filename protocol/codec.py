@@ -52,6 +52,7 @@ class Request:
     header: RequestHeader
     body: Any
     size: int
+    peer: str = ""  # "host:port" of the client, for logs and group member descriptions
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:
@@ -70,7 +71,7 @@ def _request_readers(api_key: int, api_version: int):
     return entity_reader(cls.__header_schema__), entity_reader(cls)
 
 
-def decode_request(frame: bytes) -> Request:
+def decode_request(frame: bytes, peer: str = "") -> Request:
     api_key, api_version, correlation_id = peek_header(frame)
     read_header, read_body = _request_readers(api_key, api_version)
     try:
@@ -83,7 +84,10 @@ def decode_request(frame: bytes) -> Request:
             f"{type(e).__name__}: {e}"
         ) from e
     return Request(
-        RequestHeader(api_key, api_version, correlation_id, header.client_id), body, len(frame)
+        RequestHeader(api_key, api_version, correlation_id, header.client_id),
+        body,
+        len(frame),
+        peer,
     )
 
 

@@ -26,7 +26,7 @@ def topic_entry(broker: Broker, state: TopicState) -> dict:
         "error_code": ErrorCode.none,
         "name": state.name,
         "topic_id": state.record.uuid,
-        "is_internal": False,
+        "is_internal": state.record.internal,
         "partitions": [
             {
                 "error_code": ErrorCode.none,

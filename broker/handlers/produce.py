@@ -64,6 +64,15 @@ async def handle(broker: Broker, request: Request) -> dict | None:
                 )
                 results.append(_partition_result(pd.index, unknown))
                 continue
+            if state.record.internal:
+                results.append(
+                    _partition_result(
+                        pd.index,
+                        ErrorCode.invalid_topic_exception,
+                        message=f"{state.name} is written by the broker only",
+                    )
+                )
+                continue
             p = state.partitions[pd.index]
             result = _append_one(broker, state, p, pd)
             results.append(result)

@@ -151,6 +151,8 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
                 ErrorCode.unknown_topic_or_partition,
                 "This server does not host this topic",
             )
+        if error == ErrorCode.none and logs.topics[name].record.internal:
+            error, message = ErrorCode.invalid_topic_exception, f"{name} is internal"
         if error == ErrorCode.none:
             topic_id = logs.topics[name].record.uuid
             try:

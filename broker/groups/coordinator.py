@@ -1,0 +1,521 @@
+"""The group coordinator for the classic protocol, after Kafka's GroupCoordinator.
+
+Join and sync requests park on futures until the rebalance they belong to completes;
+a sweeper task expires silent members and ends join or sync phases that overrun
+their timeouts. Membership itself is not persisted: after a restart members rejoin
+(UNKNOWN_MEMBER_ID tells them to), while committed offsets come back from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from broker.groups.group import Group, GroupState, Member
+from protocol.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    min_session_timeout_ms: int = 6000
+    max_session_timeout_ms: int = 1_800_000
+    initial_rebalance_delay_ms: int = 3000
+
+
+def _error(code: ErrorCode, member_id: str = "") -> dict:
+    return {
+        "error_code": code,
+        "generation_id": -1,
+        "protocol_type": None,
+        "protocol_name": "",
+        "leader": "",
+        "skip_assignment": False,
+        "member_id": member_id,
+        "members": [],
+    }
+
+
+def _sync_error(code: ErrorCode) -> dict:
+    return {"error_code": code, "protocol_type": None, "protocol_name": None, "assignment": b""}
+
+
+class GroupCoordinator:
+    def __init__(self, settings: GroupSettings) -> None:
+        self.settings = settings
+        self.groups: dict[str, Group] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.rebalances = 0
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="group-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def group(self, group_id: str, create: bool = False) -> Group | None:
+        g = self.groups.get(group_id)
+        if g is None and create:
+            g = self.groups[group_id] = Group(group_id)
+        return g
+
+    # --- JoinGroup --------------------------------------------------------------------
+
+    async def join(
+        self,
+        group_id: str,
+        member_id: str,
+        group_instance_id: str | None,
+        client_id: str,
+        client_host: str,
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        protocol_type: str,
+        protocols: list[tuple[str, bytes]],
+        require_known_member_id: bool,
+    ) -> dict:
+        s = self.settings
+        if not group_id:
+            return _error(ErrorCode.invalid_group_id, member_id)
+        if not s.min_session_timeout_ms <= session_timeout_ms <= s.max_session_timeout_ms:
+            return _error(ErrorCode.invalid_session_timeout, member_id)
+        group = self.group(group_id, create=True)
+        assert group is not None
+        names = [name for name, _ in protocols]
+        if not group.supports(protocol_type, names):
+            return _error(ErrorCode.inconsistent_group_protocol, member_id)
+
+        def new_member(mid: str) -> Member:
+            return Member(
+                mid,
+                group_instance_id,
+                client_id,
+                client_host,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                protocol_type,
+                list(protocols),
+            )
+
+        if not member_id:
+            new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+            if group_instance_id:
+                existing = group.static_members.get(group_instance_id)
+                if existing is not None:
+                    return await self._replace_static_member(group, existing, new_member(new_id))
+            elif require_known_member_id:  # KIP-394: hand out an id, the client rejoins with it
+                group.pending_members[new_id] = time.monotonic() + session_timeout_ms / 1000
+                return _error(ErrorCode.member_id_required, new_id)
+            return await self._add_and_wait(group, new_member(new_id))
+
+        if group_instance_id:
+            known = group.static_members.get(group_instance_id)
+            if known is not None and known != member_id:
+                return _error(ErrorCode.fenced_instance_id, member_id)
+        if member_id in group.pending_members:
+            del group.pending_members[member_id]
+            return await self._add_and_wait(group, new_member(member_id))
+        member = group.members.get(member_id)
+        if member is None:
+            return _error(ErrorCode.unknown_member_id, member_id)
+
+        changed = member.protocols != list(protocols)
+        member.protocols = list(protocols)
+        member.session_timeout_ms = session_timeout_ms
+        member.rebalance_timeout_ms = rebalance_timeout_ms
+        member.last_heartbeat = time.monotonic()
+        if group.state == GroupState.COMPLETING_REBALANCE and not changed:
+            return self._join_response(group, member)  # it lost the response: same answer
+        if group.state == GroupState.STABLE and not changed and member_id != group.leader_id:
+            return self._join_response(group, member)
+        if group.state != GroupState.PREPARING_REBALANCE:
+            self._prepare_rebalance(group, f"member {member_id} rejoined")
+        return await self._wait_join(group, member)
+
+    async def _add_and_wait(self, group: Group, member: Member) -> dict:
+        group.add(member)
+        now = time.monotonic()
+        if group.state == GroupState.PREPARING_REBALANCE and group.delay_until is not None:
+            delay = self.settings.initial_rebalance_delay_ms / 1000
+            group.delay_until = min(
+                now + delay, group.delay_started + group.max_rebalance_timeout_ms() / 1000
+            )
+        elif group.state != GroupState.PREPARING_REBALANCE:
+            self._prepare_rebalance(group, f"new member {member.member_id} joined")
+        return await self._wait_join(group, member)
+
+    async def _wait_join(self, group: Group, member: Member) -> dict:
+        if member.join_waiter is not None and not member.join_waiter.done():
+            member.join_waiter.set_result(_error(ErrorCode.rebalance_in_progress, member.member_id))
+        member.join_waiter = asyncio.get_running_loop().create_future()
+        waiter = member.join_waiter
+        self._maybe_complete_join(group)
+        return await waiter
+
+    async def _replace_static_member(self, group: Group, old_id: str, member: Member) -> dict:
+        """KIP-345: a static member rejoining with a new id takes its old place, no rebalance."""
+        old = group.members[old_id]
+        for waiter in (old.join_waiter, old.sync_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(_error(ErrorCode.fenced_instance_id, old_id))
+        same = old.protocols == member.protocols
+        member.assignment = old.assignment
+        was_leader = group.leader_id == old_id
+        group.members.pop(old_id)
+        group.members[member.member_id] = member
+        assert member.group_instance_id is not None
+        group.static_members[member.group_instance_id] = member.member_id
+        if was_leader:
+            group.leader_id = member.member_id
+        log.info(
+            "group %s: static member %s rejoined as %s",
+            group.group_id,
+            member.group_instance_id,
+            member.member_id,
+        )
+        if group.state == GroupState.STABLE and same:
+            response = self._join_response(group, member)
+            response["skip_assignment"] = was_leader
+            return response
+        if group.state != GroupState.PREPARING_REBALANCE:
+            self._prepare_rebalance(group, f"static member {member.group_instance_id} changed")
+        return await self._wait_join(group, member)
+
+    def _join_response(self, group: Group, member: Member) -> dict:
+        is_leader = member.member_id == group.leader_id
+        assert group.protocol_name is not None
+        return {
+            "error_code": ErrorCode.none,
+            "generation_id": group.generation_id,
+            "protocol_type": group.protocol_type,
+            "protocol_name": group.protocol_name,
+            "leader": group.leader_id or "",
+            "skip_assignment": False,
+            "member_id": member.member_id,
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "group_instance_id": m.group_instance_id,
+                    "metadata": m.metadata_for(group.protocol_name),
+                }
+                for m in group.members.values()
+            ]
+            if is_leader
+            else [],
+        }
+
+    def _prepare_rebalance(self, group: Group, reason: str) -> None:
+        if group.state == GroupState.COMPLETING_REBALANCE:
+            for m in group.members.values():
+                if m.sync_waiter is not None and not m.sync_waiter.done():
+                    m.sync_waiter.set_result(_sync_error(ErrorCode.rebalance_in_progress))
+                m.sync_waiter = None
+        now = time.monotonic()
+        was_empty = group.state == GroupState.EMPTY
+        group.state = GroupState.PREPARING_REBALANCE
+        group.sync_deadline = None
+        timeout = group.max_rebalance_timeout_ms() / 1000
+        group.join_deadline = now + timeout
+        if was_empty and self.settings.initial_rebalance_delay_ms > 0:
+            group.delay_started = now
+            group.delay_until = min(
+                now + self.settings.initial_rebalance_delay_ms / 1000, now + timeout
+            )
+        else:
+            group.delay_until = None
+        self.rebalances += 1
+        log.info(
+            "group %s: preparing rebalance (generation %d): %s",
+            group.group_id,
+            group.generation_id,
+            reason,
+        )
+
+    def _maybe_complete_join(self, group: Group, now: float | None = None) -> None:
+        if group.state != GroupState.PREPARING_REBALANCE:
+            return
+        now = time.monotonic() if now is None else now
+        if group.delay_until is not None and now < group.delay_until:
+            return
+        if group.all_joined() or (group.join_deadline is not None and now >= group.join_deadline):
+            self._complete_join(group)
+
+    def _complete_join(self, group: Group) -> None:
+        for mid in [mid for mid, m in group.members.items() if m.join_waiter is None]:
+            log.info("group %s: member %s did not rejoin in time; removed", group.group_id, mid)
+            group.remove(mid)
+        group.pending_members.clear()
+        group.generation_id += 1
+        group.join_deadline = group.delay_until = None
+        if not group.members:
+            group.state = GroupState.EMPTY
+            group.protocol_name = None
+            log.info("group %s: empty at generation %d", group.group_id, group.generation_id)
+            return
+        group.protocol_name = group.select_protocol()
+        group.state = GroupState.COMPLETING_REBALANCE
+        if group.leader_id not in group.members:
+            group.leader_id = next(iter(group.members))
+        now = time.monotonic()
+        group.sync_deadline = now + group.max_rebalance_timeout_ms() / 1000
+        for m in group.members.values():
+            m.assignment = b""
+            m.last_heartbeat = now
+            waiter, m.join_waiter = m.join_waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(self._join_response(group, m))
+        log.info(
+            "group %s: generation %d with %d members, protocol %s, leader %s",
+            group.group_id,
+            group.generation_id,
+            len(group.members),
+            group.protocol_name,
+            group.leader_id,
+        )
+
+    # --- SyncGroup, Heartbeat, LeaveGroup ---------------------------------------------
+
+    def _member_error(
+        self, group: Group | None, member_id: str, instance_id: str | None, generation_id: int
+    ) -> ErrorCode | None:
+        if group is None:
+            return ErrorCode.unknown_member_id
+        if instance_id:
+            known = group.static_members.get(instance_id)
+            if known is not None and known != member_id:
+                return ErrorCode.fenced_instance_id
+        member = group.members.get(member_id)
+        if member is None:
+            return ErrorCode.unknown_member_id
+        if generation_id != group.generation_id:
+            return ErrorCode.illegal_generation
+        return None
+
+    async def sync(
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        protocol_type: str | None,
+        protocol_name: str | None,
+        assignments: dict[str, bytes],
+    ) -> dict:
+        group = self.group(group_id)
+        error = self._member_error(group, member_id, group_instance_id, generation_id)
+        if error is not None:
+            return _sync_error(error)
+        assert group is not None
+        if (protocol_type and protocol_type != group.protocol_type) or (
+            protocol_name and protocol_name != group.protocol_name
+        ):
+            return _sync_error(ErrorCode.inconsistent_group_protocol)
+        member = group.members[member_id]
+        member.last_heartbeat = time.monotonic()
+        if group.state == GroupState.PREPARING_REBALANCE:
+            return _sync_error(ErrorCode.rebalance_in_progress)
+        if group.state == GroupState.STABLE:
+            return self._sync_response(group, member)
+        if group.state != GroupState.COMPLETING_REBALANCE:
+            return _sync_error(ErrorCode.unknown_member_id)
+        member.sync_waiter = asyncio.get_running_loop().create_future()
+        waiter = member.sync_waiter
+        if member_id == group.leader_id:
+            for m in group.members.values():
+                m.assignment = assignments.get(m.member_id, b"")
+            group.state = GroupState.STABLE
+            group.sync_deadline = None
+            for m in group.members.values():
+                w, m.sync_waiter = m.sync_waiter, None
+                if w is not None and not w.done():
+                    w.set_result(self._sync_response(group, m))
+            log.info("group %s: stable at generation %d", group.group_id, group.generation_id)
+        return await waiter
+
+    def _sync_response(self, group: Group, member: Member) -> dict:
+        return {
+            "error_code": ErrorCode.none,
+            "protocol_type": group.protocol_type,
+            "protocol_name": group.protocol_name,
+            "assignment": member.assignment,
+        }
+
+    def heartbeat(
+        self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None
+    ) -> ErrorCode:
+        group = self.group(group_id)
+        error = self._member_error(group, member_id, group_instance_id, generation_id)
+        if error is not None:
+            return error
+        assert group is not None
+        group.members[member_id].last_heartbeat = time.monotonic()
+        if group.state == GroupState.PREPARING_REBALANCE:
+            return ErrorCode.rebalance_in_progress
+        if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
+            return ErrorCode.none
+        return ErrorCode.unknown_member_id
+
+    def leave(self, group_id: str, members: list[tuple[str, str | None]]) -> list[ErrorCode]:
+        """Per leaving member: its error code."""
+        group = self.group(group_id)
+        results = []
+        for member_id, instance_id in members:
+            if group is None:
+                results.append(ErrorCode.unknown_member_id)
+                continue
+            if instance_id:
+                known = group.static_members.get(instance_id)
+                if known is None:
+                    results.append(ErrorCode.unknown_member_id)
+                    continue
+                if member_id and member_id != known:
+                    results.append(ErrorCode.fenced_instance_id)
+                    continue
+                member_id = known
+            if member_id in group.pending_members:
+                del group.pending_members[member_id]
+                results.append(ErrorCode.none)
+                continue
+            if member_id not in group.members:
+                results.append(ErrorCode.unknown_member_id)
+                continue
+            self._remove_member(group, member_id, "left the group")
+            results.append(ErrorCode.none)
+        return results
+
+    def _remove_member(self, group: Group, member_id: str, why: str) -> None:
+        member = group.remove(member_id)
+        if member is None:
+            return
+        for waiter in (member.join_waiter, member.sync_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(_error(ErrorCode.unknown_member_id, member_id))
+        log.info("group %s: member %s %s", group.group_id, member_id, why)
+        if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
+            self._prepare_rebalance(group, f"member {member_id} {why}")
+        self._maybe_complete_join(group)
+
+    # --- offsets commit checks --------------------------------------------------------
+
+    def commit_error(
+        self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None
+    ) -> ErrorCode | None:
+        """Whether an OffsetCommit may go ahead (None) or the error that refuses it."""
+        group = self.group(group_id)
+        if group is None:
+            if generation_id < 0:
+                self.group(group_id, create=True)  # a standalone consumer's commits
+                return None
+            return ErrorCode.illegal_generation
+        if generation_id < 0 and group.state == GroupState.EMPTY:
+            return None
+        error = self._member_error(group, member_id, group_instance_id, generation_id)
+        if error is not None:
+            return error
+        group.members[member_id].last_heartbeat = time.monotonic()
+        if group.state == GroupState.COMPLETING_REBALANCE:
+            return ErrorCode.rebalance_in_progress
+        return None
+
+    # --- admin --------------------------------------------------------------------------
+
+    def describe(self, group_id: str) -> dict:
+        group = self.group(group_id)
+        if group is None:
+            return {
+                "error_code": ErrorCode.none,
+                "group_id": group_id,
+                "group_state": "Dead",
+                "protocol_type": "",
+                "protocol_data": "",
+                "members": [],
+                "authorized_operations": -2147483648,
+            }
+        stable = group.state == GroupState.STABLE
+        return {
+            "error_code": ErrorCode.none,
+            "group_id": group_id,
+            "group_state": group.state.value,
+            "protocol_type": group.protocol_type or "",
+            "protocol_data": group.protocol_name or "" if stable else "",
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "group_instance_id": m.group_instance_id,
+                    "client_id": m.client_id,
+                    "client_host": m.client_host,
+                    "member_metadata": m.metadata_for(group.protocol_name or "") if stable else b"",
+                    "member_assignment": m.assignment if stable else b"",
+                }
+                for m in group.members.values()
+            ],
+            "authorized_operations": -2147483648,
+        }
+
+    def listing(self, states: set[str] | None) -> list[dict]:
+        out = []
+        for g in self.groups.values():
+            if states and g.state.value.lower() not in states:
+                continue
+            out.append(
+                {
+                    "group_id": g.group_id,
+                    "protocol_type": g.protocol_type or "",
+                    "group_state": g.state.value,
+                    "group_type": "classic",
+                }
+            )
+        return out
+
+    def delete_error(self, group_id: str) -> ErrorCode | None:
+        group = self.group(group_id)
+        if group is None:
+            return ErrorCode.group_id_not_found
+        if group.state != GroupState.EMPTY:
+            return ErrorCode.non_empty_group
+        return None
+
+    def forget(self, group_id: str) -> None:
+        group = self.groups.pop(group_id, None)
+        if group is not None:
+            group.state = GroupState.DEAD
+
+    # --- timers -------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                self.sweep(time.monotonic())
+            except Exception:
+                log.exception("group sweep failed")
+
+    def sweep(self, now: float) -> None:
+        for group in list(self.groups.values()):
+            for mid, deadline in list(group.pending_members.items()):
+                if now >= deadline:
+                    del group.pending_members[mid]
+            for mid, m in list(group.members.items()):
+                waiting = m.join_waiter is not None or m.sync_waiter is not None
+                if not waiting and now - m.last_heartbeat > m.session_timeout_ms / 1000:
+                    self._remove_member(
+                        group, mid, "expired (no heartbeat within the session timeout)"
+                    )
+            if (
+                group.state == GroupState.COMPLETING_REBALANCE
+                and group.sync_deadline is not None
+                and now >= group.sync_deadline
+            ):
+                for mid in [mid for mid, m in group.members.items() if m.sync_waiter is None]:
+                    self._remove_member(group, mid, "did not send SyncGroup in time")
+            self._maybe_complete_join(group, now)

@@ -1,0 +1,147 @@
+"""FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, DescribeGroups,
+ListGroups and DeleteGroups: thin shells over broker.groups.coordinator."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from protocol.codec import Request
+from protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+log = logging.getLogger(__name__)
+
+GROUP_KEY = 0
+TRANSACTION_KEY = 1
+
+
+def _coordinator_entry(broker: Broker, key: str, key_type: int) -> dict:
+    host, port = broker.config.advertised
+    if key_type != GROUP_KEY:
+        return {
+            "key": key,
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+            "error_code": ErrorCode.coordinator_not_available,
+            "error_message": "transactions are not supported yet",
+        }
+    if not key:
+        return {
+            "key": key,
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+            "error_code": ErrorCode.invalid_request,
+            "error_message": "empty group id",
+        }
+    return {
+        "key": key,
+        "node_id": broker.config.broker_id,
+        "host": host,
+        "port": port,
+        "error_code": ErrorCode.none,
+        "error_message": None,
+    }
+
+
+async def handle_find_coordinator(broker: Broker, request: Request) -> dict:
+    body = request.body
+    key_type = getattr(body, "key_type", GROUP_KEY)
+    if request.header.api_version >= 4:
+        entries = [_coordinator_entry(broker, key, key_type) for key in body.coordinator_keys]
+        return {"throttle_time": 0, "coordinators": entries}
+    entry = _coordinator_entry(broker, body.key, key_type)
+    return {"throttle_time": 0, **entry}
+
+
+def _peer_host(request: Request) -> str:
+    return request.peer.rsplit(":", 1)[0] if request.peer else ""
+
+
+async def handle_join(broker: Broker, request: Request) -> dict:
+    b = request.body
+    session = int(b.session_timeout.total_seconds() * 1000)
+    rebalance = getattr(b, "rebalance_timeout", None)
+    rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None else session
+    result = await broker.groups.join(
+        group_id=b.group_id,
+        member_id=b.member_id,
+        group_instance_id=getattr(b, "group_instance_id", None),
+        client_id=request.header.client_id or "",
+        client_host="/" + _peer_host(request),
+        session_timeout_ms=session,
+        rebalance_timeout_ms=rebalance_ms,
+        protocol_type=b.protocol_type,
+        protocols=[(p.name, p.metadata) for p in b.protocols],
+        require_known_member_id=request.header.api_version >= 4,
+    )
+    return {"throttle_time": 0, **result}
+
+
+async def handle_sync(broker: Broker, request: Request) -> dict:
+    b = request.body
+    result = await broker.groups.sync(
+        b.group_id,
+        b.generation_id,
+        b.member_id,
+        getattr(b, "group_instance_id", None),
+        getattr(b, "protocol_type", None),
+        getattr(b, "protocol_name", None),
+        {a.member_id: a.assignment for a in b.assignments},
+    )
+    return {"throttle_time": 0, **result}
+
+
+async def handle_heartbeat(broker: Broker, request: Request) -> dict:
+    b = request.body
+    error = broker.groups.heartbeat(
+        b.group_id, b.generation_id, b.member_id, getattr(b, "group_instance_id", None)
+    )
+    return {"throttle_time": 0, "error_code": error}
+
+
+async def handle_leave(broker: Broker, request: Request) -> dict:
+    b = request.body
+    if request.header.api_version < 3:
+        (error,) = broker.groups.leave(b.group_id, [(b.member_id, None)])
+        return {"throttle_time": 0, "error_code": error}
+    leaving = [(m.member_id, m.group_instance_id) for m in b.members]
+    errors = broker.groups.leave(b.group_id, leaving)
+    return {
+        "throttle_time": 0,
+        "error_code": ErrorCode.none,
+        "members": [
+            {"member_id": mid, "group_instance_id": iid, "error_code": err}
+            for (mid, iid), err in zip(leaving, errors, strict=True)
+        ],
+    }
+
+
+async def handle_describe(broker: Broker, request: Request) -> dict:
+    return {"throttle_time": 0, "groups": [broker.groups.describe(g) for g in request.body.groups]}
+
+
+async def handle_list(broker: Broker, request: Request) -> dict:
+    states = {s.lower() for s in getattr(request.body, "states_filter", ())} or None
+    types = {t.lower() for t in getattr(request.body, "types_filter", ())}
+    groups = broker.groups.listing(states)
+    if types and "classic" not in types:
+        groups = []
+    return {"throttle_time": 0, "error_code": ErrorCode.none, "groups": groups}
+
+
+async def handle_delete(broker: Broker, request: Request) -> dict:
+    results = []
+    for group_id in request.body.groups_names:
+        error = broker.groups.delete_error(group_id)
+        if error is None:
+            await broker.offsets.delete_group(group_id)
+            broker.groups.forget(group_id)
+            log.info("deleted group %s", group_id)
+            error = ErrorCode.none
+        results.append({"group_id": group_id, "error_code": error})
+    return {"throttle_time": 0, "results": results}

@@ -1,0 +1,148 @@
+"""OffsetCommit, OffsetFetch, OffsetDelete and OffsetForLeaderEpoch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broker.groups.group import GroupState
+from broker.groups.offset_store import CommittedOffset
+from protocol.codec import Request
+from protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from broker.app import Broker
+
+MAX_METADATA = 4096  # offset.metadata.max.bytes
+
+
+def _partition_exists(broker: Broker, topic: str, partition: int) -> bool:
+    state = broker.logs.topics.get(topic)
+    return state is not None and 0 <= partition < len(state.partitions)
+
+
+async def handle_commit(broker: Broker, request: Request) -> dict:
+    b = request.body
+    refusal = broker.groups.commit_error(
+        b.group_id,
+        b.generation_id_or_member_epoch,
+        b.member_id,
+        getattr(b, "group_instance_id", None),
+    )
+    if not b.group_id:
+        refusal = ErrorCode.invalid_group_id
+    to_commit: dict[tuple[str, int], CommittedOffset] = {}
+    topics = []
+    for t in b.topics:
+        parts = []
+        for p in t.partitions:
+            error = refusal or ErrorCode.none
+            metadata = p.committed_metadata or ""
+            if error == ErrorCode.none:
+                if not _partition_exists(broker, t.name, p.partition_index):
+                    error = ErrorCode.unknown_topic_or_partition
+                elif len(metadata.encode()) > MAX_METADATA:
+                    error = ErrorCode.offset_metadata_too_large
+                else:
+                    to_commit[(t.name, p.partition_index)] = CommittedOffset(
+                        p.committed_offset, getattr(p, "committed_leader_epoch", -1), metadata, 0
+                    )
+            parts.append({"partition_index": p.partition_index, "error_code": error})
+        topics.append({"name": t.name, "partitions": parts})
+    if to_commit:
+        await broker.offsets.commit(b.group_id, to_commit)
+    return {"throttle_time": 0, "topics": topics}
+
+
+def _fetch_group(broker: Broker, group_id: str, topics) -> tuple[list[dict], ErrorCode]:
+    store = broker.offsets
+    if topics is None:  # every partition the group has offsets for
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in sorted(store.of_group(group_id)):
+            by_topic.setdefault(topic, []).append(partition)
+        wanted = list(by_topic.items())
+    else:
+        wanted = [(t.name, list(t.partition_indexes)) for t in topics]
+    out = []
+    for topic, partitions in wanted:
+        parts = []
+        for partition in partitions:
+            c = store.get(group_id, topic, partition)
+            parts.append(
+                {
+                    "partition_index": partition,
+                    "committed_offset": c.offset if c else -1,
+                    "committed_leader_epoch": c.leader_epoch if c else -1,
+                    "metadata": c.metadata if c else "",
+                    "error_code": ErrorCode.none,
+                }
+            )
+        out.append({"name": topic, "partitions": parts})
+    return out, ErrorCode.none
+
+
+async def handle_fetch(broker: Broker, request: Request) -> dict:
+    b = request.body
+    if request.header.api_version >= 8:
+        groups = []
+        for g in b.groups:
+            topics, error = _fetch_group(broker, g.group_id, g.topics)
+            groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
+        return {"throttle_time": 0, "groups": groups}
+    topics, error = _fetch_group(broker, b.group_id, b.topics)
+    return {"throttle_time": 0, "topics": topics, "error_code": error}
+
+
+async def handle_delete(broker: Broker, request: Request) -> dict:
+    b = request.body
+    group = broker.groups.group(b.group_id)
+    if group is None and not broker.offsets.of_group(b.group_id):
+        return {"error_code": ErrorCode.group_id_not_found, "throttle_time": 0, "topics": []}
+    subscribed = set()
+    if group is not None and group.state != GroupState.EMPTY:
+        subscribed = group.subscribed_topics() or set()
+    deleting = []
+    topics = []
+    for t in b.topics:
+        parts = []
+        for p in t.partitions:
+            error = ErrorCode.none
+            if t.name in subscribed:
+                error = ErrorCode.group_subscribed_to_topic
+            elif not _partition_exists(broker, t.name, p.partition_index):
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                deleting.append((t.name, p.partition_index))
+            parts.append({"partition_index": p.partition_index, "error_code": error})
+        topics.append({"name": t.name, "partitions": parts})
+    await broker.offsets.delete(b.group_id, deleting)
+    return {"error_code": ErrorCode.none, "throttle_time": 0, "topics": topics}
+
+
+async def handle_leader_epoch(broker: Broker, request: Request) -> dict:
+    """Leader epochs never change on a single broker: the current epoch ends at the log end."""
+    topics = []
+    for t in request.body.topics:
+        state = broker.logs.topics.get(t.topic)
+        parts = []
+        for p in t.partitions:
+            entry = {
+                "partition": p.partition,
+                "error_code": ErrorCode.none,
+                "leader_epoch": -1,
+                "end_offset": -1,
+            }
+            if state is None or not 0 <= p.partition < len(state.partitions):
+                entry["error_code"] = ErrorCode.unknown_topic_or_partition
+            else:
+                part = state.partitions[p.partition]
+                current = getattr(p, "current_leader_epoch", -1)
+                if current > part.leader_epoch:
+                    entry["error_code"] = ErrorCode.unknown_leader_epoch
+                elif 0 <= current < part.leader_epoch:
+                    entry["error_code"] = ErrorCode.fenced_leader_epoch
+                elif p.leader_epoch <= part.leader_epoch:
+                    entry["leader_epoch"] = part.leader_epoch
+                    entry["end_offset"] = part.log_end_offset
+            parts.append(entry)
+        topics.append({"topic": t.topic, "partitions": parts})
+    return {"throttle_time": 0, "topics": topics}
