@@ -38,6 +38,8 @@ class Broker:
     async def start(self) -> None:
         await self.logs.open()
         await self.offsets.ensure_topic()
+        for group_id in self.offsets.offsets:  # groups with commits exist, empty, as in Kafka
+            self.groups.group(group_id, create=True)
         self.groups.start()
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
         host, port = self.config.advertised
