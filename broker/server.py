@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[["Broker", Request], Awaitable[dict | None]]
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 1024 * 1024
+_STREAM_LIMIT = 8 * 1024 * 1024
 _CLOSE = object()
 
 
@@ -155,7 +156,10 @@ class Server:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        # a large stream limit keeps multi-MB produce requests from pausing the reader
+        self._server = await asyncio.start_server(
+            self._accept, host, port, reuse_address=True, limit=_STREAM_LIMIT
+        )
         return self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -50,7 +50,7 @@ class FrameDecoder:
                 self._need = size
             if len(self._buf) < self._need:
                 break
-            frames.append(bytes(self._buf[: self._need]))
+            frames.append(bytes(memoryview(self._buf)[: self._need]))  # one copy, not two
             del self._buf[: self._need]
             self._need = None
         return frames

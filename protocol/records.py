@@ -127,16 +127,24 @@ def _records_tile(buf: bytes, count: int) -> bool:
     """
     pos, end, n = HEADER_SIZE, len(buf), 0
     while pos < end:
-        shift = raw = 0
-        while True:
-            if pos >= end or shift > 28:
-                return False
-            b = buf[pos]
+        b = buf[pos]
+        if b < 0x80:  # records under 64 bytes
+            raw = b
             pos += 1
-            raw |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
+        elif pos + 1 < end and buf[pos + 1] < 0x80:  # under 8 KiB: the common case
+            raw = (b & 0x7F) | (buf[pos + 1] << 7)
+            pos += 2
+        else:
+            shift = raw = 0
+            while True:
+                if pos >= end or shift > 28:
+                    return False
+                b = buf[pos]
+                pos += 1
+                raw |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
         length = (raw >> 1) ^ -(raw & 1)
         if length <= 0:
             return False
@@ -149,6 +157,8 @@ def split_batches(records: bytes) -> list[bytes]:
     """Cut a records field into its batches (by their length fields, no parsing beyond)."""
     out = []
     pos, end = 0, len(records)
+    if end >= LOG_OVERHEAD and LOG_OVERHEAD + _OFFSET_AND_LENGTH.unpack_from(records, 0)[1] == end:
+        return [records]  # the usual single batch: no copy
     while pos < end:
         if end - pos < LOG_OVERHEAD:
             raise InvalidBatch("truncated batch at end of records")
@@ -160,12 +170,12 @@ def split_batches(records: bytes) -> list[bytes]:
     return out
 
 
-def with_base_offset(batch: bytes, base_offset: int, leader_epoch: int) -> bytes:
+def with_base_offset(batch: bytes, base_offset: int, leader_epoch: int) -> bytearray:
     """The batch re-addressed to its assigned offset; the CRC'd part is untouched."""
     out = bytearray(batch)
     _BASE_OFFSET.pack_into(out, 0, base_offset)
     _LEADER_EPOCH.pack_into(out, 12, leader_epoch)
-    return bytes(out)
+    return out
 
 
 def with_log_append_time(batch: bytes, now_ms: int) -> bytes:

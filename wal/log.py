@@ -1,9 +1,10 @@
-"""The write-ahead log: appends on the event loop, writes and fdatasync on a thread.
+"""The write-ahead log: appends on the event loop, writes and syncs on two threads.
 
-Appends only buffer; one flusher task writes whatever accumulated and syncs it with
-a single fdatasync (group commit). While one sync runs, new appends gather for the
-next, so the sync rate adapts to the load instead of capping it. Positions are
-logical byte offsets across all segments, so a position names one entry for good.
+Appends only buffer. A writer task writes whatever accumulated; a syncer task calls
+fdatasync in a loop, each sync covering everything written before it began (group
+commit). The two overlap, so the sync rate adapts to the load instead of capping it.
+Positions are logical byte offsets across all segments, so a position names one
+entry for good.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class WriteAheadLog:
         self._listeners: list[Callable[[int], None]] = []
         self._wakeup: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
+        self._sync_wakeup: asyncio.Event | None = None
+        self._written = 0  # logical end of data written to files (maybe not yet synced)
+        self._retired_fds: deque[int] = deque()  # finished segments, closed after a sync
         self._write_fd: int | None = None
         self._write_base: int | None = None
         self._read_fds: dict[int, int] = {}
@@ -97,7 +102,7 @@ class WriteAheadLog:
             bases = [0]
         self._segments = bases
         self._active_base = bases[-1]
-        self._end = self._durable = end
+        self._end = self._durable = self._written = end
 
     # --- appending --------------------------------------------------------------------
 
@@ -150,27 +155,51 @@ class WriteAheadLog:
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
-        self._flusher = asyncio.create_task(self._flush_loop(), name="wal-flusher")
+        self._sync_wakeup = asyncio.Event()
+        self._flusher = asyncio.create_task(self._write_loop(), name="wal-writer")
+        self._syncer = asyncio.create_task(self._sync_loop(), name="wal-syncer")
 
-    async def _flush_loop(self) -> None:
-        assert self._wakeup is not None
+    async def _write_loop(self) -> None:
+        """Write whatever accumulated, then let the syncer know; never waits for a sync."""
+        assert self._wakeup is not None and self._sync_wakeup is not None
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             if not self._pending:
                 continue
             chunks, self._pending = self._pending, []
-            target, size = self._end, self._pending_bytes
+            target = self._end
             self._pending_bytes = 0
             try:
-                await asyncio.to_thread(self._write_and_sync, chunks)
+                await asyncio.to_thread(self._write, chunks)
             except BaseException as e:
                 self._fail(e)
-                if isinstance(e, asyncio.CancelledError):
-                    raise
-                return
+                raise
+            self._written = target
+            self._sync_wakeup.set()
+
+    async def _sync_loop(self) -> None:
+        """fdatasync in a loop: each sync covers everything written before it began.
+
+        Writing and syncing overlap on two threads, so a large write never waits for
+        the previous sync, and a sync's cost is shared by every append it covers.
+        """
+        assert self._sync_wakeup is not None
+        while True:
+            await self._sync_wakeup.wait()
+            self._sync_wakeup.clear()
+            target, fd = self._written, self._write_fd
+            if target <= self._durable or fd is None:
+                continue
+            try:
+                await asyncio.to_thread(os.fdatasync, fd)
+            except BaseException as e:
+                self._fail(e)
+                raise
+            while self._retired_fds:  # segments the writer finished and synced itself
+                os.close(self._retired_fds.popleft())
             self.syncs += 1
-            self.bytes_synced += size
+            self.bytes_synced += target - self._durable
             self._durable = target
             while self._waiters and self._waiters[0][0] <= target:
                 _, fut = self._waiters.popleft()
@@ -180,6 +209,8 @@ class WriteAheadLog:
                 listener(target)
 
     def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            return
         log.critical("write-ahead log failed; refusing further appends: %r", exc)
         self._failure = exc
         while self._waiters:
@@ -187,8 +218,8 @@ class WriteAheadLog:
             if not fut.done():
                 fut.set_exception(WalFailure(str(exc)))
 
-    def _write_and_sync(self, chunks: list[tuple[int, bytes]]) -> None:
-        """Runs on a worker thread: write runs of chunks per segment, then fdatasync."""
+    def _write(self, chunks: list[tuple[int, bytes]]) -> None:
+        """Runs on a worker thread: write runs of chunks to their segments (no sync)."""
         i = 0
         while i < len(chunks):
             base = chunks[i][0]
@@ -206,15 +237,15 @@ class WriteAheadLog:
                     while rest:
                         rest = rest[os.write(fd, rest) :]
             i = j
-        assert self._write_fd is not None
-        os.fdatasync(self._write_fd)
 
     def _writer_for(self, base: int) -> int:
         if self._write_base == base and self._write_fd is not None:
             return self._write_fd
         if self._write_fd is not None:
+            # a finished segment is synced here, before any byte of the next is written,
+            # so the syncer only ever needs to sync the newest segment
             os.fdatasync(self._write_fd)
-            os.close(self._write_fd)
+            self._retired_fds.append(self._write_fd)
         path = segment_path(self.directory, base)
         created = not path.exists()
         self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -247,16 +278,18 @@ class WriteAheadLog:
     # --- shutdown ---------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Sync what is pending, stop the flusher and close files."""
-        if self._flusher is not None:
-            if self._end > self._durable and self._failure is None:
-                with contextlib.suppress(WalFailure):
-                    await self.wait_durable(self._end)
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
-        for fd in [self._write_fd, *self._read_fds.values()]:
+        """Sync what is pending, stop the writer and syncer, close files."""
+        if self._flusher is not None and self._end > self._durable and self._failure is None:
+            with contextlib.suppress(WalFailure):
+                await self.wait_durable(self._end)
+        for task in (self._flusher, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for fd in [self._write_fd, *self._retired_fds, *self._read_fds.values()]:
             if fd is not None:
                 os.close(fd)
         self._write_fd = None
+        self._retired_fds.clear()
         self._read_fds.clear()
