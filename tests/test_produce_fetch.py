@@ -171,38 +171,10 @@ def test_long_poll_fetch_returns_as_soon_as_data_arrives(shared_broker) -> None:
     assert 0.3 < waited < 9, f"fetch returned after {waited:.2f}s"
 
 
-def _fetch(c: WireClient, topic: str, partition_max: int, request_max: int, partitions=(0, 1)):
-    r = c.call(
-        1,
-        11,
-        {
-            "replica_id": -1,
-            "max_wait": 0,
-            "min_bytes": 1,
-            "max_bytes": request_max,
-            "isolation_level": 0,
-            "session_id": 0,
-            "session_epoch": -1,
-            "topics": [
-                {
-                    "topic": topic,
-                    "partitions": [
-                        {
-                            "partition": p,
-                            "current_leader_epoch": -1,
-                            "fetch_offset": 0,
-                            "log_start_offset": -1,
-                            "partition_max_bytes": partition_max,
-                        }
-                        for p in partitions
-                    ],
-                }
-            ],
-            "forgotten_topics_data": [],
-            "rack_id": "",
-        },
-    )
-    return [len(decode_values(p.records)) for p in r.responses[0].partitions]
+def _fetch(c: WireClient, topic: str, partition_max: int, request_max: int) -> list[int]:
+    """Record counts fetched from partitions 0 and 1 under the given byte limits."""
+    parts = c.fetch_many(topic, {0: 0, 1: 0}, 0, partition_max, request_max)
+    return [len(decode_values(p.records)) for p in parts]
 
 
 def test_fetch_respects_partition_and_request_max_bytes(shared_broker) -> None:

@@ -122,6 +122,17 @@ class WireClient:
         return r.responses[0].partition_responses[0]
 
     def fetch(self, topic: str, partition: int, offset: int, max_wait_ms: int = 100) -> Any:
+        return self.fetch_many(topic, {partition: offset}, max_wait_ms)[0]
+
+    def fetch_many(
+        self,
+        topic: str,
+        offsets: dict[int, int],
+        max_wait_ms: int = 100,
+        partition_max_bytes: int = 10_000_000,
+        max_bytes: int = 50_000_000,
+    ) -> list[Any]:
+        """Fetch v11 of several partitions of one topic; the partition responses in order."""
         r = self.call(
             1,
             11,
@@ -129,7 +140,7 @@ class WireClient:
                 "replica_id": -1,
                 "max_wait": max_wait_ms,
                 "min_bytes": 1,
-                "max_bytes": 50_000_000,
+                "max_bytes": max_bytes,
                 "isolation_level": 0,
                 "session_id": 0,
                 "session_epoch": -1,
@@ -142,8 +153,9 @@ class WireClient:
                                 "current_leader_epoch": -1,
                                 "fetch_offset": offset,
                                 "log_start_offset": -1,
-                                "partition_max_bytes": 10_000_000,
+                                "partition_max_bytes": partition_max_bytes,
                             }
+                            for partition, offset in offsets.items()
                         ],
                     }
                 ],
@@ -151,7 +163,7 @@ class WireClient:
                 "rack_id": "",
             },
         )
-        return r.responses[0].partitions[0]
+        return list(r.responses[0].partitions)
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> Any:
         r = self.call(
