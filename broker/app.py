@@ -38,8 +38,10 @@ class Broker:
     async def start(self) -> None:
         await self.logs.open()
         await self.offsets.ensure_topic()
-        for group_id in self.offsets.offsets:  # groups with commits exist, empty, as in Kafka
-            self.groups.group(group_id, create=True)
+        for group_id in {*self.offsets.offsets, *self.offsets.group_types}:
+            group = self.groups.group(group_id, create=True)  # empty, as in Kafka after a restart
+            assert group is not None
+            group.protocol_type = self.offsets.group_types.get(group_id)
         self.groups.start()
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
         host, port = self.config.advertised

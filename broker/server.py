@@ -63,11 +63,11 @@ class Connection:
     async def serve(self) -> None:
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
         decoder = FrameDecoder(self.broker.config.max_request_bytes)
+        flush_first = False  # answer the requests before a bad one, then close
         try:
             while not responder.done():
                 data = await self.reader.read(_READ_SIZE)
                 if not data:
-                    responder.cancel()
                     break
                 for frame in decoder.feed(data):
                     await self._queue.put(self._start(frame))
@@ -75,16 +75,21 @@ class Connection:
                     raise decoder.error
         except ProtocolError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
+            flush_first = True
         except (ConnectionError, asyncio.IncompleteReadError):
-            responder.cancel()
+            pass
         finally:
-            if not responder.done():
+            # on EOF, a reset or shutdown nobody is left to answer: parked requests
+            # (long polls, joins) are cancelled rather than waited for
+            if flush_first and not responder.done():
                 await self._queue.put(_CLOSE)
+            else:
+                responder.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await responder
             self.writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await self.writer.wait_closed()
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
     def _start(self, frame: bytes) -> object:
         """Decode a request and start its handler now; returns what the responder awaits."""
@@ -168,6 +173,8 @@ class Server:
         self._connections.add(task)
         try:
             await Connection(self.broker, self.handlers, reader, writer).serve()
+        except asyncio.CancelledError:
+            pass  # shutdown: end quietly (asyncio would log a cancelled callback task)
         except Exception:
             log.exception("connection failed")
         finally:

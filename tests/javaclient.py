@@ -1,4 +1,4 @@
-"""Run tests/java/ClientCheck.java, the official Kafka Java client's end-to-end check.
+"""Run tests/java/ClientCheck.java (and GroupCheck.java), the official Kafka Java client's checks.
 
 Why: the Java client is the reference Kafka client; if it can produce (idempotent, compressed)
 and consume through Strata with everything intact, most other clients will too. The jars come
@@ -8,11 +8,13 @@ $STRATA_CACHE_DIR or ~/.cache/strata.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -155,3 +157,88 @@ def run_client_check(
             proc.stderr,
         )
     return result
+
+
+GROUP_SOURCE = JAVA_DIR / "GroupCheck.java"
+
+
+def run_group_check(
+    bootstrap: str,
+    scenario: str,
+    *,
+    messages: int = 30_000,
+    session_timeout_ms: int = 6000,
+    timeout: float = 80.0,
+) -> dict[str, Any]:
+    """Run one tests/java/GroupCheck.java scenario (failover, cooperative or static).
+
+    GroupCheck runs its consumers as threads of one JVM and, for failover, one child JVM that
+    it SIGKILLs itself. It runs in its own process group here, and the whole group is killed
+    afterwards, so no JVM outlives the call even if GroupCheck hangs (it gets `timeout` seconds
+    internally and 60 s more here: stopping its consumers and clients can take that long).
+    Raises ClientCheckError unless every check passed.
+    """
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("`java` is not on PATH")
+    cmd = [
+        java,
+        "-Xmx512m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-cp",
+        java_client_classpath(),
+        str(GROUP_SOURCE),
+        "--bootstrap",
+        bootstrap,
+        "--scenario",
+        scenario,
+        "--messages",
+        str(messages),
+        "--session-timeout-ms",
+        str(session_timeout_ms),
+        "--timeout-ms",
+        str(int(timeout * 1000)),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        try:
+            out, err = proc.communicate(timeout=timeout + 60)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            out, err = proc.communicate()
+            raise ClientCheckError(
+                f"GroupCheck {scenario} hung past {timeout + 60:.0f}s; stderr:\n{err[-4000:]}",
+                None,
+                err,
+            ) from None
+    finally:
+        _kill_group(proc.pid)  # the failover scenario's child JVM, should it have survived
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    result: dict[str, Any] | None = None
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            result = None
+    if proc.returncode != 0 or result is None or not result.get("ok"):
+        summary = json.dumps(result) if result is not None else out[-2000:]
+        raise ClientCheckError(
+            f"GroupCheck {scenario} failed (rc={proc.returncode}): {summary}\n"
+            f"stderr:\n{err[-4000:]}",
+            result,
+            err,
+        )
+    return result
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

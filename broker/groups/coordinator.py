@@ -47,6 +47,15 @@ def _sync_error(code: ErrorCode) -> dict:
     return {"error_code": code, "protocol_type": None, "protocol_name": None, "assignment": b""}
 
 
+def _release(member: Member, code: ErrorCode) -> None:
+    """Answer a member's parked JoinGroup and SyncGroup, each in its own shape."""
+    if member.join_waiter is not None and not member.join_waiter.done():
+        member.join_waiter.set_result(_error(code, member.member_id))
+    if member.sync_waiter is not None and not member.sync_waiter.done():
+        member.sync_waiter.set_result(_sync_error(code))
+    member.join_waiter = member.sync_waiter = None
+
+
 class GroupCoordinator:
     def __init__(self, settings: GroupSettings) -> None:
         self.settings = settings
@@ -165,9 +174,7 @@ class GroupCoordinator:
     async def _replace_static_member(self, group: Group, old_id: str, member: Member) -> dict:
         """KIP-345: a static member rejoining with a new id takes its old place, no rebalance."""
         old = group.members[old_id]
-        for waiter in (old.join_waiter, old.sync_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(_error(ErrorCode.fenced_instance_id, old_id))
+        _release(old, ErrorCode.fenced_instance_id)
         same = old.protocols == member.protocols
         member.assignment = old.assignment
         was_leader = group.leader_id == old_id
@@ -397,9 +404,7 @@ class GroupCoordinator:
         member = group.remove(member_id)
         if member is None:
             return
-        for waiter in (member.join_waiter, member.sync_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(_error(ErrorCode.unknown_member_id, member_id))
+        _release(member, ErrorCode.unknown_member_id)
         log.info("group %s: member %s %s", group.group_id, member_id, why)
         if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
             self._prepare_rebalance(group, f"member {member_id} {why}")

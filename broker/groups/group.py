@@ -63,7 +63,7 @@ class Group:
         return not self.members
 
     def add(self, member: Member) -> None:
-        if not self.members:
+        if not self.members:  # an empty group takes the type of whoever joins first
             self.protocol_type = member.protocol_type
         self.members[member.member_id] = member
         if member.group_instance_id:
@@ -82,8 +82,6 @@ class Group:
             del self.static_members[member.group_instance_id]
         if self.leader_id == member_id:
             self.leader_id = next(iter(self.members), None)
-        if not self.members:
-            self.protocol_type = None
         return member
 
     def supports(self, protocol_type: str, protocols: list[str]) -> bool:

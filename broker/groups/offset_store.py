@@ -21,7 +21,8 @@ from protocol.record_codec import decode_records, encode_batch
 log = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
-_OFFSET_KEY = 1  # record key type: [1, group, topic, partition]
+_OFFSET_KEY = 1  # record key [1, group, topic, partition]: value [offset, epoch, metadata, ts]
+_GROUP_KEY = 2  # record key [2, group]: value [protocol type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class OffsetStore:
         self.logs = logs
         self.partitions = partitions
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
+        self.group_types: dict[str, str] = {}  # protocol type of groups that had members
         logs.internal_replayers[OFFSETS_TOPIC] = self._replay
 
     async def ensure_topic(self) -> TopicState:
@@ -67,9 +69,16 @@ class OffsetStore:
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
-        kind, group, topic, partition = msgpack.unpackb(key)
+        kind, group, *rest = msgpack.unpackb(key)
+        if kind == _GROUP_KEY:
+            if value is None:
+                self.group_types.pop(group, None)
+            else:
+                (self.group_types[group],) = msgpack.unpackb(value)
+            return
         if kind != _OFFSET_KEY:
             return
+        topic, partition = rest
         table = self.offsets.setdefault(group, {})
         if value is None:
             table.pop((topic, partition), None)
@@ -94,21 +103,24 @@ class OffsetStore:
             self._apply(key, value)
 
     async def commit(
-        self, group_id: str, offsets: dict[TopicPartitionKey, CommittedOffset]
+        self,
+        group_id: str,
+        offsets: dict[TopicPartitionKey, CommittedOffset],
+        protocol_type: str | None = None,
     ) -> None:
+        """Store offsets; a group's protocol type rides along the first time it is seen,
+        so the group is still a consumer group after its members leave or a restart."""
         now = int(time.time() * 1000)
-        await self._write(
-            group_id,
-            [
-                (
-                    msgpack.packb([_OFFSET_KEY, group_id, topic, partition]),
-                    msgpack.packb(
-                        [c.offset, c.leader_epoch, c.metadata, c.commit_timestamp or now]
-                    ),
-                )
-                for (topic, partition), c in offsets.items()
-            ],
-        )
+        entries: list[tuple[bytes, bytes | None]] = [
+            (
+                msgpack.packb([_OFFSET_KEY, group_id, topic, partition]),
+                msgpack.packb([c.offset, c.leader_epoch, c.metadata, c.commit_timestamp or now]),
+            )
+            for (topic, partition), c in offsets.items()
+        ]
+        if protocol_type and self.group_types.get(group_id) != protocol_type:
+            entries.append((msgpack.packb([_GROUP_KEY, group_id]), msgpack.packb([protocol_type])))
+        await self._write(group_id, entries)
 
     async def delete(self, group_id: str, keys: list[TopicPartitionKey]) -> None:
         present = [k for k in keys if k in self.offsets.get(group_id, {})]
@@ -119,6 +131,16 @@ class OffsetStore:
 
     async def delete_group(self, group_id: str) -> None:
         await self.delete(group_id, list(self.offsets.get(group_id, {})))
+        if group_id in self.group_types:
+            await self._write(group_id, [(msgpack.packb([_GROUP_KEY, group_id]), None)])
+
+    async def forget_topic(self, topic: str) -> None:
+        """Drop every group's offsets for a deleted topic, so a new topic of the same
+        name starts from its own beginning, as in Kafka."""
+        for group_id, table in list(self.offsets.items()):
+            keys = [k for k in table if k[0] == topic]
+            if keys:
+                await self.delete(group_id, keys)
 
     # --- reads ------------------------------------------------------------------------
 

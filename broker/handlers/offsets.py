@@ -22,14 +22,15 @@ def _partition_exists(broker: Broker, topic: str, partition: int) -> bool:
 
 async def handle_commit(broker: Broker, request: Request) -> dict:
     b = request.body
-    refusal = broker.groups.commit_error(
-        b.group_id,
-        b.generation_id_or_member_epoch,
-        b.member_id,
-        getattr(b, "group_instance_id", None),
-    )
     if not b.group_id:
-        refusal = ErrorCode.invalid_group_id
+        refusal: ErrorCode | None = ErrorCode.invalid_group_id
+    else:
+        refusal = broker.groups.commit_error(
+            b.group_id,
+            b.generation_id_or_member_epoch,
+            b.member_id,
+            getattr(b, "group_instance_id", None),
+        )
     to_commit: dict[tuple[str, int], CommittedOffset] = {}
     topics = []
     for t in b.topics:
@@ -49,7 +50,8 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
             parts.append({"partition_index": p.partition_index, "error_code": error})
         topics.append({"name": t.name, "partitions": parts})
     if to_commit:
-        await broker.offsets.commit(b.group_id, to_commit)
+        group = broker.groups.group(b.group_id)
+        await broker.offsets.commit(b.group_id, to_commit, group.protocol_type if group else None)
     return {"throttle_time": 0, "topics": topics}
 
 

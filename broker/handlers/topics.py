@@ -157,6 +157,7 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
             topic_id = logs.topics[name].record.uuid
             try:
                 await logs.delete_topic(name)
+                await broker.offsets.forget_topic(name)
             except KeyError:
                 error, message = (
                     ErrorCode.unknown_topic_or_partition,
