@@ -10,10 +10,11 @@
 - AdminClient list / describe / delete groups, group offsets, kcat as a group member.
 - bad JoinGroup / SyncGroup / Heartbeat / OffsetCommit requests get Kafka's error codes
   and leave the group usable.
-- edge cases where Strata differed from Kafka when this was written (assertion messages
-  starting with "BROKER BUG" explain each): parked SyncGroups answered when their member
-  goes, emptied groups keeping their protocol type, a deleted topic's committed offsets,
-  shutdown with a parked JoinGroup, a refused commit creating a group.
+- edge cases Strata once got wrong (assertion messages starting with "BROKER BUG"
+  explain each): parked SyncGroups answered when their member goes, emptied groups
+  keeping their protocol type, a deleted topic's committed offsets, shutdown with a
+  parked JoinGroup, a refused commit creating a group.
+- auto.offset.reset earliest / latest / none for a group without commits.
 """
 
 from __future__ import annotations
@@ -1630,3 +1631,58 @@ def test_refused_commit_creates_no_group(group_broker: BrokerProcess) -> None:
         "GroupCoordinator.commit_error() has already created an empty group '', which "
         "ListGroups now returns"
     )
+
+
+@pytest.mark.parametrize("reset", ["earliest", "latest", "none"])
+def test_auto_offset_reset_without_committed_offsets(
+    group_broker: BrokerProcess, reset: str
+) -> None:
+    """A group with no commits starts where auto.offset.reset says, as in Kafka."""
+    from confluent_kafka import Consumer, KafkaError, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = _name("reset")
+    admin = AdminClient({"bootstrap.servers": group_broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(10)
+    producer = Producer({"bootstrap.servers": group_broker.bootstrap})
+    for i in range(5):
+        producer.produce(topic, b"before-%d" % i)
+    producer.flush(10)
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": group_broker.bootstrap,
+            "group.id": _name("g"),
+            "auto.offset.reset": "error" if reset == "none" else reset,  # librdkafka spelling
+            "enable.auto.commit": False,
+            "session.timeout.ms": SESSION_MS,
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[bytes] = []
+    errors: list[int] = []
+    deadline = time.monotonic() + 20
+    produced_after = False
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error():
+            errors.append(msg.error().code())
+            if reset == "none":
+                break
+        elif msg is not None:
+            got.append(msg.value())
+        if consumer.assignment() and not produced_after:
+            time.sleep(0.5)  # let "latest" resolve its position before the new record
+            producer.produce(topic, b"after")
+            producer.flush(10)
+            produced_after = True
+        if (reset == "earliest" and len(got) == 6) or (reset == "latest" and got):
+            break
+    consumer.close()
+    if reset == "earliest":
+        assert got == [b"before-%d" % i for i in range(5)] + [b"after"]
+    elif reset == "latest":
+        assert got == [b"after"]
+    else:
+        assert KafkaError._AUTO_OFFSET_RESET in errors, errors
+        assert not got
