@@ -91,6 +91,10 @@ class LogManager:
             counts["skipped"],
             self.wal.end_position,
         )
+        for state in self.topics.values():
+            for index, offset in state.record.log_start.items():
+                if index < len(state.partitions):
+                    state.partitions[index].log_start_offset = offset
         self.wal.add_durable_listener(self._on_durable)
         self.wal.start()
 
@@ -162,6 +166,48 @@ class LogManager:
                 self._unsynced.discard(p)
                 self._wake(p)
             log.info("deleted topic %s", name)
+
+    async def _save_change(self, undo) -> None:
+        """Persist the metadata after a change; on failure, undo it and re-raise."""
+        try:
+            await asyncio.to_thread(self.meta.save)
+        except BaseException:
+            undo()
+            raise
+
+    async def set_topic_configs(self, topic: TopicState, configs: dict[str, str]) -> None:
+        """Replace a topic's explicit configs; readers see them at once, no restart."""
+        async with self._meta_lock:
+            old, topic.record.configs = topic.record.configs, dict(configs)
+            await self._save_change(lambda: setattr(topic.record, "configs", old))
+            log.info("topic %s configs now %s", topic.name, configs)
+
+    async def add_partitions(self, topic: TopicState, count: int) -> None:
+        async with self._meta_lock:
+            old = topic.record.partitions
+            topic.record.partitions = count
+            await self._save_change(lambda: setattr(topic.record, "partitions", old))
+            for i in range(old, count):
+                topic.partitions.append(Partition(topic.record.topic_id, topic.name, i))
+            log.info("topic %s grew from %d to %d partitions", topic.name, old, count)
+
+    async def delete_records(self, topic: TopicState, p: Partition, offset: int) -> None:
+        """Move the log start offset forward (DeleteRecords); the bytes go with retention."""
+        async with self._meta_lock:
+            if offset <= p.log_start_offset:
+                return
+            previous = topic.record.log_start.get(p.index)
+            topic.record.log_start[p.index] = offset
+
+            def undo() -> None:
+                if previous is None:
+                    topic.record.log_start.pop(p.index, None)
+                else:
+                    topic.record.log_start[p.index] = previous
+
+            await self._save_change(undo)
+            p.log_start_offset = offset
+            log.info("%s: log start offset moved to %d", p, offset)
 
     def topic_config(self, topic: TopicState, key: str) -> str:
         """A topic's setting: its own, else the broker's default, else Kafka's."""

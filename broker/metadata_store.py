@@ -26,6 +26,7 @@ class TopicRecord:
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)
     internal: bool = False  # the broker's own topics, such as __consumer_offsets
+    log_start: dict[int, int] = field(default_factory=dict)  # partition -> DeleteRecords point
 
     @property
     def uuid(self) -> uuid.UUID:
@@ -44,12 +45,17 @@ class MetadataStore:
             self.cluster_id = _new_cluster_id()
             self.save()
             return
-        doc = msgpack.unpackb(self.path.read_bytes())
+        doc = msgpack.unpackb(self.path.read_bytes(), strict_map_key=False)
         self.cluster_id = doc["cluster_id"]
         self.producer_id_limit = doc["producer_id_limit"]
         self.topics = {
             t["name"]: TopicRecord(
-                t["name"], t["id"], t["partitions"], dict(t["configs"]), t.get("internal", False)
+                t["name"],
+                t["id"],
+                t["partitions"],
+                dict(t["configs"]),
+                t.get("internal", False),
+                {int(p): o for p, o in t.get("log_start", {}).items()},
             )
             for t in doc["topics"]
         }
@@ -67,6 +73,7 @@ class MetadataStore:
                     "partitions": t.partitions,
                     "configs": t.configs,
                     "internal": t.internal,
+                    "log_start": t.log_start,
                 }
                 for t in self.topics.values()
             ],

@@ -95,3 +95,79 @@ def validate_topic_configs(configs: dict[str, str | None]) -> dict[str, str]:
 
 def effective(configs: dict[str, str], key: str) -> str:
     return configs.get(key, TOPIC_CONFIGS[key][0])
+
+
+# DescribeConfigs config_source values
+SOURCE_TOPIC = 1
+SOURCE_STATIC_BROKER = 4
+SOURCE_DEFAULT = 5
+
+# The broker setting that stands in for a topic config when the topic sets none.
+BROKER_SYNONYMS = {
+    "max.message.bytes": "message.max.bytes",
+    "message.timestamp.type": "log.message.timestamp.type",
+    "retention.ms": "log.retention.ms",
+    "retention.bytes": "log.retention.bytes",
+    "cleanup.policy": "log.cleanup.policy",
+    "segment.bytes": "log.segment.bytes",
+    "segment.ms": "log.roll.ms",
+    "min.insync.replicas": "min.insync.replicas",
+    "compression.type": "compression.type",
+}
+
+# DescribeConfigs config_type values: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7
+_TYPES = {
+    "cleanup.policy": 7,
+    "compression.type": 2,
+    "message.timestamp.type": 2,
+    "preallocate": 1,
+    "remote.storage.enable": 1,
+    "unclean.leader.election.enable": 1,
+    "min.cleanable.dirty.ratio": 6,
+    "max.message.bytes": 3,
+    "min.insync.replicas": 3,
+    "segment.bytes": 3,
+    "segment.index.bytes": 3,
+    "index.interval.bytes": 3,
+}
+
+
+def describe_topic_configs(
+    configs: dict[str, str],
+    broker_defaults: dict[str, str],
+    keys: set[str] | None = None,
+    synonyms: bool = False,
+) -> list[dict]:
+    """DescribeConfigs entries for a topic: each key's value, where it comes from, and
+    (with `synonyms`) the chain topic > broker > default behind it."""
+    out = []
+    for key, (default, _) in sorted(TOPIC_CONFIGS.items()):
+        if keys is not None and key not in keys:
+            continue
+        chain = []
+        if key in configs:
+            chain.append({"name": key, "value": configs[key], "source": SOURCE_TOPIC})
+        if key in broker_defaults:
+            chain.append(
+                {
+                    "name": BROKER_SYNONYMS.get(key, key),
+                    "value": broker_defaults[key],
+                    "source": SOURCE_STATIC_BROKER,
+                }
+            )
+        chain.append(
+            {"name": BROKER_SYNONYMS.get(key, key), "value": default, "source": SOURCE_DEFAULT}
+        )
+        out.append(
+            {
+                "name": key,
+                "value": chain[0]["value"],
+                "read_only": False,
+                "config_source": chain[0]["source"],
+                "is_sensitive": False,
+                "synonyms": chain if synonyms else [],
+                "config_type": _TYPES.get(key, 5),
+                "documentation": None,
+            }
+        )
+    return out

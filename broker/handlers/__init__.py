@@ -2,7 +2,9 @@
 the response as a dict of fields (see protocol.codec.build), or None for no response."""
 
 from broker.handlers import (
+    admin,
     api_versions,
+    configs,
     fetch,
     groups,
     list_offsets,
@@ -35,4 +37,11 @@ HANDLERS = {
     ApiKey.OFFSET_FETCH: offsets.handle_fetch,
     ApiKey.OFFSET_DELETE: offsets.handle_delete,
     ApiKey.OFFSET_FOR_LEADER_EPOCH: offsets.handle_leader_epoch,
+    ApiKey.DESCRIBE_CONFIGS: configs.handle_describe,
+    ApiKey.ALTER_CONFIGS: configs.handle_alter,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: configs.handle_incremental_alter,
+    ApiKey.CREATE_PARTITIONS: admin.handle_create_partitions,
+    ApiKey.DELETE_RECORDS: admin.handle_delete_records,
+    ApiKey.DESCRIBE_CLUSTER: admin.handle_describe_cluster,
+    ApiKey.DESCRIBE_LOG_DIRS: admin.handle_describe_log_dirs,
 }

@@ -7,7 +7,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from broker.naming import topic_name_error
-from broker.topic_config import TOPIC_CONFIGS, InvalidConfig, validate_topic_configs
+from broker.topic_config import InvalidConfig, describe_topic_configs, validate_topic_configs
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -17,10 +17,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ZERO_UUID = uuid.UUID(int=0)
-# DescribeConfigs config_source values
-_SOURCE_TOPIC = 1
-_SOURCE_STATIC_BROKER = 4
-_SOURCE_DEFAULT = 5
 
 
 class _Refused(Exception):
@@ -31,25 +27,7 @@ class _Refused(Exception):
 
 
 def _config_entries(broker: Broker, configs: dict[str, str]) -> list[dict]:
-    broker_defaults = broker.config.topic_defaults()
-    out = []
-    for key, (default, _) in sorted(TOPIC_CONFIGS.items()):
-        if key in configs:
-            value, source = configs[key], _SOURCE_TOPIC
-        elif key in broker_defaults:
-            value, source = broker_defaults[key], _SOURCE_STATIC_BROKER
-        else:
-            value, source = default, _SOURCE_DEFAULT
-        out.append(
-            {
-                "name": key,
-                "value": value,
-                "read_only": False,
-                "config_source": source,
-                "is_sensitive": False,
-            }
-        )
-    return out
+    return describe_topic_configs(configs, broker.config.topic_defaults())
 
 
 def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]:
