@@ -65,13 +65,21 @@ def free_port() -> int:
 
 
 def kafka_libs(pom: Path = KAFKA_POM) -> Path:
-    """Fetch Kafka's runtime jars once into <cache>/kafka-<version>/libs and return that dir.
-
-    Skips mvn when the jars for this exact pom are already there; fetches into a temp dir and
-    renames it, under a file lock, so an interrupted or concurrent fetch never leaves half a dir.
-    """
+    """Fetch Kafka's runtime jars once into <cache>/kafka-<version>/libs and return that dir."""
     version = kafka_version(pom)
-    home = cache_root() / f"kafka-{version}"
+    return maven_libs(
+        pom, cache_root() / f"kafka-{version}", "kafka_2.13-*.jar", f"Kafka {version}"
+    )
+
+
+def maven_libs(pom: Path, home: Path, marker: str, what: str) -> Path:
+    """Copy a pom's runtime dependencies once into home/libs and return that dir.
+
+    Skips mvn when the jars for this exact pom are already there (a digest of the pom is kept
+    beside them); fetches into a temp dir and renames it, under a file lock, so an interrupted or
+    concurrent fetch never leaves half a dir. `marker` is a glob that must match a fetched jar.
+    Raises KafkaUnavailable when mvn is missing or fails.
+    """
     libs = home / "libs"
     stamp = home / "pom.sha256"
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()
@@ -84,7 +92,7 @@ def kafka_libs(pom: Path = KAFKA_POM) -> Path:
             return libs
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise KafkaUnavailable("cannot fetch Apache Kafka jars: `mvn` is not on PATH")
+            raise KafkaUnavailable(f"cannot fetch the {what} jars: `mvn` is not on PATH")
         tmp = Path(tempfile.mkdtemp(prefix="libs-", dir=home))
         try:
             cmd = [
@@ -100,11 +108,11 @@ def kafka_libs(pom: Path = KAFKA_POM) -> Path:
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             except subprocess.TimeoutExpired as e:
-                raise KafkaUnavailable(f"mvn timed out fetching Kafka {version} jars") from e
-            if proc.returncode != 0 or not list(tmp.glob("kafka_2.13-*.jar")):
+                raise KafkaUnavailable(f"mvn timed out fetching the {what} jars") from e
+            if proc.returncode != 0 or not list(tmp.glob(marker)):
                 out = (proc.stdout + proc.stderr)[-4000:]
                 raise KafkaUnavailable(
-                    f"mvn could not fetch Kafka {version} jars (rc={proc.returncode}):\n{out}"
+                    f"mvn could not fetch the {what} jars (rc={proc.returncode}):\n{out}"
                 )
             if libs.exists():
                 shutil.rmtree(libs)
@@ -207,6 +215,9 @@ class KafkaReference:
         self.proc: subprocess.Popen[bytes] | None = None
         self.version = kafka_version()
         self.startup_seconds: float | None = None
+        # one id for the life of this object, so a restart on the same log dir finds its own
+        # cluster in meta.properties (format --ignore-formatted refuses a different one)
+        self.cluster_id = random_cluster_id()
 
     @property
     def bootstrap(self) -> str:
@@ -275,7 +286,7 @@ class KafkaReference:
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
-                random_cluster_id(),
+                self.cluster_id,
                 "-c",
                 str(cfg),
                 "--standalone",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from broker.config import BrokerConfig
@@ -10,6 +11,7 @@ from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OffsetStore
 from broker.handlers import HANDLERS
 from broker.log_manager import LogManager, TopicState
+from broker.metrics import BrokerMetrics
 from broker.server import Server
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,13 @@ class Broker:
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             )
         )
+        self.metrics = BrokerMetrics(self)
         self.server = Server(self, HANDLERS)
         self.port: int | None = None
 
     async def start(self) -> None:
+        # first, so /healthz answers and /readyz says 503 while the WAL is replayed
+        self.metrics_port = self.metrics.start_http(self.config.metrics_listen)
         await self.logs.open()
         await self.offsets.ensure_topic()
         for group_id in {*self.offsets.offsets, *self.offsets.group_types}:
@@ -43,7 +48,9 @@ class Broker:
             assert group is not None
             group.protocol_type = self.offsets.group_types.get(group_id)
         self.groups.start()
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
+        self.metrics.ready = True
         host, port = self.config.advertised
         log.info(
             "Strata broker %d listening on %s:%d (advertised %s:%d), data in %s",
@@ -57,10 +64,27 @@ class Broker:
 
     async def stop(self) -> None:
         log.info("shutting down")
+        self.metrics.ready = False
+        self._housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._housekeeping
         await self.server.stop()
         await self.groups.stop()
         await self.logs.close()
+        await self.metrics.stop_http()
         log.info("stopped")
+
+    async def _housekeep(self) -> None:
+        """Retention, compaction of committed offsets and WAL trimming, periodically."""
+        interval = self.config.retention_check_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.logs.enforce_retention()
+                await self.offsets.compact()
+                self.logs.trim_wal()
+            except Exception:
+                log.exception("housekeeping failed; retrying in %.0fs", interval)
 
     async def auto_create_topic(self, name: str) -> TopicState:
         try:

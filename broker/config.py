@@ -41,11 +41,22 @@ class BrokerConfig:
         3000, "group.initial.rebalance.delay.ms: how long a new group waits for more members"
     )
     offsets_topic_num_partitions: int = _setting(16, "offsets.topic.num.partitions")
+    retention_check_interval_ms: int = _setting(
+        30_000, "log.retention.check.interval.ms: how often retention and WAL trimming run"
+    )
     max_request_bytes: int = _setting(100 * 1024 * 1024, "socket.request.max.bytes")
     tail_cache_bytes: int = _setting(128 * 1024 * 1024, "memory for recently appended batches")
     wal_segment_bytes: int = _setting(64 * 1024 * 1024, "size at which a WAL segment rolls")
-    max_inflight_per_connection: int = _setting(32, "requests a connection may have in flight")
+    max_inflight_per_connection: int = _setting(
+        1024, "requests a connection may have in flight (pipelined, answered in order)"
+    )
+    max_inflight_bytes_per_connection: int = _setting(
+        64 * 1024 * 1024, "request bytes a connection may have in flight before reads pause"
+    )
     log_level: str = _setting("INFO", "logging level")
+    metrics_listen: str = _setting(
+        "", "HOST:PORT for Prometheus /metrics, /healthz and /readyz (default: off)"
+    )
 
     @property
     def listen_host(self) -> str:

@@ -94,7 +94,7 @@ class LogManager:
         for state in self.topics.values():
             for index, offset in state.record.log_start.items():
                 if index < len(state.partitions):
-                    state.partitions[index].log_start_offset = offset
+                    state.partitions[index].start_at(offset)
         self.wal.add_durable_listener(self._on_durable)
         self.wal.start()
 
@@ -114,7 +114,8 @@ class LogManager:
         p.leader_epoch = max(p.leader_epoch, entry.leader_epoch)
         p.record_append(h, entry.base_offset, entry.batch_position, None)
         replayer = self.internal_replayers.get(topic.name)
-        if replayer is not None:
+        deleted_before = topic.record.log_start.get(entry.partition, 0)
+        if replayer is not None and entry.base_offset >= deleted_before:
             replayer(bytes(entry.batch))
         counts["entries"] += 1
 
@@ -192,22 +193,65 @@ class LogManager:
             log.info("topic %s grew from %d to %d partitions", topic.name, old, count)
 
     async def delete_records(self, topic: TopicState, p: Partition, offset: int) -> None:
-        """Move the log start offset forward (DeleteRecords); the bytes go with retention."""
+        """Move the log start offset forward (DeleteRecords)."""
+        await self.move_log_starts([(topic, p, offset)])
+
+    async def move_log_starts(self, moves: list[tuple[TopicState, Partition, int]]) -> None:
+        """Persist new log start offsets in one metadata write, then apply them and trim
+        the WAL segments that no partition needs any more."""
+        moves = [(t, p, o) for t, p, o in moves if o > p.log_start_offset]
+        if not moves:
+            return
         async with self._meta_lock:
-            if offset <= p.log_start_offset:
-                return
-            previous = topic.record.log_start.get(p.index)
-            topic.record.log_start[p.index] = offset
+            previous = [(t, p.index, t.record.log_start.get(p.index)) for t, p, _ in moves]
+            for t, p, offset in moves:
+                t.record.log_start[p.index] = offset
 
             def undo() -> None:
-                if previous is None:
-                    topic.record.log_start.pop(p.index, None)
-                else:
-                    topic.record.log_start[p.index] = previous
+                for t, index, old in previous:
+                    if old is None:
+                        t.record.log_start.pop(index, None)
+                    else:
+                        t.record.log_start[index] = old
 
             await self._save_change(undo)
-            p.log_start_offset = offset
-            log.info("%s: log start offset moved to %d", p, offset)
+            for _, p, offset in moves:
+                p.start_at(offset)
+                log.info("%s: log start offset moved to %d", p, offset)
+        self.trim_wal()
+
+    def trim_wal(self) -> None:
+        """Delete WAL segments holding only batches before their partitions' log start
+        (or of deleted topics)."""
+        floor = self.wal.durable_position
+        for state in self.topics.values():
+            for p in state.partitions:
+                first = p.first_position
+                if first is not None:
+                    floor = min(floor, first)
+        self.wal.trim(floor)
+
+    async def enforce_retention(self, now_ms: int | None = None) -> None:
+        """retention.ms and retention.bytes, batch by batch, for every non-internal topic."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        moves = []
+        for state in list(self.topics.values()):
+            if state.record.internal:
+                continue
+            retention_ms = int(self.topic_config(state, "retention.ms"))
+            retention_bytes = int(self.topic_config(state, "retention.bytes"))
+            for p in state.partitions:
+                idx, n, size = p.batches, 0, p.size_bytes
+                while n < len(idx) and idx.last_offsets[n] < p.high_watermark:
+                    expired = retention_ms >= 0 and idx.max_timestamps[n] < now_ms - retention_ms
+                    too_big = retention_bytes >= 0 and size > retention_bytes
+                    if not (expired or too_big):
+                        break
+                    size -= idx.sizes[n]
+                    n += 1
+                if n:
+                    moves.append((state, p, idx.last_offsets[n - 1] + 1))
+        await self.move_log_starts(moves)
 
     def topic_config(self, topic: TopicState, key: str) -> str:
         """A topic's setting: its own, else the broker's default, else Kafka's."""

@@ -49,6 +49,17 @@ class BatchIndex:
         self.positions.append(position)
         self.sizes.append(size)
 
+    def drop_first(self, n: int) -> None:
+        """Forget the first `n` batches (deleted by retention or DeleteRecords)."""
+        for arr in (
+            self.base_offsets,
+            self.last_offsets,
+            self.max_timestamps,
+            self.positions,
+            self.sizes,
+        ):
+            del arr[:n]
+
     def ref(self, i: int) -> BatchRef:
         return BatchRef(
             self.base_offsets[i],
@@ -106,6 +117,28 @@ class Partition:
             self.high_watermark = self.log_end_offset
         else:
             self._unsynced.append((wal_end, self.log_end_offset))
+
+    def start_at(self, offset: int) -> None:
+        """Make `offset` the log start: batches wholly before it leave the index.
+
+        A partition whose batches were all trimmed from the WAL still continues its
+        offsets from here, so they are never reused.
+        """
+        self.log_start_offset = max(self.log_start_offset, offset)
+        if self.log_end_offset < self.log_start_offset:
+            self.log_end_offset = self.high_watermark = self.log_start_offset
+        idx = self.batches
+        n = 0
+        while n < len(idx) and idx.last_offsets[n] < self.log_start_offset:
+            self.size_bytes -= idx.sizes[n]
+            n += 1
+        if n:
+            idx.drop_first(n)
+
+    @property
+    def first_position(self) -> int | None:
+        """Cold-store position of the oldest batch still in the log, if any."""
+        return self.batches.positions[0] if len(self.batches) else None
 
     def on_durable(self, wal_position: int) -> bool:
         """Advance the high watermark to what is synced; True if it moved."""

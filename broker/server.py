@@ -38,6 +38,27 @@ _STREAM_LIMIT = 8 * 1024 * 1024
 _CLOSE = object()
 
 
+class _ByteBudget:
+    """Request bytes a connection may have in flight; past it the reader stops reading,
+    so a fast producer is held back by TCP rather than by broker memory. One request
+    larger than the whole budget still goes through on its own."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, n: int) -> None:
+        while self.used and self.used + n > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
+        self._freed.set()
+
+
 class _RequestFailed(Exception):
     """A handler failed unexpectedly (already logged); the connection is closed."""
 
@@ -52,13 +73,15 @@ class Connection:
     ) -> None:
         self.broker = broker
         self.handlers = handlers
+        self.metrics = broker.metrics
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self._queue: asyncio.Queue[object] = asyncio.Queue(
+        self._queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue(
             broker.config.max_inflight_per_connection
         )
+        self._budget = _ByteBudget(broker.config.max_inflight_bytes_per_connection)
 
     async def serve(self) -> None:
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
@@ -70,7 +93,8 @@ class Connection:
                 if not data:
                     break
                 for frame in decoder.feed(data):
-                    await self._queue.put(self._start(frame))
+                    await self._budget.take(len(frame))  # stop reading while too much is owed
+                    await self._queue.put((len(frame), self._start(frame)))
                 if decoder.error is not None:
                     raise decoder.error
         except ProtocolError as e:
@@ -82,7 +106,7 @@ class Connection:
             # on EOF, a reset or shutdown nobody is left to answer: parked requests
             # (long polls, joins) are cancelled rather than waited for
             if flush_first and not responder.done():
-                await self._queue.put(_CLOSE)
+                await self._queue.put((0, _CLOSE))
             else:
                 responder.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -102,15 +126,23 @@ class Connection:
             return encode_response(correlation_id, build_response(api_key, 0, body))
         handler = self.handlers.get(api_key)
         if handler is None or not is_supported(api_key, api_version):
+            self.metrics.rejected(api_key)
             raise UnsupportedRequest(
                 f"unsupported api key {api_key} v{api_version} (correlation {correlation_id})"
             )
-        request = decode_request(frame, self.peer)  # a MalformedRequest closes the connection
+        try:
+            request = decode_request(frame, self.peer)  # a MalformedRequest closes the connection
+        except ProtocolError:
+            self.metrics.rejected(api_key)
+            raise
         return asyncio.ensure_future(self._handle(handler, request))
 
     async def _handle(self, handler: Handler, request: Request) -> bytes | None:
         """Run one handler and encode its answer; None means no response is due."""
         h = request.header
+        stats = self.metrics.api(h.api_key)
+        started = stats.begin()
+        failed = False
         try:
             body = await handler(self.broker, request)
             if body is None:  # acks=0 produce
@@ -120,9 +152,11 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except CloseConnection as e:
+            failed = True
             log.info("closing connection from %s (client %s): %s", self.peer, h.client_id, e)
             raise _RequestFailed() from e
         except Exception as e:
+            failed = True
             log.exception(
                 "request failed: api key %d v%d correlation %d from %s (client %s)",
                 h.api_key,
@@ -132,23 +166,28 @@ class Connection:
                 h.client_id,
             )
             raise _RequestFailed() from e
+        finally:
+            stats.end(started, failed)
 
     async def _respond(self) -> None:
         while True:
-            item = await self._queue.get()
+            size, item = await self._queue.get()
             if item is _CLOSE:
                 return
-            if isinstance(item, bytes):
-                self.writer.write(item)
-            else:
-                try:
-                    data = await item  # type: ignore[misc]
-                except _RequestFailed:
-                    self.writer.close()  # the reader sees the close and stops too
-                    return
-                if data is None:
-                    continue
-                self.writer.write(data)
+            try:
+                if isinstance(item, bytes):
+                    self.writer.write(item)
+                else:
+                    try:
+                        data = await item  # type: ignore[misc]
+                    except _RequestFailed:
+                        self.writer.close()  # the reader sees the close and stops too
+                        return
+                    if data is None:
+                        continue
+                    self.writer.write(data)
+            finally:
+                self._budget.give(size)
             if self._queue.empty() or self.writer.transport.get_write_buffer_size() > 1 << 20:
                 await self.writer.drain()
 

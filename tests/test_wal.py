@@ -85,3 +85,26 @@ def test_reads_return_synced_bytes(tmp_path: Path) -> None:
         await wal.close()
 
     asyncio.run(run())
+
+
+def test_rolling_segments_under_sustained_appends(tmp_path: Path) -> None:
+    """Segments roll hundreds of times while the syncer runs: every append becomes
+    durable and replays, none is lost (the syncer and the writer share descriptors)."""
+
+    async def run() -> int:
+        wal, _ = _replay(tmp_path, 1024)
+        wal.start()
+        pending = []
+        for i in range(3000):
+            _, end = wal.append(TOPIC, 0, 0, i, make_batch([b"%06d" % i * 20]))
+            pending.append(wal.wait_durable(end))
+            if i % 5 == 0:
+                await asyncio.sleep(0)  # let the writer and syncer run between bursts
+        await asyncio.gather(*pending)
+        await wal.close()
+        return len(list_segments(tmp_path))
+
+    segments = asyncio.run(run())
+    assert segments > 300
+    _, seen = _replay(tmp_path, 1024)
+    assert [o for _, o, _ in seen] == list(range(3000))

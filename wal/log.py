@@ -14,6 +14,8 @@ import bisect
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,12 @@ from wal.segment import fsync_dir, list_segments, segment_path
 log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+def _timed_fdatasync(fd: int) -> float:
+    started = time.perf_counter()
+    os.fdatasync(fd)
+    return time.perf_counter() - started
 
 
 class WalFailure(Exception):
@@ -47,13 +55,16 @@ class WriteAheadLog:
         self._syncer: asyncio.Task[None] | None = None
         self._sync_wakeup: asyncio.Event | None = None
         self._written = 0  # logical end of data written to files (maybe not yet synced)
-        self._retired_fds: deque[int] = deque()  # finished segments, closed after a sync
+        self._fd_lock = threading.Lock()  # guards _write_fd between writer and syncer threads
+        self._doomed_fds: list[int] = []  # read fds of trimmed segments, closed at next trim
         self._write_fd: int | None = None
         self._write_base: int | None = None
         self._read_fds: dict[int, int] = {}
         self._failure: BaseException | None = None
         self.syncs = 0
         self.bytes_synced = 0
+        # called on the event loop after each sync with (seconds, bytes made durable)
+        self.sync_observer: Callable[[float, int], None] | None = None
 
     # --- recovery ---------------------------------------------------------------------
 
@@ -188,18 +199,18 @@ class WriteAheadLog:
         while True:
             await self._sync_wakeup.wait()
             self._sync_wakeup.clear()
-            target, fd = self._written, self._write_fd
-            if target <= self._durable or fd is None:
+            target = self._written
+            if target <= self._durable:
                 continue
             try:
-                await asyncio.to_thread(os.fdatasync, fd)
+                seconds = await asyncio.to_thread(self._sync_active_segment)
             except BaseException as e:
                 self._fail(e)
                 raise
-            while self._retired_fds:  # segments the writer finished and synced itself
-                os.close(self._retired_fds.popleft())
             self.syncs += 1
             self.bytes_synced += target - self._durable
+            if self.sync_observer is not None:
+                self.sync_observer(seconds, target - self._durable)
             self._durable = target
             while self._waiters and self._waiters[0][0] <= target:
                 _, fut = self._waiters.popleft()
@@ -238,6 +249,19 @@ class WriteAheadLog:
                         rest = rest[os.write(fd, rest) :]
             i = j
 
+    def _sync_active_segment(self) -> float:
+        """Runs on a worker thread: fdatasync the active segment through a private dup of
+        its descriptor, so the writer may roll to a new segment and close the old one
+        meanwhile. Earlier segments were synced by the writer when it left them."""
+        with self._fd_lock:
+            if self._write_fd is None:
+                return 0.0
+            fd = os.dup(self._write_fd)
+        try:
+            return _timed_fdatasync(fd)
+        finally:
+            os.close(fd)
+
     def _writer_for(self, base: int) -> int:
         if self._write_base == base and self._write_fd is not None:
             return self._write_fd
@@ -245,23 +269,55 @@ class WriteAheadLog:
             # a finished segment is synced here, before any byte of the next is written,
             # so the syncer only ever needs to sync the newest segment
             os.fdatasync(self._write_fd)
-            self._retired_fds.append(self._write_fd)
         path = segment_path(self.directory, base)
         created = not path.exists()
-        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._write_base = base
+        new_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if created:
             fsync_dir(self.directory)
-        return self._write_fd
+        with self._fd_lock:
+            old, self._write_fd, self._write_base = self._write_fd, new_fd, base
+        if old is not None:
+            os.close(old)
+        return new_fd
+
+    # --- trimming ---------------------------------------------------------------------
+
+    def trim(self, position: int) -> int:
+        """Delete the segments that end at or before `position` (never the active one).
+
+        Files are unlinked at once; their read descriptors close at the next trim, so a
+        read already running on a thread finishes on the open file. Returns bytes freed.
+        """
+        while self._doomed_fds:
+            os.close(self._doomed_fds.pop())
+        segments = self._segments
+        k = 0
+        while k + 1 < len(segments) and segments[k + 1] <= position:
+            k += 1
+        if not k:
+            return 0
+        self._segments = segments[k:]  # a new list: readers on threads hold the old one
+        for base in segments[:k]:
+            fd = self._read_fds.pop(base, None)
+            if fd is not None:
+                self._doomed_fds.append(fd)
+            segment_path(self.directory, base).unlink(missing_ok=True)
+        log.info("WAL trimmed %d segments below position %d", k, segments[k])
+        return segments[k] - segments[0]
+
+    @property
+    def retained_bytes(self) -> int:
+        """Bytes in segments still on disk."""
+        return self._end - self._segments[0] if self._segments else 0
 
     # --- reading ----------------------------------------------------------------------
 
     def read_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         """Blocking preads of (position, size) ranges of synced data; run on a thread."""
         out = []
+        segments = self._segments  # one snapshot: trim() swaps the list, never edits it
         for position, size in ranges:
-            i = bisect.bisect_right(self._segments, position) - 1
-            base = self._segments[i]
+            base = segments[bisect.bisect_right(segments, position) - 1]
             fd = self._read_fds.get(base)
             if fd is None:
                 fd = os.open(segment_path(self.directory, base), os.O_RDONLY)
@@ -287,9 +343,9 @@ class WriteAheadLog:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        for fd in [self._write_fd, *self._retired_fds, *self._read_fds.values()]:
+        for fd in [self._write_fd, *self._read_fds.values(), *self._doomed_fds]:
             if fd is not None:
                 os.close(fd)
         self._write_fd = None
-        self._retired_fds.clear()
+        self._doomed_fds.clear()
         self._read_fds.clear()

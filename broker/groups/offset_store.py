@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 
@@ -34,6 +34,18 @@ class CommittedOffset:
 
 
 TopicPartitionKey = tuple[str, int]
+Entry = tuple[bytes, bytes | None]  # record key, value (None: a tombstone)
+
+
+def _offset_record(group_id: str, key: TopicPartitionKey, c: CommittedOffset) -> Entry:
+    return (
+        msgpack.packb([_OFFSET_KEY, group_id, *key]),
+        msgpack.packb([c.offset, c.leader_epoch, c.metadata, c.commit_timestamp]),
+    )
+
+
+def _type_record(group_id: str, protocol_type: str) -> Entry:
+    return msgpack.packb([_GROUP_KEY, group_id]), msgpack.packb([protocol_type])
 
 
 class OffsetStore:
@@ -42,6 +54,7 @@ class OffsetStore:
         self.partitions = partitions
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
         self.group_types: dict[str, str] = {}  # protocol type of groups that had members
+        self._inflight: dict[int, int] = {}  # offsets partition -> writes not yet applied
         logs.internal_replayers[OFFSETS_TOPIC] = self._replay
 
     async def ensure_topic(self) -> TopicState:
@@ -93,14 +106,61 @@ class OffsetStore:
     async def _write(self, group_id: str, entries: list[tuple[bytes, bytes | None]]) -> None:
         """Append records for one group and wait until they are durable, then apply them."""
         topic = await self.ensure_topic()
-        p = topic.partitions[self.partition_for(group_id)]
+        index = self.partition_for(group_id)
+        p = topic.partitions[index]
         batch = encode_batch([v for _, v in entries], keys=[k for k, _ in entries])
-        h = records.validate(batch)
-        appended = self.logs.append(topic, p, batch, h)
+        appended = self.logs.append(topic, p, batch, records.validate(batch))
         assert appended.wal_end is not None
-        await self.logs.wal.wait_durable(appended.wal_end)
-        for key, value in entries:
-            self._apply(key, value)
+        self._inflight[index] = self._inflight.get(index, 0) + 1
+        try:
+            await self.logs.wal.wait_durable(appended.wal_end)
+            for key, value in entries:
+                self._apply(key, value)
+        finally:
+            self._inflight[index] -= 1
+
+    def _records_of(self, group_id: str) -> list[tuple[bytes, bytes | None]]:
+        """The records that recreate a group's current state."""
+        out = [
+            _offset_record(group_id, key, c) for key, c in self.offsets.get(group_id, {}).items()
+        ]
+        if group_id in self.group_types:
+            out.append(_type_record(group_id, self.group_types[group_id]))
+        return out
+
+    async def compact(self, min_batches: int = 64) -> None:
+        """Rewrite each busy offsets partition as one snapshot of its live records and
+        start the partition there, so old commits stop pinning WAL segments."""
+        topic = self.logs.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            return
+        for p in topic.partitions:
+            if len(p.batches) < min_batches or self._inflight.get(p.index):
+                continue
+            groups = {*self.offsets, *self.group_types}
+            entries = [
+                r
+                for g in sorted(groups)
+                if self.partition_for(g) == p.index
+                for r in self._records_of(g)
+            ]
+            # no await between reading the table and appending: the snapshot is exact
+            if entries:
+                batch = encode_batch([v for _, v in entries], keys=[k for k, _ in entries])
+                appended = self.logs.append(topic, p, batch, records.validate(batch))
+                start = appended.base_offset
+                assert appended.wal_end is not None
+                await self.logs.wal.wait_durable(appended.wal_end)
+            else:
+                start = p.log_end_offset
+            await self.logs.move_log_starts([(topic, p, start)])
+            log.info(
+                "compacted %s-%d: %d live records from offset %d",
+                OFFSETS_TOPIC,
+                p.index,
+                len(entries),
+                start,
+            )
 
     async def commit(
         self,
@@ -111,15 +171,14 @@ class OffsetStore:
         """Store offsets; a group's protocol type rides along the first time it is seen,
         so the group is still a consumer group after its members leave or a restart."""
         now = int(time.time() * 1000)
-        entries: list[tuple[bytes, bytes | None]] = [
-            (
-                msgpack.packb([_OFFSET_KEY, group_id, topic, partition]),
-                msgpack.packb([c.offset, c.leader_epoch, c.metadata, c.commit_timestamp or now]),
+        entries = [
+            _offset_record(
+                group_id, key, c if c.commit_timestamp else replace(c, commit_timestamp=now)
             )
-            for (topic, partition), c in offsets.items()
+            for key, c in offsets.items()
         ]
         if protocol_type and self.group_types.get(group_id) != protocol_type:
-            entries.append((msgpack.packb([_GROUP_KEY, group_id]), msgpack.packb([protocol_type])))
+            entries.append(_type_record(group_id, protocol_type))
         await self._write(group_id, entries)
 
     async def delete(self, group_id: str, keys: list[TopicPartitionKey]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
+from protocol.versions import ApiKey
 
 if TYPE_CHECKING:
     from broker.app import Broker
@@ -108,6 +109,19 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
     return responses, total, any_error
 
 
+def _count(broker: Broker, plan, responses: list[dict], total: int, any_error: bool) -> None:
+    """Bytes sent per topic and error codes, for the response that goes out."""
+    if not total and not any_error:
+        return
+    metrics = broker.metrics
+    for (_, wanted), t in zip(plan, responses, strict=True):
+        for w, part in zip(wanted, t["partitions"], strict=True):
+            if part["records"]:
+                metrics.topic(w.partition.topic).bytes_out.inc(len(part["records"]))
+            if part["error_code"]:
+                metrics.partition_error(ApiKey.FETCH, part["error_code"])
+
+
 async def handle(broker: Broker, request: Request) -> dict:
     body = request.body
     if getattr(body, "session_id", 0) != 0:  # sessions exist from v7
@@ -136,6 +150,7 @@ async def handle(broker: Broker, request: Request) -> dict:
         finally:
             broker.logs.unwatch(fut, watched)
         responses, total, any_error = await _read_all(broker, plan, max_bytes)
+    _count(broker, plan, responses, total, any_error)
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,

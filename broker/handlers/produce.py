@@ -14,6 +14,7 @@ from broker.errors import CloseConnection
 from protocol import records
 from protocol.codec import Request
 from protocol.errors import ErrorCode
+from protocol.versions import ApiKey
 from wal import WalFailure
 
 if TYPE_CHECKING:
@@ -99,7 +100,15 @@ async def handle(broker: Broker, request: Request) -> dict | None:
                 )
         except asyncio.CancelledError:
             raise
+    _count_errors(broker, responses)
     return {"responses": responses, "throttle_time": 0}
+
+
+def _count_errors(broker: Broker, responses: list[dict]) -> None:
+    for t in responses:
+        for r in t["partition_responses"]:
+            if r["error_code"]:
+                broker.metrics.partition_error(ApiKey.PRODUCE, r["error_code"])
 
 
 def _append_one(broker: Broker, state, p, pd) -> dict:
@@ -152,6 +161,7 @@ def _append_one(broker: Broker, state, p, pd) -> dict:
         appended = logs.append(state, p, batch, h)
     except WalFailure as e:
         return _partition_result(pd.index, ErrorCode.kafka_storage_error, message=str(e))
+    broker.metrics.topic(state.name).appended(len(batch), h.record_count)
     result = _partition_result(
         pd.index, ErrorCode.none, appended.base_offset, p.log_start_offset, appended.log_append_time
     )
