@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 
 from broker import config as broker_config
+from broker import logs_setup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,13 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = broker_config.load(args)
+        logs_setup.configure(cfg.log_level, cfg.log_format, cfg.log_levels)
     except (ValueError, OSError) as e:
         parser.error(str(e))
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     from broker.app import run
 
     try:

@@ -54,6 +54,8 @@ class BrokerConfig:
         64 * 1024 * 1024, "request bytes a connection may have in flight before reads pause"
     )
     log_level: str = _setting("INFO", "logging level")
+    log_format: str = _setting("text", "log line format: text or json (one object per line)")
+    log_levels: str = _setting("", "per-logger levels, e.g. broker.groups=DEBUG,wal=WARNING")
     metrics_listen: str = _setting(
         "", "HOST:PORT for Prometheus /metrics, /healthz and /readyz (default: off)"
     )

@@ -73,3 +73,28 @@ def test_bad_setting_is_a_clear_error(tmp_path) -> None:
     )
     assert r.returncode != 0
     assert "num_partitions" in r.stderr or "lots" in r.stderr
+
+
+def test_json_logs_with_per_logger_levels(tmp_path) -> None:
+    """One JSON object per line; a quieted logger stays quiet, others keep INFO."""
+    import json
+
+    b = BrokerProcess(
+        tmp_path / "data",
+        None,
+        "--log-format",
+        "json",
+        "--log-levels",
+        "broker.log_manager=WARNING",
+    )
+    b.start()
+    try:
+        with WireClient(b.bootstrap) as c:
+            c.create_topic("logged", 1)  # broker.log_manager logs this at INFO
+    finally:
+        b.stop()
+    events = [json.loads(line) for line in b.log().splitlines() if line.startswith("{")]
+    assert events, b.log()
+    assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
+    assert any(e["logger"] == "broker.app" and "listening" in e["msg"] for e in events)
+    assert not any(e["logger"] == "broker.log_manager" for e in events)
