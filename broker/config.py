@@ -79,11 +79,14 @@ class BrokerConfig:
         return host, int(port)
 
     def topic_defaults(self) -> dict[str, str]:
-        """Broker settings that stand in as topic-config defaults."""
-        return {
-            "max.message.bytes": str(self.message_max_bytes),
-            "message.timestamp.type": self.log_message_timestamp_type,
-        }
+        """Broker settings that stand in as topic-config defaults, where set to something
+        other than Kafka's default (so DescribeConfigs reports the true source)."""
+        out = {}
+        if self.message_max_bytes != 1048588:
+            out["max.message.bytes"] = str(self.message_max_bytes)
+        if self.log_message_timestamp_type != "CreateTime":
+            out["message.timestamp.type"] = self.log_message_timestamp_type
+        return out
 
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:

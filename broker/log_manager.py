@@ -199,10 +199,12 @@ class LogManager:
     async def move_log_starts(self, moves: list[tuple[TopicState, Partition, int]]) -> None:
         """Persist new log start offsets in one metadata write, then apply them and trim
         the WAL segments that no partition needs any more."""
-        moves = [(t, p, o) for t, p, o in moves if o > p.log_start_offset]
-        if not moves:
-            return
         async with self._meta_lock:
+            # filtered under the lock: a concurrent move may have gone further meanwhile,
+            # and the persisted start must never go back (offsets would be reused)
+            moves = [(t, p, o) for t, p, o in moves if o > p.log_start_offset]
+            if not moves:
+                return
             previous = [(t, p.index, t.record.log_start.get(p.index)) for t, p, _ in moves]
             for t, p, offset in moves:
                 t.record.log_start[p.index] = offset

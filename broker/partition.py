@@ -134,6 +134,12 @@ class Partition:
             n += 1
         if n:
             idx.drop_first(n)
+            if self.max_timestamp_offset < self.log_start_offset:  # the newest went: recompute
+                self.max_timestamp, self.max_timestamp_offset = -1, -1
+                for i in range(len(idx)):
+                    if idx.max_timestamps[i] > self.max_timestamp:
+                        self.max_timestamp = idx.max_timestamps[i]
+                        self.max_timestamp_offset = idx.base_offsets[i]
 
     @property
     def first_position(self) -> int | None:

@@ -82,8 +82,10 @@ class Connection:
             broker.config.max_inflight_per_connection
         )
         self._budget = _ByteBudget(broker.config.max_inflight_bytes_per_connection)
+        self._serve_task: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
+        self._serve_task = asyncio.current_task()
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
         decoder = FrameDecoder(self.broker.config.max_request_bytes)
         flush_first = False  # answer the requests before a bad one, then close
@@ -109,6 +111,10 @@ class Connection:
                 await self._queue.put((0, _CLOSE))
             else:
                 responder.cancel()
+                while not self._queue.empty():  # requests nobody will answer: stop them
+                    _, item = self._queue.get_nowait()
+                    if isinstance(item, asyncio.Future):
+                        item.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await responder
             self.writer.close()
@@ -181,7 +187,9 @@ class Connection:
                     try:
                         data = await item  # type: ignore[misc]
                     except _RequestFailed:
-                        self.writer.close()  # the reader sees the close and stops too
+                        self.writer.close()
+                        if self._serve_task is not None:  # the reader may be parked on a
+                            self._serve_task.cancel()  # full queue: wake it to clean up
                         return
                     if data is None:
                         continue

@@ -107,7 +107,7 @@ def validate(buf: bytes, check_crc: bool = True) -> BatchHeader:
         raise InvalidBatch(
             f"batch with {h.record_count} records, lastOffsetDelta {h.last_offset_delta}"
         )
-    if h.compression == 0 and h.last_offset_delta != h.record_count - 1:
+    if h.last_offset_delta != h.record_count - 1:  # producers send dense batches
         raise InvalidBatch("lastOffsetDelta does not match the record count")
     if h.compression > 4:
         raise InvalidBatch(f"unknown compression codec {h.compression}")

@@ -42,7 +42,7 @@ def test_describe_configs_shows_values_and_sources(shared_broker) -> None:
     assert configs["retention.ms"].value == "3600000"
     assert configs["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
     assert configs["max.message.bytes"].value == "1048588"
-    assert configs["max.message.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert configs["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
     assert configs["cleanup.policy"].value == "delete"
     assert configs["cleanup.policy"].source == ConfigSource.DEFAULT_CONFIG.value
     assert not configs["retention.ms"].is_read_only

@@ -38,6 +38,10 @@ class WalFailure(Exception):
     """The log could not be written or synced; nothing after this is acknowledged."""
 
 
+class TrimmedRead(LookupError):
+    """A read of a position whose segment retention has already deleted."""
+
+
 class WriteAheadLog:
     def __init__(self, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         self.directory = Path(directory)
@@ -56,7 +60,8 @@ class WriteAheadLog:
         self._sync_wakeup: asyncio.Event | None = None
         self._written = 0  # logical end of data written to files (maybe not yet synced)
         self._fd_lock = threading.Lock()  # guards _write_fd between writer and syncer threads
-        self._doomed_fds: list[int] = []  # read fds of trimmed segments, closed at next trim
+        self._read_lock = threading.Lock()  # _read_fds, _read_users and trimming
+        self._read_users: dict[int, int] = {}  # segment base -> reads in progress
         self._write_fd: int | None = None
         self._write_base: int | None = None
         self._read_fds: dict[int, int] = {}
@@ -105,6 +110,7 @@ class WriteAheadLog:
                     os.fsync(f.fileno())
                 for later in bases[i + 1 :]:
                     segment_path(self.directory, later).unlink()
+                fsync_dir(self.directory)  # those must not come back after the cut
                 bases = bases[: i + 1]
                 break
         if not bases:
@@ -285,25 +291,32 @@ class WriteAheadLog:
     def trim(self, position: int) -> int:
         """Delete the segments that end at or before `position` (never the active one).
 
-        Files are unlinked at once; their read descriptors close at the next trim, so a
-        read already running on a thread finishes on the open file. Returns bytes freed.
+        A segment still being read on a worker thread is unlinked at once but its
+        descriptor closes when the last such read ends. Returns the bytes freed.
         """
-        while self._doomed_fds:
-            os.close(self._doomed_fds.pop())
-        segments = self._segments
-        k = 0
-        while k + 1 < len(segments) and segments[k + 1] <= position:
-            k += 1
-        if not k:
-            return 0
-        self._segments = segments[k:]  # a new list: readers on threads hold the old one
-        for base in segments[:k]:
-            fd = self._read_fds.pop(base, None)
-            if fd is not None:
-                self._doomed_fds.append(fd)
-            segment_path(self.directory, base).unlink(missing_ok=True)
+        with self._read_lock:
+            segments = self._segments
+            k = 0
+            while k + 1 < len(segments) and segments[k + 1] <= position:
+                k += 1
+            if not k:
+                return 0
+            self._segments = segments[k:]  # a new list: readers on threads hold the old one
+            for base in segments[:k]:
+                if not self._read_users.get(base):
+                    fd = self._read_fds.pop(base, None)
+                    if fd is not None:
+                        os.close(fd)
+                # no directory fsync: a segment that comes back after a crash holds only
+                # batches below their partitions' persisted log starts, which replay drops
+                segment_path(self.directory, base).unlink(missing_ok=True)
         log.info("WAL trimmed %d segments below position %d", k, segments[k])
         return segments[k] - segments[0]
+
+    @property
+    def segment_bases(self) -> list[int]:
+        """Positions where the segments on disk begin, oldest first."""
+        return list(self._segments)
 
     @property
     def retained_bytes(self) -> int:
@@ -313,20 +326,42 @@ class WriteAheadLog:
     # --- reading ----------------------------------------------------------------------
 
     def read_many(self, ranges: list[tuple[int, int]]) -> list[bytes]:
-        """Blocking preads of (position, size) ranges of synced data; run on a thread."""
+        """Blocking preads of (position, size) ranges of synced data; run on a thread.
+
+        Raises TrimmedRead if a range lies in a segment trim() has deleted."""
         out = []
-        segments = self._segments  # one snapshot: trim() swaps the list, never edits it
         for position, size in ranges:
-            base = segments[bisect.bisect_right(segments, position) - 1]
-            fd = self._read_fds.get(base)
-            if fd is None:
-                fd = os.open(segment_path(self.directory, base), os.O_RDONLY)
-                self._read_fds[base] = fd
-            data = os.pread(fd, size, position - base)
+            base, fd = self._open_for_read(position)
+            try:
+                data = os.pread(fd, size, position - base)
+            finally:
+                self._done_reading(base)
             if len(data) != size:
                 raise WalFailure(f"short read at WAL position {position}")
             out.append(data)
         return out
+
+    def _open_for_read(self, position: int) -> tuple[int, int]:
+        with self._read_lock:
+            segments = self._segments
+            if not segments or position < segments[0]:
+                raise TrimmedRead(position)
+            base = segments[bisect.bisect_right(segments, position) - 1]
+            fd = self._read_fds.get(base)
+            if fd is None:
+                fd = self._read_fds[base] = os.open(segment_path(self.directory, base), os.O_RDONLY)
+            self._read_users[base] = self._read_users.get(base, 0) + 1
+            return base, fd
+
+    def _done_reading(self, base: int) -> None:
+        with self._read_lock:
+            left = self._read_users[base] - 1
+            if left:
+                self._read_users[base] = left
+                return
+            del self._read_users[base]
+            if base < self._segments[0]:  # trimmed while we read: ours to close
+                os.close(self._read_fds.pop(base))
 
     async def read(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         return await asyncio.to_thread(self.read_many, ranges)
@@ -343,9 +378,8 @@ class WriteAheadLog:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        for fd in [self._write_fd, *self._read_fds.values(), *self._doomed_fds]:
+        for fd in [self._write_fd, *self._read_fds.values()]:
             if fd is not None:
                 os.close(fd)
         self._write_fd = None
-        self._doomed_fds.clear()
         self._read_fds.clear()

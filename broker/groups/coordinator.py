@@ -258,9 +258,13 @@ class GroupCoordinator:
             self._complete_join(group)
 
     def _complete_join(self, group: Group) -> None:
-        for mid in [mid for mid, m in group.members.items() if m.join_waiter is None]:
-            log.info("group %s: member %s did not rejoin in time; removed", group.group_id, mid)
-            group.remove(mid)
+        # dynamic members that did not rejoin in time go; static ones keep their place
+        # (KIP-345: a restarting static member should not cost another rebalance)
+        late = [mid for mid, m in group.members.items() if m.join_waiter is None]
+        for mid in late:
+            if group.members[mid].group_instance_id is None:
+                log.info("group %s: member %s did not rejoin in time; removed", group.group_id, mid)
+                group.remove(mid)
         group.pending_members.clear()
         group.generation_id += 1
         group.join_deadline = group.delay_until = None
@@ -335,6 +339,8 @@ class GroupCoordinator:
             return self._sync_response(group, member)
         if group.state != GroupState.COMPLETING_REBALANCE:
             return _sync_error(ErrorCode.unknown_member_id)
+        if member.sync_waiter is not None and not member.sync_waiter.done():
+            member.sync_waiter.set_result(_sync_error(ErrorCode.rebalance_in_progress))
         member.sync_waiter = asyncio.get_running_loop().create_future()
         waiter = member.sync_waiter
         if member_id == group.leader_id:

@@ -7,6 +7,7 @@ that topic. When the log moves to object storage, committed offsets move with it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -61,7 +62,11 @@ class OffsetStore:
         topic = self.logs.topics.get(OFFSETS_TOPIC)
         if topic is None:
             topic = await self.logs.create_topic(
-                OFFSETS_TOPIC, self.partitions, {"cleanup.policy": "delete"}, internal=True
+                # compacted as in Kafka: housekeeping keeps the latest record per key
+                OFFSETS_TOPIC,
+                self.partitions,
+                {"cleanup.policy": "compact"},
+                internal=True,
             )
         return topic
 
@@ -112,12 +117,17 @@ class OffsetStore:
         appended = self.logs.append(topic, p, batch, records.validate(batch))
         assert appended.wal_end is not None
         self._inflight[index] = self._inflight.get(index, 0) + 1
-        try:
-            await self.logs.wal.wait_durable(appended.wal_end)
-            for key, value in entries:
-                self._apply(key, value)
-        finally:
-            self._inflight[index] -= 1
+
+        async def apply_when_durable() -> None:
+            try:
+                await self.logs.wal.wait_durable(appended.wal_end)
+                for key, value in entries:
+                    self._apply(key, value)
+            finally:
+                self._inflight[index] -= 1
+
+        # shielded: a client that disconnects must not leave a durable commit unapplied
+        await asyncio.shield(asyncio.ensure_future(apply_when_durable()))
 
     def _records_of(self, group_id: str) -> list[tuple[bytes, bytes | None]]:
         """The records that recreate a group's current state."""
@@ -134,8 +144,12 @@ class OffsetStore:
         topic = self.logs.topics.get(OFFSETS_TOPIC)
         if topic is None:
             return
+        segments = self.logs.wal.segment_bases
         for p in topic.partitions:
-            if len(p.batches) < min_batches or self._inflight.get(p.index):
+            first = p.first_position
+            # busy partitions, and quiet ones whose old commits pin the oldest WAL segment
+            pins = first is not None and len(segments) > 1 and first < segments[1]
+            if not (len(p.batches) >= min_batches or pins) or self._inflight.get(p.index):
                 continue
             groups = {*self.offsets, *self.group_types}
             entries = [

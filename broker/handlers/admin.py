@@ -50,6 +50,8 @@ async def handle_delete_records(broker: Broker, request: Request) -> dict:
             error, low = ErrorCode.none, -1
             if state is None or not 0 <= rp.partition_index < len(state.partitions):
                 error = ErrorCode.unknown_topic_or_partition
+            elif state.record.internal:  # it would drop committed offsets
+                error = ErrorCode.invalid_topic_exception
             else:
                 p = state.partitions[rp.partition_index]
                 target = p.high_watermark if rp.offset == -1 else rp.offset

@@ -15,6 +15,7 @@ from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.versions import ApiKey
+from wal import TrimmedRead
 
 if TYPE_CHECKING:
     from broker.app import Broker
@@ -82,13 +83,16 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
                 elif w.fetch_offset < p.log_start_offset or w.fetch_offset > p.log_end_offset:
                     error = ErrorCode.offset_out_of_range
                 elif remaining > 0 and w.fetch_offset < p.high_watermark:
-                    batches = await logs.read(
-                        p,
-                        w.fetch_offset,
-                        min(w.max_bytes, remaining),
-                        p.high_watermark,
-                        first_may_exceed=total == 0,
-                    )
+                    try:
+                        batches = await logs.read(
+                            p,
+                            w.fetch_offset,
+                            min(w.max_bytes, remaining),
+                            p.high_watermark,
+                            first_may_exceed=total == 0,
+                        )
+                    except TrimmedRead:  # retention deleted it while we were reading
+                        batches, error = [], ErrorCode.offset_out_of_range
                     data = b"".join(batches)
                     total += len(data)
                     remaining -= len(data)

@@ -139,8 +139,8 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
     for group_id in request.body.groups_names:
         error = broker.groups.delete_error(group_id)
         if error is None:
+            broker.groups.forget(group_id)  # first: a join arriving meanwhile starts afresh
             await broker.offsets.delete_group(group_id)
-            broker.groups.forget(group_id)
             log.info("deleted group %s", group_id)
             error = ErrorCode.none
         results.append({"group_id": group_id, "error_code": error})

@@ -10,6 +10,7 @@ from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.record_codec import decode_records
+from wal import TrimmedRead
 
 if TYPE_CHECKING:
     from broker.app import Broker
@@ -31,7 +32,7 @@ async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, in
     idx = p.batches
     hw = p.high_watermark
     if timestamp == MAX_TIMESTAMP:
-        if p.max_timestamp_offset < 0 or p.max_timestamp_offset >= hw:
+        if p.max_timestamp_offset < p.log_start_offset or p.max_timestamp_offset >= hw:
             return -1, -1
         i = idx.find(p.max_timestamp_offset)
         target = p.max_timestamp
@@ -49,7 +50,10 @@ async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, in
         target = timestamp
     else:
         raise ValueError(timestamp)
-    batch = await broker.logs.read_batch(idx.ref(i), p)
+    try:
+        batch = await broker.logs.read_batch(idx.ref(i), p)
+    except TrimmedRead:  # deleted by retention meanwhile
+        return -1, -1
     exact = timestamp == MAX_TIMESTAMP
 
     def search() -> tuple[int, int]:

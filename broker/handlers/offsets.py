@@ -8,6 +8,7 @@ from broker.groups.group import GroupState
 from broker.groups.offset_store import CommittedOffset
 from protocol.codec import Request
 from protocol.errors import ErrorCode
+from wal import WalFailure
 
 if TYPE_CHECKING:
     from broker.app import Broker
@@ -51,7 +52,15 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
         topics.append({"name": t.name, "partitions": parts})
     if to_commit:
         group = broker.groups.group(b.group_id)
-        await broker.offsets.commit(b.group_id, to_commit, group.protocol_type if group else None)
+        try:
+            await broker.offsets.commit(
+                b.group_id, to_commit, group.protocol_type if group else None
+            )
+        except WalFailure:  # not stored: the client retries (a retriable error)
+            for t in topics:
+                for part in t["partitions"]:
+                    if (t["name"], part["partition_index"]) in to_commit:
+                        part["error_code"] = ErrorCode.coordinator_not_available
     return {"throttle_time": 0, "topics": topics}
 
 
@@ -99,9 +108,12 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
     group = broker.groups.group(b.group_id)
     if group is None and not broker.offsets.of_group(b.group_id):
         return {"error_code": ErrorCode.group_id_not_found, "throttle_time": 0, "topics": []}
-    subscribed = set()
+    subscribed: set[str] = set()
     if group is not None and group.state != GroupState.EMPTY:
-        subscribed = group.subscribed_topics() or set()
+        known = group.subscribed_topics()
+        if known is None:  # an active group whose subscriptions we cannot read
+            return {"error_code": ErrorCode.non_empty_group, "throttle_time": 0, "topics": []}
+        subscribed = known
     deleting = []
     topics = []
     for t in b.topics:
