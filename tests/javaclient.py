@@ -2,23 +2,22 @@
 
 Why: the Java client is the reference Kafka client; if it can produce (idempotent, compressed)
 and consume through Strata with everything intact, most other clients will too. The jars come
-from Maven Central once (tests/java/pom.xml) into <cache>/java-client/lib, where <cache> is
+from Maven Central once (tests/java/pom.xml) into <cache>/java-client/libs, where <cache> is
 $STRATA_CACHE_DIR or ~/.cache/strata.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchmarks.kafka_reference import cache_root, maven_libs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JAVA_DIR = REPO_ROOT / "tests" / "java"
@@ -37,63 +36,10 @@ class ClientCheckError(RuntimeError):
         self.stderr = stderr
 
 
-def cache_root() -> Path:
-    """Where fetched jars live: $STRATA_CACHE_DIR, else ~/.cache/strata."""
-    env = os.environ.get("STRATA_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "strata"
-
-
 def java_client_classpath() -> str:
-    """Fetch kafka-clients and friends once; return a classpath ('<lib>/*') for `java -cp`.
-
-    mvn is skipped when the jars for this exact pom are already cached; a fetch goes to a temp
-    dir renamed into place under a file lock, so concurrent or interrupted runs are safe.
-    """
-    home = cache_root() / "java-client"
-    lib = home / "lib"
-    stamp = home / "pom.sha256"
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-
-    def fresh() -> bool:
-        return lib.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest
-
-    if not fresh():
-        home.mkdir(parents=True, exist_ok=True)
-        with open(home / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not fresh():
-                _fetch(home, lib, stamp, digest)
-    return f"{lib}/*"
-
-
-def _fetch(home: Path, lib: Path, stamp: Path, digest: str) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise RuntimeError("cannot fetch the Kafka Java client jars: `mvn` is not on PATH")
-    tmp = Path(tempfile.mkdtemp(prefix="lib-", dir=home))
-    try:
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0 or not list(tmp.glob("kafka-clients-*.jar")):
-            out = (proc.stdout + proc.stderr)[-4000:]
-            raise RuntimeError(
-                f"mvn could not fetch the Kafka Java client jars (rc={proc.returncode}):\n{out}"
-            )
-        if lib.exists():
-            shutil.rmtree(lib)
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only
-        tmp.rename(lib)
-        stamp.write_text(digest + "\n")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Fetch kafka-clients and friends once; return a classpath ('<lib>/*') for `java -cp`."""
+    libs = maven_libs(POM, cache_root() / "java-client", "kafka-clients-*.jar", "Kafka Java client")
+    return f"{libs}/*"
 
 
 def run_client_check(
