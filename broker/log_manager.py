@@ -60,6 +60,7 @@ class LogManager:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.topic_defaults = dict(topic_defaults or {})
+        self.producer_id_expiration_ms = 86_400_000  # Kafka's producer.id.expiration.ms
         self.meta = MetadataStore(self.data_dir / "metadata.msgpack")
         self.wal = WriteAheadLog(self.data_dir / "wal", wal_segment_bytes)
         self.cold: ColdReader = self.wal
@@ -243,6 +244,7 @@ class LogManager:
             retention_ms = int(self.topic_config(state, "retention.ms"))
             retention_bytes = int(self.topic_config(state, "retention.bytes"))
             for p in state.partitions:
+                p.producers.expire(now_ms, self.producer_id_expiration_ms)
                 idx, n, size = p.batches, 0, p.size_bytes
                 while n < len(idx) and idx.last_offsets[n] < p.high_watermark:
                     expired = retention_ms >= 0 and idx.max_timestamps[n] < now_ms - retention_ms

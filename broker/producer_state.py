@@ -28,6 +28,7 @@ class _BatchMeta:
 @dataclass(slots=True)
 class _ProducerEntry:
     epoch: int
+    last_timestamp: int = -1  # newest batch max timestamp, for producer.id.expiration.ms
     batches: deque[_BatchMeta] = field(default_factory=lambda: deque(maxlen=RETAINED_BATCHES))
 
     @property
@@ -75,6 +76,16 @@ class ProducerStateTable:
             return SequenceCheck(ErrorCode.out_of_order_sequence_number)
         return APPEND
 
+    def expire(self, now_ms: int, max_age_ms: int) -> int:
+        """Forget producers silent for longer than `max_age_ms` (Kafka's
+        producer.id.expiration.ms), so the table does not grow without bound."""
+        stale = [
+            pid for pid, e in self._producers.items() if now_ms - e.last_timestamp > max_age_ms
+        ]
+        for pid in stale:
+            del self._producers[pid]
+        return len(stale)
+
     def update(self, h: BatchHeader, base_offset: int) -> None:
         """Record an appended batch (also used when replaying the log)."""
         if not h.is_idempotent:
@@ -83,6 +94,7 @@ class ProducerStateTable:
         if entry is None or h.producer_epoch != entry.epoch:
             entry = _ProducerEntry(h.producer_epoch)
             self._producers[h.producer_id] = entry
+        entry.last_timestamp = max(entry.last_timestamp, h.max_timestamp)
         entry.batches.append(
             _BatchMeta(
                 h.base_sequence, h.last_sequence, base_offset, base_offset + h.last_offset_delta

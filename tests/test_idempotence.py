@@ -117,3 +117,18 @@ def test_sequence_state_survives_restart(broker_factory) -> None:
         retry = c.produce("restart-idem", 0, batch)
         assert (retry.error_code, retry.base_offset) == (ErrorCode.none, 0)
         assert _values(c, "restart-idem") == [b"once"]
+
+
+def test_silent_producers_are_forgotten_after_expiration() -> None:
+    """producer.id.expiration.ms: state of a producer silent for a day goes away."""
+    from broker.producer_state import ProducerStateTable
+    from protocol import records
+
+    table = ProducerStateTable()
+    for pid, ts in ((1, 1_000), (2, 90_000_000)):
+        batch = make_batch(
+            [b"x"], producer_id=pid, producer_epoch=0, base_sequence=0, timestamps=[ts]
+        )
+        table.update(records.validate(batch), 0)
+    assert table.expire(now_ms=90_000_500, max_age_ms=86_400_000) == 1
+    assert len(table) == 1
