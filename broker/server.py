@@ -129,7 +129,7 @@ class Connection:
             from broker.handlers.api_versions import api_versions_body
 
             body = api_versions_body(ErrorCode.unsupported_version)
-            return encode_response(correlation_id, build_response(api_key, 0, body))
+            return bytes(encode_response(correlation_id, build_response(api_key, 0, body)))
         handler = self.handlers.get(api_key)
         if handler is None or not is_supported(api_key, api_version):
             self.metrics.rejected(api_key)
@@ -143,7 +143,7 @@ class Connection:
             raise
         return asyncio.ensure_future(self._handle(handler, request))
 
-    async def _handle(self, handler: Handler, request: Request) -> bytes | None:
+    async def _handle(self, handler: Handler, request: Request) -> memoryview | None:
         """Run one handler and encode its answer; None means no response is due."""
         h = request.header
         stats = self.metrics.api(h.api_key)

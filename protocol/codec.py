@@ -124,8 +124,10 @@ def _writers(cls: type):
     return entity_writer(cls.__header_schema__), entity_writer(cls)
 
 
-def encode_response(correlation_id: int, response: Any) -> bytes:
-    """A complete frame: size prefix, response header of the right version, body."""
+def encode_response(correlation_id: int, response: Any) -> memoryview:
+    """A complete frame: size prefix, response header of the right version, body.
+
+    A view of the encoding buffer rather than a copy: Fetch responses run to megabytes."""
     write_header, write_body = _writers(type(response))
     buf = io.BytesIO()
     buf.write(b"\0\0\0\0")
@@ -133,7 +135,7 @@ def encode_response(correlation_id: int, response: Any) -> bytes:
     write_body(buf, response)
     out = buf.getbuffer()
     _SIZE.pack_into(out, 0, len(out) - 4)
-    return bytes(out)
+    return out
 
 
 # --- building versioned responses from plain dicts -------------------------------------
