@@ -112,7 +112,8 @@ def decode_records(batch: bytes) -> list[Record]:
     return out
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """A zigzag varint, as records use for lengths and deltas."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while True:
@@ -126,7 +127,7 @@ def _varint(n: int) -> bytes:
 
 
 def _bytes_field(b: bytes | None) -> bytes:
-    return _varint(-1) if b is None else _varint(len(b)) + b
+    return encode_varint(-1) if b is None else encode_varint(len(b)) + b
 
 
 def encode_batch(
@@ -149,12 +150,16 @@ def encode_batch(
     body = bytearray()
     for i, (k, v, ts, hs) in enumerate(zip(keys, values, timestamps, headers, strict=True)):
         rec = bytearray(
-            b"\x00" + _varint(ts - base_ts) + _varint(i) + _bytes_field(k) + _bytes_field(v)
+            b"\x00"
+            + encode_varint(ts - base_ts)
+            + encode_varint(i)
+            + _bytes_field(k)
+            + _bytes_field(v)
         )
-        rec += _varint(len(hs))
+        rec += encode_varint(len(hs))
         for hk, hv in hs:
             rec += _bytes_field(hk.encode()) + _bytes_field(hv)
-        body += _varint(len(rec)) + rec
+        body += encode_varint(len(rec)) + rec
     after_crc = _AFTER_CRC.pack(
         0,
         len(values) - 1,

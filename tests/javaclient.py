@@ -56,16 +56,7 @@ def run_client_check(
     gets 90 s more (a producer metadata wait can block 60 s) before it is killed.
     Raises ClientCheckError unless everything matched.
     """
-    java = shutil.which("java")
-    if java is None:
-        raise RuntimeError("`java` is not on PATH")
-    cmd = [
-        java,
-        "-Xmx512m",
-        "-XX:+UseSerialGC",
-        "-cp",
-        java_client_classpath(),
-        str(SOURCE),
+    cmd = _java_command(SOURCE) + [
         "--bootstrap",
         bootstrap,
         "--topic",
@@ -88,21 +79,7 @@ def run_client_check(
         raise ClientCheckError(
             f"ClientCheck hung past {timeout + 90:.0f}s; stderr:\n{err[-4000:]}", None, err
         ) from e
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    result: dict[str, Any] | None = None
-    if lines:
-        try:
-            result = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            result = None
-    if proc.returncode != 0 or result is None or not result.get("ok"):
-        summary = json.dumps(result) if result is not None else proc.stdout[-2000:]
-        raise ClientCheckError(
-            f"ClientCheck failed (rc={proc.returncode}): {summary}\nstderr:\n{proc.stderr[-4000:]}",
-            result,
-            proc.stderr,
-        )
-    return result
+    return _summary("ClientCheck", proc.returncode, proc.stdout, proc.stderr)
 
 
 GROUP_SOURCE = JAVA_DIR / "GroupCheck.java"
@@ -124,17 +101,7 @@ def run_group_check(
     internally and 60 s more here: stopping its consumers and clients can take that long).
     Raises ClientCheckError unless every check passed.
     """
-    java = shutil.which("java")
-    if java is None:
-        raise RuntimeError("`java` is not on PATH")
-    cmd = [
-        java,
-        "-Xmx512m",
-        "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
-        "-cp",
-        java_client_classpath(),
-        str(GROUP_SOURCE),
+    cmd = _java_command(GROUP_SOURCE, "-XX:TieredStopAtLevel=1") + [
         "--bootstrap",
         bootstrap,
         "--scenario",
@@ -167,6 +134,20 @@ def run_group_check(
             ) from None
     finally:
         _kill_group(proc.pid)  # the failover scenario's child JVM, should it have survived
+    return _summary(f"GroupCheck {scenario}", proc.returncode, out, err)
+
+
+def _java_command(source: Path, *jvm_flags: str) -> list[str]:
+    """`java` running a single-file check program against the cached client jars."""
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("`java` is not on PATH")
+    cp = java_client_classpath()
+    return [java, "-Xmx512m", "-XX:+UseSerialGC", *jvm_flags, "-cp", cp, str(source)]
+
+
+def _summary(name: str, returncode: int, out: str, err: str) -> dict[str, Any]:
+    """The JSON summary a check prints last; ClientCheckError unless it passed."""
     lines = [ln for ln in out.splitlines() if ln.strip()]
     result: dict[str, Any] | None = None
     if lines:
@@ -174,13 +155,10 @@ def run_group_check(
             result = json.loads(lines[-1])
         except json.JSONDecodeError:
             result = None
-    if proc.returncode != 0 or result is None or not result.get("ok"):
+    if returncode != 0 or result is None or not result.get("ok"):
         summary = json.dumps(result) if result is not None else out[-2000:]
         raise ClientCheckError(
-            f"GroupCheck {scenario} failed (rc={proc.returncode}): {summary}\n"
-            f"stderr:\n{err[-4000:]}",
-            result,
-            err,
+            f"{name} failed (rc={returncode}): {summary}\nstderr:\n{err[-4000:]}", result, err
         )
     return result
 

@@ -47,6 +47,7 @@ from hypothesis import strategies as st
 from kio.index import load_response_schema
 from kio.serial import entity_reader
 
+from protocol.record_codec import encode_varint, read_varint
 from protocol.records import CRC_START, HEADER_SIZE, parse_header
 from protocol.versions import SUPPORTED, ApiKey
 from tests.broker_process import BrokerProcess
@@ -390,30 +391,6 @@ def produce_and_probe(
 # --- batch crafting ------------------------------------------------------------------------
 
 
-def zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def read_zigzag(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-
-
 def reseal(batch: bytes | bytearray) -> bytes:
     """Fix batchLength to the actual size and recompute the CRC-32C."""
     out = bytearray(batch)
@@ -431,9 +408,16 @@ def record(
     headers: int = 0,
 ) -> bytes:
     vlen = (-1 if value is None else len(value)) if value_len is None else value_len
-    body = b"\x00" + zigzag(0) + zigzag(offset_delta) + zigzag(-1) + zigzag(vlen) + (value or b"")
-    body += zigzag(headers)
-    return zigzag(len(body) + length_adjust) + body
+    body = (
+        b"\x00"
+        + encode_varint(0)
+        + encode_varint(offset_delta)
+        + encode_varint(-1)
+        + encode_varint(vlen)
+        + (value or b"")
+    )
+    body += encode_varint(headers)
+    return encode_varint(len(body) + length_adjust) + body
 
 
 def batch_with_records(
@@ -460,14 +444,14 @@ def decode_batches(data: bytes) -> dict[int, bytes | None]:
         assert hd.compression == 0
         rpos = HEADER_SIZE
         for _ in range(hd.record_count):
-            length, rpos = read_zigzag(batch, rpos)
+            length, rpos = read_varint(batch, rpos)
             end = rpos + length
             rpos += 1  # attributes
-            _, rpos = read_zigzag(batch, rpos)  # timestamp delta
-            delta, rpos = read_zigzag(batch, rpos)
-            klen, rpos = read_zigzag(batch, rpos)
+            _, rpos = read_varint(batch, rpos)  # timestamp delta
+            delta, rpos = read_varint(batch, rpos)
+            klen, rpos = read_varint(batch, rpos)
             rpos += max(klen, 0)
-            vlen, rpos = read_zigzag(batch, rpos)
+            vlen, rpos = read_varint(batch, rpos)
             out[hd.base_offset + delta] = None if vlen < 0 else bytes(batch[rpos : rpos + vlen])
             rpos = end
         pos += hd.size
