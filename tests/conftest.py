@@ -37,3 +37,27 @@ def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerPr
     b = BrokerProcess(tmp_path_factory.mktemp("shared") / "data").start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator:
+    """One moto S3 server (a subprocess) for the whole session; see tests/moto_server.py."""
+    from tests.moto_server import MotoServer
+
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """(moto server, a fresh empty bucket), with test AWS credentials in os.environ so
+    S3Store in this process (and brokers started from it) find them."""
+    import secrets
+
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name, value in moto_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"strata-test-{secrets.token_hex(6)}"
+    moto_server.create_bucket(bucket)
+    return moto_server, bucket
