@@ -13,6 +13,8 @@ from broker.handlers import HANDLERS
 from broker.log_manager import LogManager, TopicState
 from broker.metrics import BrokerMetrics
 from broker.server import Server
+from s3stream.counting_store import CountingStore
+from s3stream.open_store import store_from_url
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +22,22 @@ log = logging.getLogger(__name__)
 class Broker:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
+        self.store = CountingStore(
+            store_from_url(
+                config.object_store_url,
+                endpoint=config.s3_endpoint or None,
+                region=config.s3_region,
+                path_style=config.s3_path_style,
+            )
+        )
         self.logs = LogManager(
             config.data_dir,
             tail_cache_bytes=config.tail_cache_bytes,
             wal_segment_bytes=config.wal_segment_bytes,
+            store=self.store,
+            objects=config.object_tier(),
             topic_defaults=config.topic_defaults(),
+            broker_id=config.broker_id,
         )
         self.offsets = OffsetStore(self.logs, config.offsets_topic_num_partitions)
         self.groups = GroupCoordinator(
@@ -41,6 +54,7 @@ class Broker:
     async def start(self) -> None:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
         self.metrics_port = self.metrics.start_http(self.config.metrics_listen)
+        await self.store.open()
         await self.logs.open()
         await self.offsets.ensure_topic()
         for group_id in {*self.offsets.offsets, *self.offsets.group_types}:
@@ -53,13 +67,16 @@ class Broker:
         self.metrics.ready = True
         host, port = self.config.advertised
         log.info(
-            "Strata broker %d listening on %s:%d (advertised %s:%d), data in %s",
+            "Strata broker %d listening on %s:%d (advertised %s:%d), WAL in %s, "
+            "objects in %s, durability %s",
             self.config.broker_id,
             self.config.listen_host,
             self.port,
             host,
             port,
             self.config.data_dir,
+            self.store.describe(),
+            self.config.durability,
         )
 
     async def stop(self) -> None:
@@ -71,18 +88,20 @@ class Broker:
         await self.server.stop()
         await self.groups.stop()
         await self.logs.close()
+        await self.store.close()
         await self.metrics.stop_http()
         log.info("stopped")
 
     async def _housekeep(self) -> None:
-        """Retention, compaction of committed offsets and WAL trimming, periodically."""
+        """Retention, compaction of committed offsets and of objects, deletion of objects
+        nothing needs, and WAL trimming, periodically."""
         interval = self.config.retention_check_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.logs.enforce_retention()
                 await self.offsets.compact()
-                self.logs.trim_wal()
+                await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
 

@@ -14,6 +14,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from s3stream.compaction import CompactionSettings
+from s3stream.settings import ObjectTierSettings
+from s3stream.uploader import UploadSettings
+
 ENV_PREFIX = "STRATA_"
 
 
@@ -45,6 +49,36 @@ class BrokerConfig:
         30_000, "log.retention.check.interval.ms: how often retention and WAL trimming run"
     )
     max_request_bytes: int = _setting(100 * 1024 * 1024, "socket.request.max.bytes")
+    object_store: str = _setting(
+        "", "where the log lives: file:///path or s3://bucket[/prefix] (default: DATA_DIR/objects)"
+    )
+    s3_endpoint: str = _setting("", "S3 endpoint URL (MinIO, moto; default: AWS)")
+    s3_region: str = _setting("us-east-1", "S3 region")
+    s3_addressing_style: str = _setting(
+        "auto", "path, virtual, or auto (path when --s3-endpoint is set)"
+    )
+    durability: str = _setting(
+        "wal", "when a write is acknowledged: wal (after the local fsync) or object (after upload)"
+    )
+    upload_bytes: int = _setting(32 * 1024 * 1024, "pending WAL bytes that start an upload")
+    upload_interval_ms: int = _setting(10_000, "the longest synced data waits for an upload")
+    max_upload_backlog_bytes: int = _setting(
+        1024 * 1024 * 1024, "WAL bytes waiting for the object store before produce is refused"
+    )
+    object_block_bytes: int = _setting(1024 * 1024, "block size inside objects (read unit)")
+    block_cache_bytes: int = _setting(256 * 1024 * 1024, "memory for object blocks read back")
+    readahead_bytes: int = _setting(8 * 1024 * 1024, "bytes one catch-up GET brings")
+    read_inflight_bytes: int = _setting(
+        64 * 1024 * 1024, "object-store read bytes in flight at once (catch-up budget)"
+    )
+    compaction_small_object_bytes: int = _setting(
+        8 * 1024 * 1024, "objects smaller than this are merged by compaction"
+    )
+    compaction_min_objects: int = _setting(4, "smallest run of small objects worth merging")
+    compaction_max_bytes: int = _setting(64 * 1024 * 1024, "largest object compaction writes")
+    object_delete_delay_ms: int = _setting(
+        30_000, "grace before an unneeded object is deleted (reads in flight finish)"
+    )
     tail_cache_bytes: int = _setting(128 * 1024 * 1024, "memory for recently appended batches")
     wal_segment_bytes: int = _setting(64 * 1024 * 1024, "size at which a WAL segment rolls")
     max_inflight_per_connection: int = _setting(
@@ -77,6 +111,42 @@ class BrokerConfig:
 
             host = socket.getfqdn()
         return host, int(port)
+
+    @property
+    def object_store_url(self) -> str:
+        return self.object_store or (Path(self.data_dir) / "objects").resolve().as_uri()
+
+    def object_tier(self) -> ObjectTierSettings:
+        if self.durability not in ("wal", "object"):
+            raise ValueError(f"durability must be wal or object, not {self.durability!r}")
+        object_mode = self.durability == "object"
+        return ObjectTierSettings(
+            upload=UploadSettings(
+                upload_bytes=self.upload_bytes,
+                upload_interval_s=self.upload_interval_ms / 1000,
+                max_object_bytes=max(4 * self.upload_bytes, 16 * 1024 * 1024),
+                block_bytes=self.object_block_bytes,
+                object_mode=object_mode,
+                memory_pressure_bytes=max(self.tail_cache_bytes // 2, self.upload_bytes),
+            ),
+            compaction=CompactionSettings(
+                small_object_bytes=self.compaction_small_object_bytes,
+                min_objects=self.compaction_min_objects,
+                max_bytes=self.compaction_max_bytes,
+                block_bytes=self.object_block_bytes,
+                delete_delay_s=self.object_delete_delay_ms / 1000,
+            ),
+            block_cache_bytes=self.block_cache_bytes,
+            readahead_bytes=self.readahead_bytes,
+            read_inflight_bytes=self.read_inflight_bytes,
+            max_backlog_bytes=self.max_upload_backlog_bytes,
+        )
+
+    @property
+    def s3_path_style(self) -> bool:
+        if self.s3_addressing_style == "auto":
+            return bool(self.s3_endpoint)
+        return self.s3_addressing_style == "path"
 
     def topic_defaults(self) -> dict[str, str]:
         """Broker settings that stand in as topic-config defaults, where set to something

@@ -1,13 +1,15 @@
-"""The broker's storage: topics and partitions over the WAL, the tail cache and reads.
+"""The broker's storage: topics and partitions over the WAL, the object store and caches.
 
 Every append is framed into the WAL; the partition indexes where it went and the
-tail cache keeps a copy for tailing readers. Reads past the cache go to the cold
-store, which today is the WAL itself and later the object store.
+tail cache keeps a copy for tailing readers. The uploader moves synced WAL data into
+objects and the index follows it there; reads past the tail cache go to the WAL for
+what is not uploaded yet and to the block cache (in front of the objects) for the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -17,18 +19,25 @@ from pathlib import Path
 from typing import Protocol
 
 from broker.metadata_store import PRODUCER_ID_BLOCK, MetadataStore, TopicRecord
-from broker.partition import BatchRef, Partition
-from broker.tail_cache import TailCache
+from broker.partition import BatchRef, Partition, WalSlice
 from broker.topic_config import effective
 from protocol import records
 from protocol.records import BatchHeader
-from wal import WalEntry, WriteAheadLog
+from s3stream.block_cache import BlockCache, BlockRef
+from s3stream.catalog import Catalog
+from s3stream.compaction import Compactor
+from s3stream.object_format import split_block
+from s3stream.settings import ObjectTierSettings
+from s3stream.store import ObjectNotFound, ObjectStore, ObjectStoreError, PreconditionFailed
+from s3stream.tail_cache import TailCache
+from s3stream.uploader import Uploader
+from wal import TrimmedRead, WalEntry, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
 
 class ColdReader(Protocol):
-    """Where batches that left the tail cache are read from."""
+    """Where WAL batches that left the tail cache are read from."""
 
     async def read(self, ranges: list[tuple[int, int]]) -> list[bytes]: ...
 
@@ -56,20 +65,34 @@ class LogManager:
         data_dir: Path,
         tail_cache_bytes: int,
         wal_segment_bytes: int,
+        store: ObjectStore,
+        objects: ObjectTierSettings | None = None,
         topic_defaults: dict[str, str] | None = None,
+        broker_id: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.topic_defaults = dict(topic_defaults or {})
         self.producer_id_expiration_ms = 86_400_000  # Kafka's producer.id.expiration.ms
-        self.meta = MetadataStore(self.data_dir / "metadata.msgpack")
+        self.settings = objects or ObjectTierSettings()
+        self.store = store
+        self.meta = MetadataStore(store)
         self.wal = WriteAheadLog(self.data_dir / "wal", wal_segment_bytes)
         self.cold: ColdReader = self.wal
         self.tail = TailCache(tail_cache_bytes)
+        self.catalog = Catalog(store, broker_id)
+        s = self.settings
+        self.block_cache = BlockCache(
+            store, s.block_cache_bytes, s.readahead_bytes, s.read_inflight_bytes
+        )
+        self.uploader = Uploader(self, self.catalog, s.upload, BatchRef)
+        self.compactor = Compactor(self, self.catalog, self.block_cache, s.compaction, BatchRef)
+        self.max_backlog_bytes = s.max_backlog_bytes
         self.topics: dict[str, TopicState] = {}
         self.topics_by_id: dict[bytes, TopicState] = {}
         self._unsynced: set[Partition] = set()
         self._waiters: dict[Partition, set[asyncio.Future[None]]] = {}
         self._next_producer_id = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._meta_lock = asyncio.Lock()
         # topic name -> called with each batch of that topic replayed from the WAL
         self.internal_replayers: dict[str, Callable[[bytes], None]] = {}
@@ -77,27 +100,136 @@ class LogManager:
     # --- lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Metadata and object indexes from the bucket, then the WAL's tail on top."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self.meta.load)
+        started = time.monotonic()
+        await self.meta.load(legacy=self.data_dir / "metadata.msgpack")
+        wal_dir = self.data_dir / "wal"
+        if self.meta.created and any(f.stat().st_size for f in wal_dir.glob("*")):
+            raise RuntimeError(
+                f"{self.store.describe()} holds no Strata metadata, but the WAL in {wal_dir} "
+                "holds data: is --object-store pointing at the wrong bucket or prefix? "
+                "(Delete the WAL directory to start an empty broker.)"
+            )
         for rec in self.meta.topics.values():
             self._add_topic_state(rec)
         self._next_producer_id = self.meta.producer_id_limit
+        report, garbage = await self.catalog.load(self._partition_by_id, BatchRef)
+        self._apply_log_starts()
+        await self._replay_internal_from_objects()
+        await self._restore_producers_from_objects()
+        log.info(
+            "opened %d objects from %s (%d newer than the snapshot, %d leftovers) in %.2fs",
+            report.objects,
+            self.store.describe(),
+            report.discovered,
+            report.garbage,
+            time.monotonic() - started,
+        )
         started = time.monotonic()
-        counts = {"entries": 0, "skipped": 0}
+        counts = {"entries": 0, "skipped": 0, "uploaded": 0}
         await asyncio.to_thread(self.wal.recover, lambda e: self._replay(e, counts))
         log.info(
-            "recovered %d batches from the WAL in %.2fs (%d of deleted topics skipped); log end %d",
+            "recovered %d batches from the WAL in %.2fs (%d already uploaded, %d of deleted "
+            "topics skipped); log end %d",
             counts["entries"],
             time.monotonic() - started,
+            counts["uploaded"],
             counts["skipped"],
             self.wal.end_position,
         )
+        self._apply_log_starts()
+        firsts = [p.first_position for p in self.live_partitions()]
+        self.uploader.uploaded_position = min(
+            (f for f in firsts if f is not None), default=self.wal.end_position
+        )
+        if self.settings.object_mode:
+            self.uploader.add_listener(self._on_durable)
+        else:
+            self.wal.add_durable_listener(self._on_durable)
+        self.wal.add_durable_listener(self.uploader.on_durable)
+        self.uploader.add_listener(lambda _: self.trim_wal())
+        try:
+            # claims the manifest: a second broker with this id on this bucket fails here
+            await self.catalog.write_snapshot(self.live_partitions())
+        except PreconditionFailed as e:
+            raise RuntimeError(
+                f"another broker with id {self.catalog.broker_id} is writing "
+                f"{self.store.describe()}; each broker needs its own id (or bucket prefix)"
+            ) from e
+        self.wal.start()
+        self.uploader.start()
+        self.uploader.on_durable(self.wal.durable_position)  # what recovery left to upload
+        if garbage:
+            self._background(self.compactor.delete_garbage(garbage), "delete leftover objects")
+
+    def _background(self, coro, what: str) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception as e:
+                log.warning("%s failed: %r", what, e)
+
+        task = asyncio.create_task(run(), name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _partition_by_id(self, topic_id: bytes, index: int) -> Partition | None:
+        topic = self.topics_by_id.get(topic_id)
+        if topic is None or index >= len(topic.partitions):
+            return None
+        return topic.partitions[index]
+
+    def _apply_log_starts(self) -> None:
         for state in self.topics.values():
             for index, offset in state.record.log_start.items():
                 if index < len(state.partitions):
                     state.partitions[index].start_at(offset)
-        self.wal.add_durable_listener(self._on_durable)
-        self.wal.start()
+
+    async def _restore_producers_from_objects(self) -> None:
+        """Idempotent producers' state from each partition's newest uploaded batches, so a
+        retry of a batch acknowledged just before a crash is still seen as a duplicate
+        when the WAL no longer holds it (trimmed, or the data directory is gone)."""
+        limit = asyncio.Semaphore(16)
+
+        async def newest(p: Partition) -> list[tuple[BatchHeader, int]]:
+            idx = p.batches
+            i, total = p.object_entries, 0
+            while i > 0 and total < 1024 * 1024 and p.object_entries - i < 4:
+                i -= 1
+                total += idx.sizes[i]
+            out = []
+            async with limit:
+                for j in range(i, p.object_entries):
+                    ref = idx.ref(j)
+                    obj = self.catalog.get(ref.object_id)
+                    block = await self.store.get(obj.key, ref.position, ref.position + ref.size)
+                    for base, _, _, batch in split_block(block):
+                        out.append((records.parse_header(batch), base))
+            return out
+
+        parts = [p for p in self.live_partitions() if p.object_entries]
+        found = await asyncio.gather(*(newest(p) for p in parts))
+        for p, batches in zip(parts, found, strict=True):
+            for h, base in batches:
+                p.producers.update(h, base)
+
+    async def _replay_internal_from_objects(self) -> None:
+        """Feed internal topics' uploaded batches to their replayers (the WAL's part
+        follows during recovery)."""
+        for name, replayer in self.internal_replayers.items():
+            state = self.topics.get(name)
+            if state is None:
+                continue
+            for p in state.partitions:
+                idx = p.batches
+                for i in range(p.object_entries):
+                    ref = idx.ref(i)
+                    obj = self.catalog.get(ref.object_id)
+                    block = await self.store.get(obj.key, ref.position, ref.position + ref.size)
+                    for base, _, _, batch in split_block(block):
+                        if base >= p.log_start_offset:
+                            replayer(bytes(batch))
 
     def _replay(self, entry: WalEntry, counts: dict[str, int]) -> None:
         topic = self.topics_by_id.get(entry.topic_id)
@@ -107,13 +239,16 @@ class LogManager:
         p = topic.partitions[entry.partition]
         h = records.parse_header(entry.batch)
         if entry.base_offset < p.log_end_offset:
-            log.warning(
-                "WAL entry for %s at offset %d repeats offsets; skipped", p, entry.base_offset
-            )
-            counts["skipped"] += 1
+            # already in an object (or below the log start): only its producer state counts
+            p.producers.update(h, entry.base_offset)
+            counts["uploaded"] += 1
             return
         p.leader_epoch = max(p.leader_epoch, entry.leader_epoch)
-        p.record_append(h, entry.base_offset, entry.batch_position, None)
+        # in object mode the high watermark waits for the upload, even after a restart
+        wal_end = entry.end_position if self.settings.object_mode else None
+        p.record_append(h, entry.base_offset, entry.batch_position, wal_end)
+        if wal_end is not None:
+            self._unsynced.add(p)
         replayer = self.internal_replayers.get(topic.name)
         deleted_before = topic.record.log_start.get(entry.partition, 0)
         if replayer is not None and entry.base_offset >= deleted_before:
@@ -121,7 +256,30 @@ class LogManager:
         counts["entries"] += 1
 
     async def close(self) -> None:
+        """Sync the WAL, upload what it holds (so the data directory may go), snapshot."""
+        if self.wal.end_position > self.wal.durable_position:
+            with contextlib.suppress(Exception):
+                await self.wal.wait_durable(self.wal.end_position)
+        await self.uploader.stop(self.settings.shutdown_upload_timeout_s)
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            await asyncio.wait_for(
+                self.catalog.write_snapshot(self.live_partitions()),
+                self.settings.shutdown_upload_timeout_s,
+            )
+        except (ObjectStoreError, TimeoutError) as e:
+            log.warning("shutdown: catalog snapshot not written (%r); objects are re-read", e)
+        self.trim_wal()
+        await self.block_cache.close()
         await self.wal.close()
+
+    def snapshot_soon(self) -> None:
+        """Write the catalog snapshot in the background (the uploader's periodic one)."""
+        self._background(self.catalog.write_snapshot(self.live_partitions()), "catalog snapshot")
+
+    def live_partitions(self) -> list[Partition]:
+        return [p for state in self.topics.values() for p in state.partitions]
 
     # --- topics -----------------------------------------------------------------------
 
@@ -142,7 +300,7 @@ class LogManager:
             rec = TopicRecord(name, uuid.uuid4().bytes, partitions, dict(configs), internal)
             self.meta.topics[name] = rec
             try:
-                await asyncio.to_thread(self.meta.save)
+                await self.meta.save()
             except BaseException:
                 del self.meta.topics[name]
                 raise
@@ -156,7 +314,7 @@ class LogManager:
                 raise KeyError(name)
             rec = self.meta.topics.pop(name)
             try:
-                await asyncio.to_thread(self.meta.save)
+                await self.meta.save()
             except BaseException:
                 self.meta.topics[name] = rec
                 raise
@@ -172,7 +330,7 @@ class LogManager:
     async def _save_change(self, undo) -> None:
         """Persist the metadata after a change; on failure, undo it and re-raise."""
         try:
-            await asyncio.to_thread(self.meta.save)
+            await self.meta.save()
         except BaseException:
             undo()
             raise
@@ -224,8 +382,8 @@ class LogManager:
         self.trim_wal()
 
     def trim_wal(self) -> None:
-        """Delete WAL segments holding only batches before their partitions' log start
-        (or of deleted topics)."""
+        """Delete WAL segments holding only batches that are uploaded, before their
+        partitions' log start, or of deleted topics."""
         floor = self.wal.durable_position
         for state in self.topics.values():
             for p in state.partitions:
@@ -233,6 +391,15 @@ class LogManager:
                 if first is not None:
                     floor = min(floor, first)
         self.wal.trim(floor)
+
+    async def maintain_objects(self) -> None:
+        """Compaction, then deletion of objects nothing needs (housekeeping)."""
+        for _ in range(4):  # a few runs per round, so a backlog shrinks steadily
+            merged = await self.compactor.compact_once()
+            await self.compactor.collect()  # retires the sources before the next pick
+            if not merged:
+                break
+        self.trim_wal()
 
     async def enforce_retention(self, now_ms: int | None = None) -> None:
         """retention.ms and retention.bytes, batch by batch, for every non-internal topic."""
@@ -271,12 +438,23 @@ class LogManager:
         async with self._meta_lock:
             if self._next_producer_id >= self.meta.producer_id_limit:
                 self.meta.producer_id_limit = self._next_producer_id + PRODUCER_ID_BLOCK
-                await asyncio.to_thread(self.meta.save)
+                await self.meta.save()
             pid = self._next_producer_id
             self._next_producer_id += 1
             return pid
 
     # --- appends ----------------------------------------------------------------------
+
+    @property
+    def backlog_full(self) -> bool:
+        return self.uploader.backlog_bytes >= self.max_backlog_bytes
+
+    def wait_acked(self, wal_end: int) -> asyncio.Future[None]:
+        """Resolved when an append ending at `wal_end` is durable by the broker's
+        contract: synced in the WAL, or (object mode) uploaded."""
+        if self.settings.object_mode:
+            return self.uploader.wait_uploaded(wal_end)
+        return self.wal.wait_durable(wal_end)
 
     def append(self, topic: TopicState, p: Partition, batch: bytes, h: BatchHeader) -> AppendResult:
         """Assign offsets and queue the batch in the WAL; synchronous, so order is kept."""
@@ -312,21 +490,124 @@ class LogManager:
         max_bytes: int,
         limit_offset: int,
         first_may_exceed: bool = True,
-    ) -> list[bytes]:
+    ) -> list[bytes | memoryview]:
+        """Batches from the one holding `offset`, below `limit_offset`, up to `max_bytes`
+        (the first may exceed it if `first_may_exceed`, as KIP-74 wants).
+
+        An upload (which trims the WAL) or a compaction (which retires objects) may move
+        the batches while the read is under way: then the index is asked again.
+        """
+        for attempt in range(3):
+            try:
+                return await self._read(p, offset, max_bytes, limit_offset, first_may_exceed)
+            except (TrimmedRead, ObjectNotFound):
+                if attempt == 2 or offset < p.log_start_offset:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _read(
+        self,
+        p: Partition,
+        offset: int,
+        max_bytes: int,
+        limit_offset: int,
+        first_may_exceed: bool,
+    ) -> list[bytes | memoryview]:
         refs = p.refs_from(offset, limit_offset, max_bytes, first_may_exceed)
-        out: list[bytes | None] = [self.tail.get(p.tail, r.base_offset) for r in refs]
-        missing = [i for i, b in enumerate(out) if b is None]
+        parts: list[list[bytes | memoryview] | None] = []
+        missing = []
+        for i, r in enumerate(refs):
+            if r.in_wal:
+                cached = self.tail.get(p.tail, r.base_offset)
+                parts.append(None if cached is None else [cached])
+                if cached is None:
+                    missing.append(i)
+            else:
+                parts.append(await self._read_block(p, r, offset))
         if missing:
             cold = await self.cold.read([(refs[i].position, refs[i].size) for i in missing])
             for i, data in zip(missing, cold, strict=True):
-                out[i] = data
-        return out  # type: ignore[return-value]
+                parts[i] = [data]
+        out: list[bytes | memoryview] = []
+        total = 0
+        for r, group in zip(refs, parts, strict=True):
+            assert group is not None
+            if r.in_wal:  # one batch, within the limits refs_from applied
+                out.append(group[0])
+                total += len(group[0])
+                continue
+            for b in group:  # a block: its batches may run past the limits
+                if records.parse_header(b).base_offset >= limit_offset:
+                    return out
+                if total + len(b) > max_bytes and (out or not first_may_exceed):
+                    return out
+                out.append(b)
+                total += len(b)
+        return out
 
-    async def read_batch(self, ref: BatchRef, p: Partition) -> bytes:
+    async def _read_block(
+        self, p: Partition, ref: BatchRef, offset: int
+    ) -> list[bytes | memoryview]:
+        """The batches of an object block that end at or after `offset`: from the tail
+        cache when it still has them all (recently uploaded), else the block cache."""
+        start = max(offset, ref.base_offset)
+        walked: list[bytes | memoryview] = []
+        cur = start
+        while cur <= ref.last_offset:
+            b = p.tail.get(cur)
+            if b is None:
+                break
+            walked.append(b)
+            h = records.parse_header(b)
+            cur = h.base_offset + h.last_offset_delta + 1
+        if walked and cur > ref.last_offset:
+            self.tail.hits += 1
+            return walked
+        obj = self.catalog.get(ref.object_id)
+        want = BlockRef(ref.object_id, obj.key, ref.position, ref.size)
+        ahead = self._blocks_ahead(p, ref)
+        data = await self.block_cache.read(want, ahead)
+        return [b for _, last, _, b in split_block(data) if last >= offset]
+
+    def _blocks_ahead(self, p: Partition, ref: BatchRef) -> list[BlockRef]:
+        """The partition's object blocks after `ref`, for readahead: the window the cache
+        starts GETs in (two readaheads) plus one more, so the GET started at the window's
+        far edge is still a whole readahead long rather than the window's leftover."""
+        idx = p.batches
+        i = idx.find(ref.last_offset + 1)
+        out = []
+        total = 0
+        limit = 3 * self.settings.readahead_bytes
+        while i < p.object_entries and total < limit:
+            oid = idx.objects[i]
+            obj = self.catalog.objects.get(oid)
+            if obj is None:
+                break
+            out.append(BlockRef(oid, obj.key, idx.positions[i], idx.sizes[i]))
+            total += idx.sizes[i]
+            i += 1
+        return out
+
+    async def read_entry(self, ref: BatchRef, p: Partition) -> list[bytes | memoryview]:
+        """Every batch of one index entry (one WAL batch, or an object block)."""
+        if not ref.in_wal:
+            return await self._read_block(p, ref, ref.base_offset)
         cached = self.tail.get(p.tail, ref.base_offset)
         if cached is not None:
-            return cached
-        return (await self.cold.read([(ref.position, ref.size)]))[0]
+            return [cached]
+        return [(await self.cold.read([(ref.position, ref.size)]))[0]]
+
+    def wal_batches(self, shelf: dict[int, bytes], run: WalSlice) -> list[bytes]:
+        """The bytes of a run of WAL batches: the tail cache, else the WAL. Runs on the
+        uploader's worker thread: the shelf is only read (an entry the loop evicts
+        meanwhile is read from the WAL instead), and the WAL reads are thread-safe."""
+        out: list[bytes | None] = [shelf.get(base) for base in run.base_offsets]
+        missing = [i for i, b in enumerate(out) if b is None]
+        if missing:
+            data = self.wal.read_many([(run.positions[i], run.sizes[i]) for i in missing])
+            for i, d in zip(missing, data, strict=True):
+                out[i] = d
+        return out  # type: ignore[return-value]
 
     # --- waiting for data -------------------------------------------------------------
 

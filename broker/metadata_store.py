@@ -1,20 +1,26 @@
 """Cluster metadata of the embedded broker: cluster id, topics, producer-id blocks.
 
-Small and rarely written, so each change rewrites one msgpack file atomically
-(write, fsync, rename, fsync the directory). Cluster mode swaps this for etcd
-behind the same methods.
+It lives in the object store beside the data, so a broker started on an empty data
+directory with the same bucket finds its topics again. Small and rarely written:
+each change replaces one msgpack object, with If-Match on the ETag last seen so a
+second broker writing the same bucket is refused instead of silently overwriting.
+Cluster mode swaps this for etcd behind the same methods.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
 
-from wal.segment import fsync_dir
+from s3stream.store import ObjectNotFound, ObjectStore, replace_if_match
+
+METADATA_KEY = "metadata/cluster.msgpack"
+log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK = 1000
 
@@ -34,18 +40,34 @@ class TopicRecord:
 
 
 class MetadataStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
         self.cluster_id = ""
         self.topics: dict[str, TopicRecord] = {}
         self.producer_id_limit = 0  # ids below this are handed out or reserved
+        self._etag: str | None = None
+        self.created = False  # load() found no metadata and started a new cluster
 
-    def load(self) -> None:
-        if not self.path.exists():
-            self.cluster_id = _new_cluster_id()
-            self.save()
+    async def load(self, legacy: Path | None = None) -> None:
+        """Read the metadata; if the store has none, import `legacy` (the local file of
+        brokers from before the object store) or start a new cluster (`created`)."""
+        self.created = False
+        try:
+            raw, self._etag = await self.store.get_with_etag(METADATA_KEY)
+        except ObjectNotFound:
+            if legacy is None or not legacy.exists():
+                self.cluster_id = _new_cluster_id()
+                self.created = True
+                await self.save()
+                return
+            raw = await asyncio.to_thread(legacy.read_bytes)
+            self._apply(msgpack.unpackb(raw, strict_map_key=False))
+            await self.save()
+            log.info("imported the metadata of %s into the object store", legacy)
             return
-        doc = msgpack.unpackb(self.path.read_bytes(), strict_map_key=False)
+        self._apply(msgpack.unpackb(raw, strict_map_key=False))
+
+    def _apply(self, doc: dict) -> None:
         self.cluster_id = doc["cluster_id"]
         self.producer_id_limit = doc["producer_id_limit"]
         self.topics = {
@@ -60,8 +82,7 @@ class MetadataStore:
             for t in doc["topics"]
         }
 
-    def save(self) -> None:
-        """Blocking; callers on the event loop run it on a thread."""
+    async def save(self) -> None:
         doc = {
             "version": 1,
             "cluster_id": self.cluster_id,
@@ -78,13 +99,8 @@ class MetadataStore:
                 for t in self.topics.values()
             ],
         }
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(msgpack.packb(doc))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        data = msgpack.packb(doc)
+        self._etag = await replace_if_match(self.store, METADATA_KEY, data, self._etag)
 
 
 def _new_cluster_id() -> str:

@@ -350,6 +350,60 @@ class BrokerMetrics:
             log.warning("scrape: the event loop did not answer in %ss", SCRAPE_STATE_TIMEOUT)
             return []
 
+    def _object_families(self) -> list[Metric]:
+        logs = self.broker.logs
+        store = self.broker.store
+        up = logs.uploader
+        cache = logs.block_cache
+        requests = CounterMetricFamily(
+            "strata_object_store_requests", "Object-store requests by operation", labels=["op"]
+        )
+        errors = CounterMetricFamily(
+            "strata_object_store_errors", "Object-store requests that failed", labels=["op"]
+        )
+        for op in ("put", "get", "list", "delete"):
+            requests.add_metric([op], store.requests[op])
+            errors.add_metric([op], store.errors[op])
+        moved = CounterMetricFamily(
+            "strata_object_store_bytes", "Bytes moved to and from the store", labels=["direction"]
+        )
+        moved.add_metric(["up"], store.bytes_up)
+        moved.add_metric(["down"], store.bytes_down)
+        return [
+            requests,
+            errors,
+            moved,
+            GaugeMetricFamily(
+                "strata_upload_backlog_bytes",
+                "WAL bytes not yet uploaded (produce is refused at the configured bound)",
+                value=up.backlog_bytes,
+            ),
+            CounterMetricFamily("strata_uploads", "Objects uploaded", value=up.uploads),
+            CounterMetricFamily(
+                "strata_upload_failures", "Failed upload attempts (retried)", value=up.failures
+            ),
+            GaugeMetricFamily(
+                "strata_objects", "Objects in the catalog", value=len(logs.catalog.objects)
+            ),
+            CounterMetricFamily(
+                "strata_compactions", "Object compactions done", value=logs.compactor.compactions
+            ),
+            CounterMetricFamily(
+                "strata_objects_deleted",
+                "Objects deleted (retention, compaction, deleted topics)",
+                value=logs.compactor.objects_deleted,
+            ),
+            CounterMetricFamily(
+                "strata_block_cache_hits", "Block reads served from memory", value=cache.hits
+            ),
+            CounterMetricFamily(
+                "strata_block_cache_misses", "Block reads that waited on a GET", value=cache.misses
+            ),
+            GaugeMetricFamily(
+                "strata_block_cache_bytes", "Bytes held in the block cache", value=cache.bytes
+            ),
+        ]
+
     def state_families(self) -> list[Metric]:
         b = self.broker
         logs = b.logs
@@ -363,9 +417,10 @@ class BrokerMetrics:
             ),
             GaugeMetricFamily(
                 "strata_wal_retained_bytes",
-                "Bytes in WAL segments on disk (nothing is uploaded yet: the un-uploaded bytes)",
+                "Bytes in WAL segments on disk (un-uploaded data, plus whole segments' rest)",
                 value=wal.retained_bytes,
             ),
+            *self._object_families(),
             CounterMetricFamily(
                 "strata_tail_cache_hits", "Batch reads served by the tail cache", value=tail.hits
             ),

@@ -1,8 +1,13 @@
 """One partition's log state: offsets, high watermark, batch index, producer state.
 
 Offsets are assigned when a batch is appended to the WAL; the high watermark moves
-only when the WAL reports the entry durable, and reads never go past it, so a
-consumer never sees a record that a crash could take back.
+only when the entry is durable by the broker's contract (WAL fsync, or upload in
+`object` mode), and reads never go past it, so a consumer never sees a record that a
+crash could take back.
+
+The index has two kinds of entries, in offset order: blocks in uploaded objects
+first, then single batches still only in the WAL. An upload swaps a run of the
+latter for a few of the former.
 """
 
 from __future__ import annotations
@@ -15,50 +20,101 @@ from dataclasses import dataclass
 from broker.producer_state import ProducerStateTable
 from protocol.records import BatchHeader
 
+WAL = -1  # object id of an entry that is a single batch in the WAL
+
 
 @dataclass(frozen=True, slots=True)
 class BatchRef:
-    """Where one batch lives: its offsets, its size, and its position in the cold store."""
+    """Where one index entry lives: a batch in the WAL (object_id WAL, position in the
+    WAL) or a block of batches in an object (position inside that object)."""
 
     base_offset: int
     last_offset: int
     max_timestamp: int
     position: int
     size: int
+    object_id: int = WAL
+
+    @property
+    def in_wal(self) -> bool:
+        return self.object_id == WAL
+
+
+@dataclass(frozen=True, slots=True)
+class WalSlice:
+    """A run of a partition's WAL batches, column by column (for the uploader)."""
+
+    base_offsets: array
+    last_offsets: array
+    max_timestamps: array
+    positions: array
+    sizes: array
+
+    def __len__(self) -> int:
+        return len(self.base_offsets)
+
+    @property
+    def last_offset(self) -> int:
+        return self.last_offsets[-1]
 
 
 class BatchIndex:
-    """Compact per-batch index (about 40 bytes a batch), sorted by offset."""
+    """Compact index (about 48 bytes an entry), sorted by offset."""
 
     def __init__(self) -> None:
         self.base_offsets = array("q")
         self.last_offsets = array("q")
         self.max_timestamps = array("q")
         self.positions = array("q")
-        self.sizes = array("l")
+        self.sizes = array("q")
+        self.objects = array("q")
+
+    def _columns(self) -> tuple[array, ...]:
+        return (
+            self.base_offsets,
+            self.last_offsets,
+            self.max_timestamps,
+            self.positions,
+            self.sizes,
+            self.objects,
+        )
 
     def __len__(self) -> int:
         return len(self.base_offsets)
 
     def add(
-        self, base_offset: int, last_offset: int, max_ts: int, position: int, size: int
+        self,
+        base_offset: int,
+        last_offset: int,
+        max_ts: int,
+        position: int,
+        size: int,
+        object_id: int = WAL,
     ) -> None:
         self.base_offsets.append(base_offset)
         self.last_offsets.append(last_offset)
         self.max_timestamps.append(max_ts)
         self.positions.append(position)
         self.sizes.append(size)
+        self.objects.append(object_id)
 
     def drop_first(self, n: int) -> None:
-        """Forget the first `n` batches (deleted by retention or DeleteRecords)."""
-        for arr in (
-            self.base_offsets,
-            self.last_offsets,
-            self.max_timestamps,
-            self.positions,
-            self.sizes,
-        ):
+        """Forget the first `n` entries (deleted by retention or DeleteRecords)."""
+        for arr in self._columns():
             del arr[:n]
+
+    def replace(self, start: int, stop: int, refs: list[BatchRef]) -> None:
+        """Put `refs` in place of entries [start, stop)."""
+        values = [
+            [r.base_offset for r in refs],
+            [r.last_offset for r in refs],
+            [r.max_timestamp for r in refs],
+            [r.position for r in refs],
+            [r.size for r in refs],
+            [r.object_id for r in refs],
+        ]
+        for arr, new in zip(self._columns(), values, strict=True):
+            arr[start:stop] = array("q", new)
 
     def ref(self, i: int) -> BatchRef:
         return BatchRef(
@@ -67,6 +123,7 @@ class BatchIndex:
             self.max_timestamps[i],
             self.positions[i],
             self.sizes[i],
+            self.objects[i],
         )
 
     def find(self, offset: int) -> int:
@@ -96,6 +153,7 @@ class Partition:
         self.size_bytes = 0
         # (WAL end position, log end offset) of appends waiting for their sync
         self._unsynced: deque[tuple[int, int]] = deque()
+        self.object_entries = 0  # the index's leading entries that are object blocks
         self.deleted = False
 
     def __repr__(self) -> str:
@@ -118,6 +176,62 @@ class Partition:
         else:
             self._unsynced.append((wal_end, self.log_end_offset))
 
+    def record_block(self, ref: BatchRef) -> None:
+        """Index a block of an uploaded object (when opening from the bucket, before
+        the WAL is replayed)."""
+        assert ref.object_id != WAL and self.object_entries == len(self.batches)
+        self.batches.add(
+            ref.base_offset,
+            ref.last_offset,
+            ref.max_timestamp,
+            ref.position,
+            ref.size,
+            ref.object_id,
+        )
+        self.object_entries += 1
+        self.log_end_offset = self.high_watermark = max(self.log_end_offset, ref.last_offset + 1)
+        self.size_bytes += ref.size
+        if ref.max_timestamp > self.max_timestamp:
+            self.max_timestamp = ref.max_timestamp
+            self.max_timestamp_offset = ref.base_offset
+
+    def wal_slice(self, durable_end: int) -> WalSlice | None:
+        """The WAL batches not yet uploaded whose entries end by `durable_end`, as copies
+        of the index columns (C-speed slices, safe to hand to a thread)."""
+        idx = self.batches
+        start = self.object_entries
+        # WAL entries are in WAL order, so only the last one below the end can cross it
+        stop = bisect.bisect_left(idx.positions, durable_end, lo=start)
+        if stop > start and idx.positions[stop - 1] + idx.sizes[stop - 1] > durable_end:
+            stop -= 1
+        if stop == start:
+            return None
+        return WalSlice(
+            idx.base_offsets[start:stop],
+            idx.last_offsets[start:stop],
+            idx.max_timestamps[start:stop],
+            idx.positions[start:stop],
+            idx.sizes[start:stop],
+        )
+
+    def uploaded(self, last_offset: int, blocks: list[BatchRef]) -> None:
+        """The WAL batches up to `last_offset` now live in `blocks`: swap the entries.
+
+        Retention may have dropped some of them while the upload ran; blocks wholly
+        before the log start are left out for the same reason.
+        """
+        idx = self.batches
+        start = self.object_entries
+        stop = start
+        while stop < len(idx) and idx.last_offsets[stop] <= last_offset:
+            stop += 1
+        kept = [b for b in blocks if b.last_offset >= self.log_start_offset]
+        if stop == start and not kept:
+            return
+        self.size_bytes += sum(b.size for b in kept) - sum(idx.sizes[start:stop])
+        idx.replace(start, stop, kept)
+        self.object_entries += len(kept)
+
     def start_at(self, offset: int) -> None:
         """Make `offset` the log start: batches wholly before it leave the index.
 
@@ -134,6 +248,7 @@ class Partition:
             n += 1
         if n:
             idx.drop_first(n)
+            self.object_entries = max(0, self.object_entries - n)
             if self.max_timestamp_offset < self.log_start_offset:  # the newest went: recompute
                 self.max_timestamp, self.max_timestamp_offset = -1, -1
                 for i in range(len(idx)):
@@ -143,8 +258,10 @@ class Partition:
 
     @property
     def first_position(self) -> int | None:
-        """Cold-store position of the oldest batch still in the log, if any."""
-        return self.batches.positions[0] if len(self.batches) else None
+        """WAL position of the oldest batch not yet uploaded, if any."""
+        if self.object_entries < len(self.batches):
+            return self.batches.positions[self.object_entries]
+        return None
 
     def on_durable(self, wal_position: int) -> bool:
         """Advance the high watermark to what is synced; True if it moved."""

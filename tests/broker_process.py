@@ -73,7 +73,7 @@ class BrokerProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self, timeout: float = 20.0) -> int | None:
+    def stop(self, timeout: float = 60.0) -> int | None:
         if not self.proc:
             return None
         if self.proc.poll() is None:

@@ -120,7 +120,7 @@ class OffsetStore:
 
         async def apply_when_durable() -> None:
             try:
-                await self.logs.wal.wait_durable(appended.wal_end)
+                await self.logs.wait_acked(appended.wal_end)
                 for key, value in entries:
                     self._apply(key, value)
             finally:
@@ -164,7 +164,7 @@ class OffsetStore:
                 appended = self.logs.append(topic, p, batch, records.validate(batch))
                 start = appended.base_offset
                 assert appended.wal_end is not None
-                await self.logs.wal.wait_durable(appended.wal_end)
+                await self.logs.wait_acked(appended.wal_end)
             else:
                 start = p.log_end_offset
             await self.logs.move_log_starts([(topic, p, start)])

@@ -7,6 +7,7 @@ clients to send full fetch requests, as Kafka does when its session cache is ful
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,10 +16,13 @@ from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.versions import ApiKey
+from s3stream.store import ObjectNotFound, ObjectStoreError
 from wal import TrimmedRead
 
 if TYPE_CHECKING:
     from broker.app import Broker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -91,8 +95,15 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
                             p.high_watermark,
                             first_may_exceed=total == 0,
                         )
-                    except TrimmedRead:  # retention deleted it while we were reading
-                        batches, error = [], ErrorCode.offset_out_of_range
+                    except (TrimmedRead, ObjectNotFound) as e:
+                        if w.fetch_offset < p.log_start_offset:  # retention, meanwhile
+                            batches, error = [], ErrorCode.offset_out_of_range
+                        else:
+                            log.error("fetch %s at %d: %r", p, w.fetch_offset, e)
+                            batches, error = [], ErrorCode.kafka_storage_error
+                    except ObjectStoreError as e:  # the store is down: retriable for clients
+                        log.warning("fetch %s at %d: object store: %r", p, w.fetch_offset, e)
+                        batches, error = [], ErrorCode.kafka_storage_error
                     data = b"".join(batches)
                     total += len(data)
                     remaining -= len(data)

@@ -10,6 +10,7 @@ from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.record_codec import decode_records
+from s3stream.store import ObjectNotFound, ObjectStoreError
 from wal import TrimmedRead
 
 if TYPE_CHECKING:
@@ -23,7 +24,9 @@ MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
 
 
-async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, int]:
+async def _lookup(
+    broker: Broker, p: Partition, timestamp: int, attempt: int = 0
+) -> tuple[int, int]:
     """(timestamp, offset) answering `timestamp`; (-1, -1) when no record qualifies."""
     if timestamp == LATEST:
         return -1, p.high_watermark
@@ -51,16 +54,19 @@ async def _lookup(broker: Broker, p: Partition, timestamp: int) -> tuple[int, in
     else:
         raise ValueError(timestamp)
     try:
-        batch = await broker.logs.read_batch(idx.ref(i), p)
-    except TrimmedRead:  # deleted by retention meanwhile
-        return -1, -1
+        batches = await broker.logs.read_entry(idx.ref(i), p)
+    except (TrimmedRead, ObjectNotFound):
+        if attempt < 2:  # uploaded or compacted meanwhile: look again
+            return await _lookup(broker, p, timestamp, attempt + 1)
+        return -1, -1  # deleted by retention meanwhile
     exact = timestamp == MAX_TIMESTAMP
 
     def search() -> tuple[int, int]:
-        for r in decode_records(batch):
-            offset, ts = r.offset, r.timestamp
-            if (ts == target if exact else ts >= target) and offset >= p.log_start_offset:
-                return ts, offset
+        for batch in batches:
+            for r in decode_records(batch):
+                offset, ts = r.offset, r.timestamp
+                if (ts == target if exact else ts >= target) and offset >= p.log_start_offset:
+                    return ts, offset
         return -1, -1
 
     try:
@@ -92,7 +98,11 @@ async def handle(broker: Broker, request: Request) -> dict:
                 elif lp.timestamp < EARLIEST_LOCAL:
                     error = ErrorCode.invalid_request
                 else:
-                    ts, offset = await _lookup(broker, p, lp.timestamp)
+                    try:
+                        ts, offset = await _lookup(broker, p, lp.timestamp)
+                    except ObjectStoreError as e:  # the store is down: retriable
+                        log.warning("list offsets %s: object store: %r", p, e)
+                        error = ErrorCode.kafka_storage_error
             parts.append(
                 {
                     "partition_index": lp.partition_index,

@@ -1,7 +1,10 @@
-"""Produce: validate each batch's header, assign offsets, append to the WAL, ack after fsync.
+"""Produce: validate each batch's header, assign offsets, append to the WAL, ack when durable.
 
+Durable means synced in the WAL, or in `object` mode uploaded to the object store.
 Everything up to the WAL append runs without awaiting, so pipelined requests on one
-connection keep their order; only the wait for durability is asynchronous.
+connection keep their order; only the wait for durability is asynchronous. When too
+much data waits for the object store, new batches get NOT_ENOUGH_REPLICAS (retriable:
+the store is this broker's replication) instead of growing the WAL without bound.
 """
 
 from __future__ import annotations
@@ -91,7 +94,19 @@ async def handle(broker: Broker, request: Request) -> dict | None:
         return None
     if wait_for:
         try:
-            await logs.wal.wait_durable(wait_for)
+            ack = logs.wait_acked(wait_for)
+            if logs.settings.object_mode:
+                # Kafka's answer when acks=all cannot be met within the request's timeout
+                await asyncio.wait_for(asyncio.shield(ack), max(body.timeout.total_seconds(), 0.0))
+            else:
+                await ack
+        except TimeoutError:
+            for r in appended:
+                r.update(
+                    error_code=ErrorCode.request_timed_out,
+                    base_offset=-1,
+                    error_message="not uploaded to the object store within the request timeout",
+                )
         except WalFailure as e:
             log.error("produce not acknowledged, WAL failed: %s", e)
             for r in appended:
@@ -157,6 +172,15 @@ def _append_one(broker: Broker, state, p, pd) -> dict:
         if verdict.duplicate_of >= p.high_watermark:  # the original may still be syncing
             result["_wal_end"] = logs.wal.end_position
         return result
+    if logs.backlog_full:
+        return _partition_result(
+            pd.index,
+            ErrorCode.not_enough_replicas,
+            message=(
+                f"{logs.uploader.backlog_bytes} bytes wait for the object store "
+                f"(bound {logs.max_backlog_bytes}); retry later"
+            ),
+        )
     try:
         appended = logs.append(state, p, batch, h)
     except WalFailure as e:

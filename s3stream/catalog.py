@@ -1,0 +1,246 @@
+"""Which objects hold which offsets, and how that survives a restart from the bucket alone.
+
+Data objects describe themselves (their index is in their footer), so an upload is a
+single PUT. Every so often, and before any object is deleted, the catalog writes a
+snapshot of every partition's object entries (`manifests/b<id>.msgpack`, replaced
+with If-Match so a second writer with the same broker id is refused). Opening reads
+the snapshot, then lists the broker's data objects and reads the footers of those
+newer than the snapshot. An object newer than the snapshot whose every entry is
+already covered is the output of a compaction that never committed: garbage. An
+object older than the snapshot that the snapshot does not name was being deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from s3stream.object_format import FOOTER, BlockEntry, CorruptObject, parse_footer, parse_index
+from s3stream.store import ObjectNotFound, ObjectStore, replace_if_match
+
+if TYPE_CHECKING:
+    from broker.partition import BatchRef, Partition
+
+log = logging.getLogger(__name__)
+
+_FOOTER_READ = 64 * 1024  # one GET usually brings the footer and the whole index
+
+
+@dataclass(slots=True)
+class StoredObject:
+    id: int  # this process's handle for it; not persisted
+    key: str
+    seq: int
+    size: int
+    created_ms: int
+
+
+@dataclass(slots=True)
+class LoadReport:
+    objects: int = 0
+    discovered: int = 0
+    garbage: int = 0
+
+
+class Catalog:
+    def __init__(self, store: ObjectStore, broker_id: int) -> None:
+        self.store = store
+        self.broker_id = broker_id
+        self.objects: dict[int, StoredObject] = {}
+        self._retired: dict[int, StoredObject] = {}  # unlisted, kept for reads in flight
+        self._next_id = 0
+        self.next_seq = 0
+        self._inflight_seqs: set[int] = set()
+        self._etag: str | None = None
+        self._snapshot_lock = asyncio.Lock()
+        self.uploads_since_snapshot = 0
+        self.snapshots_written = 0
+
+    # --- keys -------------------------------------------------------------------------
+
+    @property
+    def data_prefix(self) -> str:
+        return f"data/b{self.broker_id}/"
+
+    @property
+    def manifest_key(self) -> str:
+        return f"manifests/b{self.broker_id}.msgpack"
+
+    def data_key(self, seq: int) -> str:
+        return f"{self.data_prefix}{seq:016d}.obj"
+
+    def _seq_of(self, key: str) -> int | None:
+        m = re.fullmatch(re.escape(self.data_prefix) + r"(\d{16})\.obj", key)
+        return int(m.group(1)) if m else None
+
+    # --- objects ----------------------------------------------------------------------
+
+    def allocate_seq(self) -> int:
+        """A sequence number for a new object; released by add() or abandon()."""
+        seq = self.next_seq
+        self.next_seq += 1
+        self._inflight_seqs.add(seq)
+        return seq
+
+    def abandon(self, seq: int) -> None:
+        self._inflight_seqs.discard(seq)
+
+    def add(self, seq: int, size: int, created_ms: int, key: str | None = None) -> StoredObject:
+        self._inflight_seqs.discard(seq)
+        obj = StoredObject(self._next_id, key or self.data_key(seq), seq, size, created_ms)
+        self._next_id += 1
+        self.objects[obj.id] = obj
+        return obj
+
+    def get(self, object_id: int) -> StoredObject:
+        obj = self.objects.get(object_id) or self._retired.get(object_id)
+        if obj is None:
+            raise ObjectNotFound(f"object #{object_id}")
+        return obj
+
+    def unreferenced(self, partitions: Iterable[Partition]) -> list[StoredObject]:
+        """Objects no partition's index points into any more."""
+        used: set[int] = set()
+        for p in partitions:
+            used.update(p.batches.objects[: p.object_entries])
+        return [o for o in self.objects.values() if o.id not in used]
+
+    def retire(self, objs: list[StoredObject]) -> None:
+        """Drop from the catalog (the next snapshot leaves them out); reads in flight may
+        still resolve them until forget()."""
+        for o in objs:
+            self.objects.pop(o.id, None)
+            self._retired[o.id] = o
+
+    def forget(self, objs: list[StoredObject]) -> None:
+        for o in objs:
+            self._retired.pop(o.id, None)
+
+    # --- snapshot ---------------------------------------------------------------------
+
+    async def write_snapshot(self, partitions: Iterable[Partition]) -> None:
+        """Persist every partition's object entries; the objects they name stay listed."""
+        async with self._snapshot_lock:
+            # every object below last_seq is in this snapshot or is garbage: in-flight
+            # uploads and compactions may still commit objects above it
+            last_seq = min(self._inflight_seqs, default=self.next_seq) - 1
+            index: dict[int, int] = {}
+            objects = []
+            parts = []
+            for p in partitions:
+                if p.deleted or not p.object_entries:
+                    continue
+                idx = p.batches
+                rows = []
+                for i in range(p.object_entries):
+                    oid = idx.objects[i]
+                    if oid not in index:
+                        o = self.get(oid)
+                        index[oid] = len(objects)
+                        objects.append([o.key, o.seq, o.size, o.created_ms])
+                    rows.append(
+                        [
+                            idx.base_offsets[i],
+                            idx.last_offsets[i],
+                            idx.max_timestamps[i],
+                            idx.positions[i],
+                            idx.sizes[i],
+                            index[oid],
+                        ]
+                    )
+                parts.append([p.topic_id, p.index, rows])
+            doc = {
+                "version": 1,
+                "broker_id": self.broker_id,
+                "last_seq": last_seq,
+                "objects": objects,
+                "partitions": parts,
+            }
+            data = msgpack.packb(doc)
+            self._etag = await replace_if_match(self.store, self.manifest_key, data, self._etag)
+            self.uploads_since_snapshot = 0
+            self.snapshots_written += 1
+            log.debug("snapshot of %d partitions over %d objects written", len(parts), len(objects))
+
+    # --- opening ----------------------------------------------------------------------
+
+    async def load(
+        self, resolve: Callable[[bytes, int], Partition | None], ref: Callable[..., BatchRef]
+    ) -> tuple[LoadReport, list[str]]:
+        """Rebuild partitions' object entries from the bucket; returns garbage keys.
+
+        `resolve(topic_id, partition)` finds a live partition (None: the topic is gone);
+        `ref(...)` builds an index entry. Call before the WAL is replayed.
+        """
+        report = LoadReport()
+        garbage: list[str] = []
+        last_seq = -1
+        known: set[str] = set()
+        try:
+            raw, self._etag = await self.store.get_with_etag(self.manifest_key)
+        except ObjectNotFound:
+            raw = None
+        if raw is not None:
+            doc = msgpack.unpackb(raw, strict_map_key=False)
+            last_seq = doc["last_seq"]
+            objs = [self.add(seq, size, created, key) for key, seq, size, created in doc["objects"]]
+            known = {o.key for o in objs}
+            for topic_id, index, rows in doc["partitions"]:
+                p = resolve(topic_id, index)
+                if p is None:
+                    continue
+                for base, last, ts, pos, size, k in rows:
+                    p.record_block(ref(base, last, ts, pos, size, objs[k].id))
+        listed = await self.store.list(self.data_prefix)
+        max_seq = last_seq
+        for info in listed:
+            seq = self._seq_of(info.key)
+            if seq is None:
+                continue
+            max_seq = max(max_seq, seq)
+            if info.key in known:
+                continue
+            if seq <= last_seq:
+                garbage.append(info.key)
+                continue
+            entries = await self.read_index(info.key, info.size)
+            obj = self.add(seq, info.size, 0, info.key)
+            used = 0
+            for e in entries:
+                p = resolve(e.topic_id, e.partition)
+                if p is None or e.first_offset < p.log_end_offset:
+                    continue  # a deleted topic, or offsets another object already holds
+                p.record_block(
+                    ref(e.first_offset, e.last_offset, e.max_timestamp, e.position, e.size, obj.id)
+                )
+                used += 1
+            if used:
+                report.discovered += 1
+            else:
+                self.objects.pop(obj.id)
+                garbage.append(info.key)
+        self.next_seq = max_seq + 1
+        report.objects = len(self.objects)
+        report.garbage = len(garbage)
+        return report, garbage
+
+    async def read_index(self, key: str, size: int) -> list[BlockEntry]:
+        """An object's index: the footer and usually the index in one ranged GET."""
+        start = max(0, size - _FOOTER_READ)
+        tail = await self.store.get(key, start, size)
+        footer = parse_footer(tail)
+        index_end = footer.index_position + footer.index_size
+        if index_end + FOOTER.size != size:
+            raise CorruptObject(f"{key}: footer does not match the object size {size}")
+        if footer.index_position >= start:
+            lo = footer.index_position - start
+            index = memoryview(tail)[lo : lo + footer.index_size]
+        else:
+            index = await self.store.get(key, footer.index_position, index_end)
+        return parse_index(footer, index)
