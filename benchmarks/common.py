@@ -230,14 +230,33 @@ def disk_throughput(
 
 
 class BrokerProcess:
-    """`python -m broker serve` on a free loopback port, in its own data dir."""
+    """`python -m broker serve` on a free loopback port, in its own data dir.
 
-    def __init__(self, data_dir: Path, log_path: Path, extra_args: Sequence[str]) -> None:
+    `metrics`: also serve /metrics on a free loopback port (`metrics_url`). `env`: added to
+    the broker's environment (object-store credentials).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        extra_args: Sequence[str],
+        *,
+        metrics: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_args = list(extra_args)
+        self.metrics = metrics
+        self.env = dict(env or {})
         self.port = 0
+        self.metrics_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def bootstrap(self) -> str:
@@ -252,6 +271,10 @@ class BrokerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):  # the free port may be taken between probe and bind
             self.port = free_port()
+            metrics: list[str] = []
+            if self.metrics:
+                self.metrics_port = free_port()
+                metrics = ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
             cmd = [
                 sys.executable,
                 "-m",
@@ -261,11 +284,18 @@ class BrokerProcess:
                 str(self.data_dir),
                 "--listen",
                 self.bootstrap,
+                *metrics,
                 *self.extra_args,
             ]
+            env = {**os.environ, **self.env} if self.env else None
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO_ROOT,
+                    start_new_session=True,
+                    env=env,
                 )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
@@ -299,6 +329,23 @@ class BrokerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+
+def scrape(url: str, timeout: float = 10.0) -> dict[str, float]:
+    """A Prometheus /metrics page as {'name{label="v",...}': value} (labels sorted)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+    with opener.open(url, timeout=timeout) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return out
 
 
 # --- run plumbing -------------------------------------------------------------------------

@@ -62,6 +62,8 @@ def table(results: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     phys = results["physical"]["figures"]
     for spec in results["specs"]:
+        if spec.get("group") == "objects":
+            continue  # their own section, with their targets
         figs = [results["systems"][n]["figures"].get(spec["key"]) for n in ran]
         if not any(f and f.get("n") for f in figs):
             continue
@@ -133,6 +135,112 @@ def _max_other_cpu(node: Any) -> float:
     return 0.0
 
 
+OBJECT_TARGETS = {
+    "catchup_ratio_to_direct": (">=", 0.5),
+    "object_puts_per_gib": ("<=", 100.0),
+}
+
+
+def _meets(value: float, op: str, bound: float) -> bool:
+    return value >= bound if op == ">=" else value <= bound
+
+
+def objects_section(results: dict[str, Any]) -> list[str]:
+    """The object-store figures per Strata system, against their targets, with what explains
+    them (bytes the broker fetched, request counts, upload sizes)."""
+    names = [
+        n
+        for n in _strata(results)
+        if any(k in results["systems"][n]["figures"] for k in OBJECT_TARGETS)
+    ]
+    if not names:
+        return []
+    keys = [
+        "catchup_store_mb_s",
+        "catchup_direct_mb_s",
+        "catchup_ratio_to_direct",
+        "object_puts_per_gib",
+        "object_gets_per_gib",
+        "object_ack_object_p50_ms",
+        "object_ack_object_p99_ms",
+        "object_ack_wal_p50_ms",
+        "object_ack_wal_p99_ms",
+    ]
+    head = ["figure", "unit", *names, "target"]
+    lines = [
+        "## Object store",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for key in keys:
+        spec = next((s for s in results["specs"] if s["key"] == key), None)
+        if spec is None:
+            continue
+        figs = [results["systems"][n]["figures"].get(key) for n in names]
+        if not any(f and f.get("n") for f in figs):
+            continue
+        target = ""
+        if key in OBJECT_TARGETS:
+            op, bound = OBJECT_TARGETS[key]
+            met = [
+                f"{n}: {'met' if _meets(f['median'], op, bound) else 'MISSED'}"
+                for n, f in zip(names, figs, strict=True)
+                if f and f.get("n")
+            ]
+            target = f"{'≥' if op == '>=' else '≤'} {bound:g} ({', '.join(met)})"
+        arrow = "↑" if spec["better"] == "higher" else "↓"
+        row = [spec["label"], f"{spec['unit']} {arrow}", *(_cell(f, spec["unit"]) for f in figs)]
+        lines.append("| " + " | ".join([*row, target]) + " |")
+    lines.append("")
+    for name in names:
+        runs = results["systems"][name].get("runs", {})
+        for c in runs.get("catchup", [])[:1]:
+            o = c.get("object_store")
+            if not o:
+                continue
+            d = o["direct"]
+            lines.append(
+                f"- {name}, catch-up (first repetition): the broker fetched "
+                f"{o['broker_fetched_bytes'] / 1e6:,.0f} MB from the store in "
+                f"{o['broker_gets']:.0f} GETs, {o['fetched_over_objects']:.2f}× the "
+                f"{d['objects']} objects' {d['bytes'] / 1e6:,.0f} MB (about 1: the read came from "
+                f"the objects), in {c['seconds']:.1f} s; the direct read took {d['seconds']:.1f} s "
+                f"in {d['requests']} GETs of up to {d['request_bytes'] >> 20} MiB, "
+                f"{d['concurrency']} in flight, from {d['backend']}."
+            )
+        for o in runs.get("objects", [])[:1]:
+            p = o.get("puts")
+            if p:
+                lines.append(
+                    f"- {name}, PUTs per GiB (first repetition): {p['achieved_mb_per_s']:g} MB/s "
+                    f"for {p['seconds']:g} s, then {p['settle_seconds']:g} s for the last "
+                    f"upload and housekeeping every {p['housekeeping_ms']} ms; "
+                    f"{p['ingested_bytes'] / (1 << 30):.2f} GiB in, {p['puts']:.0f} PUTs "
+                    f"({p['uploads']:.0f} uploads, {p['compactions']:.0f} compactions, the "
+                    f"rest catalog snapshots), {p['gets']:.0f} GETs, {p['deletes']:.0f} "
+                    f"DELETEs; mean PUT {p['mean_put_bytes'] / (1 << 20):.1f} MiB; "
+                    f"{p['objects']:.0f} objects at the end; upload interval "
+                    f"{p['upload_interval_ms']}."
+                )
+            lat = o.get("latency_object")
+            if lat:
+                lines.append(
+                    f"- {name}, --durability object: {lat['store_puts']:.0f} PUTs in "
+                    f"{results['plan']['objects_latency_seconds']:g} s at "
+                    f"{lat['achieved_mb_per_s']:g} MB/s (one upload per ack group); ack "
+                    f"p99.9 {lat['ack_ms']['p999']:.1f} ms, max {lat['ack_ms']['max']:.1f} ms."
+                )
+    if results["mode"] == "smoke":
+        lines.append(
+            "- smoke run: token sizes and durations (a few MB, a second or two; the PUT count "
+            "with --upload-interval-ms 1000 instead of the default 10 s), so these figures "
+            "only show that the measurement works; see a full run for the real ones."
+        )
+    lines.append("")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     phys = results["physical"]
@@ -191,6 +299,7 @@ def markdown(results: dict[str, Any]) -> str:
     for note in results.get("notes", []):
         lines.append(f"- {note}")
     lines += ["", "## Results", "", table(results), ""]
+    lines += objects_section(results)
     for name, cmp in results["comparison"].items():
         gap = cmp.get("largest_gap")
         if not gap:

@@ -7,6 +7,7 @@ the cold catch-up read. `SYSTEMS` maps the names `--systems` accepts to factorie
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -14,13 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BrokerProcess, proc_memory
+from benchmarks.common import BrokerProcess, proc_memory, scrape
 from benchmarks.kafka_reference import (
     KafkaReference,
     KafkaUnavailable,
     api_versions_answers,
     kafka_libs,
 )
+from benchmarks.objectstore import StoreLocation, delete_prefix
 
 
 class Unavailable(RuntimeError):
@@ -35,6 +37,7 @@ class System:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir / self.name
         self.startup_seconds: list[float] = []
+        self.peak_rss = 0
 
     def prepare(self) -> None:
         """Check or fetch what the system needs; raise Unavailable if it cannot run."""
@@ -46,8 +49,19 @@ class System:
         raise NotImplementedError
 
     def restart(self) -> None:
-        self.stop()
+        self._note_peak()
+        self.stop_broker()
         self.start()
+
+    def stop_broker(self) -> None:
+        """Stop the broker but not what it depends on (an object store server)."""
+        self.stop()
+
+    def _note_peak(self) -> None:
+        """Remember the broker's peak RSS before it stops, so the run's peak survives restarts."""
+        with contextlib.suppress(Exception):
+            if self.alive():
+                self.peak_rss = max(self.peak_rss, proc_memory(self.pid).get("VmHWM", 0))
 
     def alive(self) -> bool:
         raise NotImplementedError
@@ -89,7 +103,9 @@ class System:
         return saved
 
     def memory(self) -> dict[str, int]:
-        return proc_memory(self.pid)
+        """VmRSS and VmHWM (the peak over every process of this system's run so far)."""
+        mem = proc_memory(self.pid) if self.alive() else {}
+        return {**mem, "VmHWM": max(mem.get("VmHWM", 0), self.peak_rss)}
 
     def _wait_ready(self, port: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -103,29 +119,51 @@ class System:
 
 
 class StrataSystem(System):
-    """Strata with its embedded default: the local WAL, fdatasync before every ack."""
+    """Strata with its embedded default: the local WAL, fdatasync before every ack, the log
+    uploaded to a local-directory object store (DATA_DIR/objects).
+
+    /metrics is served on a free loopback port (`scrape()`), for the object-store counters.
+    `variant()` makes a second broker of the same kind with its own data dir and its own
+    object store, for the object-store measurements that need other settings.
+    """
 
     name = "strata"
-    description = "Strata, embedded default (local WAL, group commit, fdatasync before acks)"
+    description = (
+        "Strata, embedded default (local WAL, group commit, fdatasync before acks; the log "
+        "uploaded to a local-directory object store)"
+    )
     is_strata = True
     # Kafka's reference config sets group.initial.rebalance.delay.ms=0; the same here, so a
     # group's first join is compared like for like.
     args = ("--group-initial-rebalance-delay-ms", "0", "--log-level", "WARNING")
 
-    def __init__(self, workdir: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path, extra_args: Sequence[str] = (), tag: str = "") -> None:
         super().__init__(workdir)
+        self.root = workdir
+        self.tag = tag
+        if tag:
+            self.workdir = workdir / f"{self.name}-{tag}"
         self.extra_args = list(extra_args)
         self.broker = BrokerProcess(
-            self.workdir / "data", self.workdir / "broker.log", [*self.args, *self.extra_args]
+            self.workdir / "data", self.workdir / "broker.log", [], metrics=True
         )
+
+    def store_args(self) -> list[str]:
+        """How the broker is pointed at its object store (the default: none needed)."""
+        return []
 
     def start(self) -> None:
         t0 = time.monotonic()
+        self.broker.extra_args = [*self.args, *self.store_args(), *self.extra_args]
         self.broker.start(timeout=120)
         self._wait_ready(self.broker.port, 120)
         self.startup_seconds.append(time.monotonic() - t0)
 
     def stop(self) -> None:
+        self.stop_broker()
+
+    def stop_broker(self) -> None:
+        self._note_peak()
         self.broker.stop()
 
     def alive(self) -> bool:
@@ -143,6 +181,31 @@ class StrataSystem(System):
     def data_dir(self) -> Path:
         return self.broker.data_dir
 
+    @property
+    def store(self) -> StoreLocation | None:
+        """Where this broker's objects are, unless --strata-arg moved them somewhere unknown."""
+        url = _arg_value([*self.store_args(), *self.extra_args], "--object-store")
+        if url is None:
+            return StoreLocation("file", path=self.data_dir / "objects")
+        if url.startswith("file://"):
+            return StoreLocation("file", path=Path(url[len("file://") :]))
+        if "://" not in url:
+            return StoreLocation("file", path=Path(url))
+        return None
+
+    def scrape(self) -> dict[str, float]:
+        """The broker's /metrics, parsed."""
+        return scrape(self.broker.metrics_url)
+
+    def variant(self, tag: str, extra_args: Sequence[str]) -> StrataSystem:
+        """Another broker like this one, with `extra_args` added, its own data dir and store."""
+        return type(self)(self.root, [*self.extra_args, *extra_args], tag=tag)
+
+    def discard(self) -> None:
+        """Stop a variant and delete its data (its objects too)."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
     def version(self) -> str:
         from importlib.metadata import version
 
@@ -152,7 +215,12 @@ class StrataSystem(System):
             return "?"
 
     def config(self) -> dict[str, Any]:
-        return {"args": [*self.args, *self.extra_args], "extra_args": self.extra_args}
+        store = self.store
+        return {
+            "args": [*self.args, *self.store_args(), *self.extra_args],
+            "extra_args": self.extra_args,
+            "object_store": store.describe() if store else "set by --strata-arg",
+        }
 
     def log_tail(self) -> str:
         return self.broker.log_tail()
@@ -161,18 +229,99 @@ class StrataSystem(System):
         return [self.broker.log_path]
 
 
-class StrataS3System(System):
-    """Strata with the S3 storage backend against moto's server: not built yet."""
+def _arg_value(args: Sequence[str], flag: str) -> str | None:
+    """The last value given for `flag` (as `--flag value` or `--flag=value`), if any."""
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+class StrataS3System(StrataSystem):
+    """Strata with its log in S3: a moto server on loopback that this system starts and stops
+    (path-style requests, test credentials). The WAL stays local as the write buffer.
+
+    The moto server outlives broker restarts (it holds the data); variants share it, each
+    under its own prefix. moto keeps everything in one Python process and answers a ranged
+    GET by reading the whole object, so it is a slow S3: the catch-up figure is therefore
+    given as a ratio to reading the same objects from the same server.
+    """
 
     name = "strata-s3"
-    description = "Strata with the S3 backend (moto server)"
-    is_strata = True
+    description = "Strata, log in S3 (moto server on loopback; local WAL, fdatasync before acks)"
+    bucket = "strata-bench"
+
+    def __init__(
+        self,
+        workdir: Path,
+        extra_args: Sequence[str] = (),
+        tag: str = "",
+        moto: Any = None,
+    ) -> None:
+        super().__init__(workdir, extra_args, tag)
+        self.moto = moto
+        self.owns_moto = moto is None
+        self.prefix = f"strata-{tag}" if tag else "strata"
 
     def prepare(self) -> None:
-        raise Unavailable(
-            "strata-s3 is not available yet: the S3 storage backend does not exist yet "
-            "(s3stream/ is a later issue); add it here when it does"
+        try:
+            import aiobotocore  # noqa: F401  (the broker's S3 client)
+            import moto  # noqa: F401
+
+            from tests.moto_server import MotoServer  # noqa: F401
+        except ImportError as e:
+            raise Unavailable(f"strata-s3 needs moto[server] and aiobotocore: {e}") from e
+
+    def start(self) -> None:
+        if self.moto is None or self.moto.proc is None:
+            from tests.moto_server import MotoServer
+
+            self.moto = MotoServer().start()
+            self.moto.create_bucket(self.bucket)
+        env = {**self.moto.env(), "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1"}
+        self.broker.env = env
+        super().start()
+
+    def store_args(self) -> list[str]:
+        endpoint = self.moto.endpoint if self.moto is not None else ""
+        return [
+            "--object-store",
+            f"s3://{self.bucket}/{self.prefix}",
+            "--s3-endpoint",
+            endpoint,
+        ]
+
+    def stop(self) -> None:
+        self.stop_broker()
+        if self.owns_moto and self.moto is not None:
+            self.moto.stop()
+
+    @property
+    def store(self) -> StoreLocation | None:
+        if self.moto is None:
+            return None
+        return StoreLocation(
+            "s3",
+            bucket=self.bucket,
+            prefix=self.prefix,
+            endpoint=self.moto.endpoint,
+            env=self.moto.env(),
         )
+
+    def variant(self, tag: str, extra_args: Sequence[str]) -> StrataSystem:
+        return type(self)(self.root, [*self.extra_args, *extra_args], tag=tag, moto=self.moto)
+
+    def discard(self) -> None:
+        super().discard()
+        store = self.store
+        if store is not None and self.moto is not None and self.moto.proc is not None:
+            delete_prefix(store)
+
+    def logs(self) -> list[Path]:
+        return [self.broker.log_path]
 
 
 class KafkaSystem(System):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import javaperf
+from benchmarks import javaperf, objectstore
 from benchmarks.common import CPU_BOUND, MB, PhaseMeter, latency_summary, mb_per_s, step
 from benchmarks.loadgen import (
     ConsumeJob,
@@ -72,6 +72,18 @@ class Plan:
     flush_timeout: float
     linger_ms: float = 5.0
     batch_size: int = 1_000_000
+    # --- the object store (Strata only) ---
+    # before the catch-up restart, wait this long at most for the upload backlog to drain (0:
+    # don't; the broker's shutdown uploads what is left)
+    catchup_upload_wait: float = 60.0
+    objects_put_rate_mb: float = 20.0  # the steady load PUTs per GiB are counted at
+    objects_put_seconds: float = 60.0
+    objects_settle_seconds: float = 40.0  # then at most this long for uploads and compaction
+    objects_housekeeping_ms: int = 2000  # --retention-check-interval-ms: compaction's period
+    objects_upload_interval_ms: int = 0  # --upload-interval-ms; 0: the broker's default
+    objects_latency_rate_mb: float = 5.0  # produce latency, durability object vs wal
+    objects_latency_seconds: float = 20.0
+    objects_latency_warmup: float = 2.0
 
 
 FULL = Plan(
@@ -117,9 +129,16 @@ SMOKE = Plan(
     rebalance_members=2,
     java_records=20_000,
     flush_timeout=30.0,
+    catchup_upload_wait=0.0,  # 16 MiB stays under --upload-bytes: the restart uploads it
+    objects_put_seconds=2.0,
+    objects_settle_seconds=6.0,
+    objects_housekeeping_ms=500,
+    objects_upload_interval_ms=1000,  # the default 10 s would be most of the smoke run
+    objects_latency_seconds=1.0,
+    objects_latency_warmup=0.3,
 )
 
-WORKLOADS = ("catchup", "produce", "latency", "rebalance", "java")
+WORKLOADS = ("catchup", "produce", "latency", "rebalance", "java", "objects")
 
 
 def size_label(nbytes: int) -> str:
@@ -153,6 +172,8 @@ class Context:
         self.profile = profile and system.is_strata
         self.java_classpath = java_classpath
         self.profiles: dict[str, Any] = {}
+        self.objects_runs = 0  # object-store workload repetitions so far (names its brokers)
+        self.last_rep = False  # the last repetition: the objects workload leaves the broker down
 
     def topic(self, what: str) -> str:
         return f"bench-{what}-{uuid.uuid4().hex[:8]}"
@@ -610,7 +631,13 @@ def java_workload(ctx: Context) -> dict[str, Any]:
 
 class Catchup:
     """Write `catchup_bytes` once; each repetition restarts the broker, evicts its files from
-    the page cache and reads everything back from offset 0 (a consumer that fell far behind)."""
+    the page cache and reads everything back from offset 0 (a consumer that fell far behind).
+
+    For Strata the data is then all in the object store (uploaded as it came, the rest by the
+    shutdown of the restart, after which the WAL is trimmed), so the read is a cold read of
+    objects: the broker's counters say how many bytes it fetched, and the same objects are
+    then read straight from the backend (`objectstore.read_direct`) for the ratio.
+    """
 
     size = 1024
     partitions = 6
@@ -633,6 +660,11 @@ class Catchup:
             "bytes": sum(self.ends) * self.size,
             "mb_per_s": r["details"]["overall_mb_per_s"],
         }
+        if _store(ctx.system) is not None:
+            t0 = time.monotonic()
+            backlog = wait_uploaded(ctx.system, plan.catchup_upload_wait)
+            self.write["upload_wait_s"] = round(time.monotonic() - t0, 2)
+            self.write["upload_backlog_at_restart"] = backlog  # uploaded by the shutdown
 
     def run(self) -> dict[str, Any]:
         ctx, system = self.ctx, self.ctx.system
@@ -641,13 +673,242 @@ class Catchup:
         system.restart()
         restart = time.monotonic() - t0
         evicted = evict_page_cache(system.data_dir)
+        store = _store(system)
+        before = objectstore.counters(system.scrape()) if store is not None else {}
         with ctx.profiled("catchup", ctx.plan.catchup_seconds):
             c = consume_once(ctx, self.topic, self.ends, ctx.plan.catchup_seconds)
         ctx.check("catch-up read")
-        return {
-            "figures": {"catchup_cold_mb_s": c["mb_per_s"], "restart_s": restart},
-            "details": {**c["details"], "evicted_bytes": evicted, "written": self.write},
-        }
+        figures = {"catchup_cold_mb_s": c["mb_per_s"], "restart_s": restart}
+        details = {**c["details"], "evicted_bytes": evicted, "written": self.write}
+        if store is not None:
+            used = objectstore.delta(before, objectstore.counters(system.scrape()))
+            step(f"  {system.name}: the same objects straight from {store.describe()}")
+            direct = objectstore.read_direct(store)
+            # the broker's read over the same bytes the direct read moved (the objects)
+            via_broker = mb_per_s(direct["bytes"], c["details"]["seconds"])
+            figures["catchup_store_mb_s"] = via_broker
+            figures["catchup_direct_mb_s"] = direct["mb_per_s"]
+            figures["catchup_ratio_to_direct"] = via_broker / direct["mb_per_s"]
+            details["object_store"] = {
+                "objects_bytes": direct["bytes"],
+                "broker_fetched_bytes": used["bytes_down"],
+                # about 1.0: the catch-up came from objects (not the WAL, not a cache)
+                "fetched_over_objects": used["bytes_down"] / direct["bytes"],
+                "broker_gets": used["gets"],
+                "broker_get_errors": used["get_errors"],
+                "block_cache_hits": used["block_cache_hits"],
+                "block_cache_misses": used["block_cache_misses"],
+                "broker_mb_per_s_over_objects": round(via_broker, 2),
+                "direct": direct,
+            }
+        return {"figures": figures, "details": details}
+
+
+def _store(system: System) -> objectstore.StoreLocation | None:
+    """The system's object store, if it has one the harness can read (Strata's)."""
+    return getattr(system, "store", None)
+
+
+def wait_uploaded(system: Any, timeout: float, poll: float = 0.2) -> float:
+    """Wait until the broker's upload backlog is empty (at most `timeout`); what is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        backlog = objectstore.counters(system.scrape())["upload_backlog_bytes"]
+        if backlog <= 0 or time.monotonic() >= deadline:
+            return backlog
+        time.sleep(poll)
+
+
+# --- the object store under steady load ----------------------------------------------------
+
+
+def objects_workload(ctx: Context) -> dict[str, Any]:
+    """Produce latency with acks after the upload (`--durability object`) next to the default
+    (`wal`: after the local fdatasync), at a fixed offered load; then, on the `wal` broker,
+    object-store PUTs per GiB ingested at a steady rate, housekeeping (compaction) included.
+
+    Each mode runs on a fresh broker of the system's kind (same backend, its own data dir and
+    store), while the system's own broker is stopped so the machine is otherwise quiet.
+    """
+    plan, system = ctx.plan, ctx.system
+    if _store(system) is None or not hasattr(system, "variant"):
+        raise WorkloadError(f"{system.name} has no object store the harness can read")
+    n = ctx.objects_runs = ctx.objects_runs + 1
+    figures: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    system.stop_broker()
+    try:
+        modes = (
+            ("object", ["--durability", "object"]),
+            ("wal", ["--durability", "wal"]),
+        )
+        for mode, args in modes:
+            extra = ["--retention-check-interval-ms", str(plan.objects_housekeeping_ms), *args]
+            if plan.objects_upload_interval_ms:
+                extra += ["--upload-interval-ms", str(plan.objects_upload_interval_ms)]
+            v = system.variant(f"{mode}-{n}", extra)
+            try:
+                step(f"  {system.name}: {mode} durability, fresh broker")
+                v.start()
+                lat = _ack_latency(ctx, v, mode)
+                details[f"latency_{mode}"] = lat
+                figures[f"object_ack_{mode}_p50_ms"] = lat["ack_ms"]["p50"]
+                figures[f"object_ack_{mode}_p99_ms"] = lat["ack_ms"]["p99"]
+                if mode == "wal":
+                    puts = _puts_per_gib(ctx, v)
+                    details["puts"] = puts
+                    figures["object_puts_per_gib"] = puts["puts_per_gib"]
+                    figures["object_gets_per_gib"] = puts["gets_per_gib"]
+                details.setdefault("brokers", {})[mode] = v.config()
+            finally:
+                v.discard()
+    finally:
+        if not ctx.last_rep:
+            system.start()
+    return {"figures": figures, "details": details}
+
+
+def _ack_latency(ctx: Context, v: Any, mode: str) -> dict[str, Any]:
+    """One paced producer (acks=all, every message timed) on a new topic of broker `v`."""
+    plan = ctx.plan
+    size, partitions = 1024, 6
+    topic = ctx.topic(f"ack-{mode}")
+    create_topic(v.bootstrap, topic, partitions)
+    rate = plan.objects_latency_rate_mb * MB / size
+    seconds = plan.objects_latency_seconds
+    job = ProduceJob(
+        0,
+        v.bootstrap,
+        topic,
+        partitions,
+        seconds,
+        int(rate * seconds) + 1,
+        rate,
+        1,
+        plan.latency_linger_ms,
+        plan.batch_size,
+        plan.flush_timeout,
+        message_size=size,
+    )
+    step(f"  {ctx.system.name}: produce latency at {plan.objects_latency_rate_mb:g} MB/s, {mode}")
+    before = objectstore.counters(v.scrape())
+    box: list[PhaseMeter] = []
+    results, _ = run_workers(
+        "ack-latency",
+        [job],
+        seconds + plan.flush_timeout + 60,
+        on_start=lambda: box.append(PhaseMeter(v.pid, v.data_dir)),
+    )
+    if not v.alive():
+        raise RuntimeError(f"{ctx.system.name} ({mode}) died:\n{v.log_tail()}")
+    prod = results[0]
+    used = objectstore.delta(before, objectstore.counters(v.scrape()))
+    if prod["errors_sampled"] or prod["unflushed"]:
+        raise WorkloadError(
+            f"{ctx.system.name} ({mode}): {prod['errors_sampled']} produce errors, "
+            f"{prod['unflushed']} unacknowledged (first: {prod['first_error']})"
+        )
+    usage = _usage(box[0], [prod])
+    cut = prod["start"] + plan.objects_latency_warmup
+    ack = sorted(
+        d - s for s, d in zip(prod["sent_times"], prod["done_times"], strict=True) if s >= cut
+    )
+    took = prod["stopped"] - prod["start"]
+    return {
+        "durability": mode,
+        "offered_mb_per_s": plan.objects_latency_rate_mb,
+        "achieved_mb_per_s": round(mb_per_s(prod["sent"] * size, took), 2),
+        "linger_ms": plan.latency_linger_ms,
+        "sent": prod["sent"],
+        "ack_ms": latency_summary(ack),
+        "ack_quantiles_ms": _quantiles(ack),
+        "store_puts": used["puts"],
+        "store_bytes_up": used["bytes_up"],
+        "uploads": used["uploads"],
+        **usage,
+    }
+
+
+def _puts_per_gib(ctx: Context, v: Any) -> dict[str, Any]:
+    """A steady paced load for a while, then uploads drain and housekeeping runs: the store
+    requests over that whole span per GiB the topic grew by."""
+    plan = ctx.plan
+    size, partitions = 1024, 6
+    topic = ctx.topic("puts")
+    create_topic(v.bootstrap, topic, partitions)  # a metadata PUT: before the count starts
+    wait_uploaded(v, plan.objects_settle_seconds)
+    seconds = plan.objects_put_seconds
+    per = plan.objects_put_rate_mb * MB / size / plan.producers
+    stride = coprime_stride(997, partitions)
+    jobs = [
+        ProduceJob(
+            i,
+            v.bootstrap,
+            topic,
+            partitions,
+            seconds,
+            int(per * seconds) + 1,
+            per,
+            stride,
+            plan.linger_ms,
+            plan.batch_size,
+            plan.flush_timeout,
+            message_size=size,
+        )
+        for i in range(plan.producers)
+    ]
+    step(
+        f"  {ctx.system.name}: {plan.objects_put_rate_mb:g} MB/s for {seconds:g} s, "
+        "counting object-store requests"
+    )
+    m0 = v.scrape()
+    results, _ = run_workers("puts", jobs, seconds + plan.flush_timeout + 60)
+    stopped = time.monotonic()
+    errors = sum(r["errors_sampled"] for r in results)
+    if errors or any(r["unflushed"] for r in results):
+        raise WorkloadError(f"{ctx.system.name}: {errors} produce errors at a steady rate")
+    # uploads drain (the last one waits for --upload-interval-ms), then housekeeping rounds
+    # (compaction) until two in a row pass without a PUT
+    backlog = wait_uploaded(v, plan.objects_settle_seconds)
+    period = plan.objects_housekeeping_ms / 1000 + 0.1
+    deadline = stopped + plan.objects_settle_seconds
+    last, quiet = objectstore.counters(v.scrape()), 0
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(min(period, max(0.0, deadline - time.monotonic())))
+        now = objectstore.counters(v.scrape())
+        same = now["puts"] == last["puts"] and now["compactions"] == last["compactions"]
+        quiet = quiet + 1 if same else 0
+        last = now
+    m1 = v.scrape()
+    settled = time.monotonic() - stopped
+    used = objectstore.delta(objectstore.counters(m0), objectstore.counters(m1))
+    ingested = objectstore.topic_bytes_in(m1, topic) - objectstore.topic_bytes_in(m0, topic)
+    gib = ingested / (1 << 30)
+    sent = sum(r["sent"] for r in results)
+    took = max(r["stopped"] for r in results) - min(r["start"] for r in results)
+    return {
+        "offered_mb_per_s": plan.objects_put_rate_mb,
+        "achieved_mb_per_s": round(mb_per_s(sent * size, took), 2),
+        "seconds": round(took, 2),
+        "settle_seconds": round(settled, 2),
+        "upload_backlog_after": backlog,
+        "ingested_bytes": ingested,
+        "puts": used["puts"],
+        "gets": used["gets"],
+        "lists": used["lists"],
+        "deletes": used["deletes"],
+        "request_errors": used["put_errors"] + used["get_errors"],
+        "puts_per_gib": used["puts"] / gib if gib else math.nan,
+        "gets_per_gib": used["gets"] / gib if gib else math.nan,
+        "uploads": used["uploads"],
+        "compactions": used["compactions"],
+        "objects_deleted": used["objects_deleted"],
+        "objects": used["objects"],
+        "bytes_up": used["bytes_up"],
+        "mean_put_bytes": used["bytes_up"] / used["puts"] if used["puts"] else math.nan,
+        "upload_interval_ms": plan.objects_upload_interval_ms or "default",
+        "housekeeping_ms": plan.objects_housekeeping_ms,
+    }
 
 
 def dir_size(path: Path) -> int:

