@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from s3stream.block_cache import BlockCache
 from s3stream.catalog import Catalog, StoredObject
-from s3stream.object_format import ObjectBuilder, PendingBatch, split_block
+from s3stream.object_format import ObjectBuilder, PendingBatch, refs_by_partition, split_block
 from s3stream.store import ObjectStoreError
 
 if TYPE_CHECKING:
@@ -111,13 +111,7 @@ class Compactor:
             self.catalog.abandon(seq)
             raise
         merged = self.catalog.add(seq, len(body), created_ms)
-        new_refs: dict[tuple[bytes, int], list[BatchRef]] = {}
-        for e in builder.entries:
-            new_refs.setdefault((e.topic_id, e.partition), []).append(
-                self._make_ref(
-                    e.first_offset, e.last_offset, e.max_timestamp, e.position, e.size, merged.id
-                )
-            )
+        new_refs = refs_by_partition(builder.entries, merged.id, self._make_ref)
         for p, _ in plan:
             if p.deleted:
                 continue

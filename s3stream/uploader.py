@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from s3stream.catalog import Catalog
-from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch
+from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch, refs_by_partition
 from s3stream.store import ObjectStoreError, PreconditionFailed, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -254,13 +254,7 @@ class Uploader:
         seq, body, created_ms, plan = attempt.seq, attempt.body, attempt.created_ms, attempt.plan
         batches, started, target = attempt.batches, attempt.started, attempt.target
         obj = self.catalog.add(seq, len(body), created_ms)
-        by_partition: dict[tuple[bytes, int], list[BatchRef]] = {}
-        for e in attempt.entries:
-            by_partition.setdefault((e.topic_id, e.partition), []).append(
-                self._make_ref(
-                    e.first_offset, e.last_offset, e.max_timestamp, e.position, e.size, obj.id
-                )
-            )
+        by_partition = refs_by_partition(attempt.entries, obj.id, self._make_ref)
         for p, run in plan:
             if not p.deleted:
                 p.uploaded(run.last_offset, by_partition[(p.topic_id, p.index)])

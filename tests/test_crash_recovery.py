@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -49,23 +50,31 @@ def _produce_until(
     producer.flush(8)
 
 
-def _read_all(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes]:
+def _read_all(
+    bootstrap: str,
+    topic: str,
+    partitions: int = PARTITIONS,
+    value: Callable[[bytes], bytes] = bytes,
+    timeout: float = 60,
+) -> dict[tuple[int, int], bytes]:
+    """Everything from offset 0, as (partition, offset) -> value(record value); asserts
+    that no offset comes twice and that each partition's offsets are exactly 0..end-1."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
     )
     ends = {
         p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in range(PARTITIONS)
+        for p in range(partitions)
     }
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     got: dict[tuple[int, int], bytes] = {}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while sum(ends.values()) > len(got) and time.monotonic() < deadline:
         for m in consumer.consume(5000, 1.0):
             assert m.error() is None, m.error()
             key = (m.partition(), m.offset())
             assert key not in got, f"offset {key} served twice"
-            got[key] = m.value()
+            got[key] = value(m.value())
     consumer.close()
     for p, end in ends.items():
         offsets = sorted(o for (q, o) in got if q == p)

@@ -131,24 +131,7 @@ def _produce_volume(bootstrap: str, topic: str, count: int, size: int) -> dict:
 
 def _consume_digests(bootstrap: str, topic: str, partitions: int) -> dict:
     """Everything from offset 0, as (partition, offset) -> digest; no offset twice."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
-    )
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in range(partitions)
-    }
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    got: dict[tuple[int, int], bytes] = {}
-    deadline = time.monotonic() + 120
-    while sum(ends.values()) > len(got) and time.monotonic() < deadline:
-        for m in consumer.consume(10_000, 1.0):
-            assert m.error() is None, m.error()
-            key = (m.partition(), m.offset())
-            assert key not in got, f"offset {key} served twice"
-            got[key] = _digest(m.value())
-    consumer.close()
-    return got
+    return _read_all(bootstrap, topic, partitions, value=_digest, timeout=120)
 
 
 def _create(bootstrap: str, topic: str, partitions: int, configs: dict | None = None) -> None:
