@@ -1,0 +1,1 @@
+"""Cluster mode: broker membership and controller election, kept in etcd."""
