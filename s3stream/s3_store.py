@@ -9,7 +9,9 @@ throttling, credentials) becomes StoreUnavailable with the original as __cause__
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -29,6 +31,7 @@ from s3stream.store import (
 )
 
 DELETE_BATCH = 1000
+THREAD_DIGEST_BYTES = 64 * 1024  # bodies at least this big are hashed on a thread
 """DeleteObjects takes at most this many keys per request."""
 
 RETRY_ATTEMPTS = 3
@@ -111,9 +114,15 @@ class S3Store:
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
             retries={"max_attempts": RETRY_ATTEMPTS, "mode": "standard"},
-            s3={"addressing_style": "path" if path_style else "auto"},
-            # the objects carry their own CRCs (batches, index); a whole-body CRC32 per
-            # PUT would be computed on the event loop
+            # botocore SHA-256-signs the body of every request over plain HTTP (MinIO
+            # and moto endpoints, typically): tens of ms per upload on the event loop.
+            # PUTs send a Content-MD5 computed on a thread instead, which is signed as a
+            # header and checked by the store.
+            s3={
+                "addressing_style": "path" if path_style else "auto",
+                "payload_signing_enabled": False,
+            },
+            # a whole-body CRC32 per PUT would likewise be computed on the event loop
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
@@ -204,6 +213,10 @@ class S3Store:
         if if_none_match and if_match is not None:
             raise ValueError("if_none_match and if_match are mutually exclusive")
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        if len(data) >= THREAD_DIGEST_BYTES:
+            kwargs["ContentMD5"] = await asyncio.to_thread(_content_md5, data)
+        else:
+            kwargs["ContentMD5"] = _content_md5(data)
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
@@ -284,3 +297,8 @@ class S3Store:
         where = self.endpoint_url or f"AWS {self.region}"
         path = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
         return f"s3://{path} (endpoint {where})"
+
+
+def _content_md5(data: bytes) -> str:
+    """The Content-MD5 header's value (base64 of the MD5 digest)."""
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
