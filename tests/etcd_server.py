@@ -9,43 +9,29 @@ clients configured with the old URL reconnect to the same store.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""Probes go straight to loopback even if the environment sets an HTTP proxy."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.broker_process import free_port
+from tests.server_process import NO_PROXY, ServerProcess
 
 
 def etcd_binary() -> str | None:
     return shutil.which("etcd")
 
 
-class EtcdServer:
+class EtcdServer(ServerProcess):
     """`etcd` on free loopback client and peer ports, its data in a temp directory."""
 
     def __init__(self, data_dir: Path | None = None) -> None:
+        super().__init__()
         self._own_dir = data_dir is None
         self.dir = Path(tempfile.mkdtemp(prefix="strata-etcd-")) if data_dir is None else data_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.client_port = 0
         self.peer_port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-        self._paused = False
 
     @property
     def url(self) -> str:
@@ -54,7 +40,7 @@ class EtcdServer:
     def start(self, timeout: float = 30.0) -> EtcdServer:
         """Start on new ports and wait until healthy; retried if a port was taken."""
         for _ in range(3):
-            self.client_port, self.peer_port = _free_port(), _free_port()
+            self.client_port, self.peer_port = free_port(), free_port()
             shutil.rmtree(self.dir / "data", ignore_errors=True)
             if self._launch(timeout):
                 return self
@@ -73,9 +59,7 @@ class EtcdServer:
         if binary is None:
             raise RuntimeError("etcd is not installed (apt-get install etcd-server)")
         client, peer = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
-        if self._log is None:
-            self._log = tempfile.TemporaryFile()  # noqa: SIM115 - read back on failure
-        self.proc = subprocess.Popen(
+        self._spawn(
             [
                 binary,
                 "--name=n1",
@@ -92,10 +76,7 @@ class EtcdServer:
                 "--quota-backend-bytes=268435456",
                 "--logger=zap",
                 "--log-level=warn",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            ]
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -112,54 +93,14 @@ class EtcdServer:
     def healthy(self) -> bool:
         """etcd's /health: true once it has a leader and serves requests."""
         try:
-            with _NO_PROXY.open(f"{self.url}/health", timeout=1) as r:
+            with NO_PROXY.open(f"{self.url}/health", timeout=1) as r:
                 return json.load(r).get("health") == "true"
         except (OSError, ValueError):
             return False
 
-    def log(self) -> str:
-        if self._log is None or self._log.closed:
-            return ""
-        self._log.seek(0)
-        return self._log.read()[-20000:].decode(errors="replace")
-
-    def pause(self) -> None:
-        """SIGSTOP: a hung etcd; connections stay open but nothing answers until resume()."""
-        assert self.proc is not None and self.proc.poll() is None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self._paused = False
-
-    def kill(self) -> None:
-        """SIGKILL, a crash: no chance to flush or close connections cleanly."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        self._paused = False
-
-    def stop(self) -> None:
-        """Terminate (kill if it lingers) and reap. Idempotent; keeps the data."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                if self._paused:
-                    os.kill(proc.pid, signal.SIGCONT)  # so it can act on SIGTERM
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            proc.wait()
-        self._paused = False
-
     def close(self) -> None:
-        """stop(), and delete the data directory if this server created it."""
+        """stop() (which keeps the data), and delete the data directory if this server
+        created it."""
         self.stop()
         if self._log is not None:
             self._log.close()

@@ -8,15 +8,13 @@ being refused, and the objects are still there after SIGCONT.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
-import urllib.request
 from typing import Any
+
+from tests.broker_process import free_port
+from tests.server_process import NO_PROXY, ServerProcess
 
 TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -25,24 +23,12 @@ TEST_CREDENTIALS = {
 }
 
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""Probes go straight to loopback even if the environment sets an HTTP proxy."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MotoServer:
+class MotoServer(ServerProcess):
     """`python -m moto.server` on a free loopback port; all state is in its memory."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-        self._paused = False
         self._s3: Any = None
 
     @property
@@ -57,15 +43,9 @@ class MotoServer:
         """Start and wait until it answers HTTP; retried on a new port if one was taken."""
         deadline = time.monotonic() + timeout
         for _ in range(3):
-            self.port = _free_port()
-            if self._log is not None:
-                self._log.close()
-            self._log = tempfile.TemporaryFile()  # noqa: SIM115 - read back on failure
-            self.proc = subprocess.Popen(
+            self.port = free_port()
+            self._spawn(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
                 env={**os.environ, **TEST_CREDENTIALS},
             )
             while time.monotonic() < deadline:
@@ -85,45 +65,15 @@ class MotoServer:
 
     def _answers(self) -> bool:
         try:
-            with _NO_PROXY.open(self.endpoint, timeout=1):
+            with NO_PROXY.open(self.endpoint, timeout=1):
                 return True
         except urllib.error.HTTPError:
             return True  # an HTTP error status is still an answer
         except OSError:
             return False
 
-    def log(self) -> str:
-        if self._log is None or self._log.closed:
-            return ""
-        self._log.seek(0)
-        return self._log.read()[-20000:].decode(errors="replace")
-
-    def pause(self) -> None:
-        """SIGSTOP: requests hang (the kernel still accepts connections) until resume()."""
-        assert self.proc is not None and self.proc.poll() is None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        """SIGCONT after pause(); the in-memory buckets are intact."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self._paused = False
-
     def stop(self) -> None:
-        """Terminate (kill if it lingers) and reap. Idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                if self._paused:
-                    os.kill(proc.pid, signal.SIGCONT)  # so it can act on SIGTERM
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            proc.wait()
-        self._paused = False
+        super().stop()
         self._s3 = None
         if self._log is not None:
             self._log.close()
