@@ -201,10 +201,7 @@ class LogManager:
             out = []
             async with limit:
                 for j in range(i, p.object_entries):
-                    ref = idx.ref(j)
-                    obj = self.catalog.get(ref.object_id)
-                    block = await self.store.get(obj.key, ref.position, ref.position + ref.size)
-                    for base, _, _, batch in split_block(block):
+                    for base, batch in await self._stored_batches(idx.ref(j)):
                         out.append((records.parse_header(batch), base))
             return out
 
@@ -222,14 +219,17 @@ class LogManager:
             if state is None:
                 continue
             for p in state.partitions:
-                idx = p.batches
                 for i in range(p.object_entries):
-                    ref = idx.ref(i)
-                    obj = self.catalog.get(ref.object_id)
-                    block = await self.store.get(obj.key, ref.position, ref.position + ref.size)
-                    for base, _, _, batch in split_block(block):
+                    for base, batch in await self._stored_batches(p.batches.ref(i)):
                         if base >= p.log_start_offset:
                             replayer(bytes(batch))
+
+    async def _stored_batches(self, ref: BatchRef) -> list[tuple[int, memoryview]]:
+        """(base offset, batch) of an object block, fetched from the store past the block
+        cache: start-up reads each block once, and should not fill the cache."""
+        obj = self.catalog.get(ref.object_id)
+        block = await self.store.get(obj.key, ref.position, ref.position + ref.size)
+        return [(base, batch) for base, _, _, batch in split_block(block)]
 
     def _replay(self, entry: WalEntry, counts: dict[str, int]) -> None:
         topic = self.topics_by_id.get(entry.topic_id)

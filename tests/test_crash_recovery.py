@@ -82,11 +82,9 @@ def _read_all(
     return got
 
 
-def test_kill_during_acks_all_produce_loses_nothing_acknowledged(broker_factory) -> None:
-    broker = broker_factory()
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic("events", PARTITIONS, 1)])["events"].result(10)
-
+def _produce_then_kill(broker, records: int, timeout: float) -> tuple[dict, list]:
+    """Produce to `events` from a thread until `records` are acknowledged, then SIGKILL
+    the broker mid-stream. Returns the acknowledged records and the producer's errors."""
     acked: dict[tuple[int, int], bytes] = {}
     errors: list = []
     stop = threading.Event()
@@ -94,15 +92,24 @@ def test_kill_during_acks_all_produce_loses_nothing_acknowledged(broker_factory)
         target=_produce_until, args=(broker.bootstrap, "events", stop, acked, errors)
     )
     producer.start()
-    deadline = time.monotonic() + 30
-    while len(acked) < 20_000 and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while len(acked) < records and time.monotonic() < deadline:
         time.sleep(0.05)
-    broker.kill()  # SIGKILL mid-stream
+    broker.kill()
     killed_with = len(acked)
     time.sleep(0.5)
     stop.set()
     producer.join(30)
-    assert killed_with >= 20_000, f"only {killed_with} records acknowledged before the kill"
+    assert killed_with >= records, f"only {killed_with} records acknowledged before the kill"
+    return acked, errors
+
+
+def test_kill_during_acks_all_produce_loses_nothing_acknowledged(broker_factory) -> None:
+    broker = broker_factory()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("events", PARTITIONS, 1)])["events"].result(10)
+
+    acked, errors = _produce_then_kill(broker, 20_000, timeout=30)
     assert errors, "the producer should have seen the broker go away"
 
     restarted = broker_factory(data_dir=broker.data_dir, port=broker.port)

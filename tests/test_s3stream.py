@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import shutil
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from confluent_kafka.admin import (
 
 from protocol.record_codec import decode_records
 from protocol.records import iter_headers
-from tests.test_crash_recovery import PARTITIONS, _produce_until, _read_all
+from tests.test_crash_recovery import PARTITIONS, _produce_then_kill, _read_all
 from tests.wire import WireClient, make_batch
 
 
@@ -210,31 +209,16 @@ def test_clean_stop_then_wiped_data_dir_serves_everything(broker_factory, bucket
 # --- 3. kill -9 while uploads run ---------------------------------------------------------
 
 
-def _produce_then_kill(broker, records: int) -> dict:
+def _produce_to_new_topic_then_kill(broker, records: int) -> dict:
     _create(broker.bootstrap, "events", PARTITIONS)
-    acked: dict[tuple[int, int], bytes] = {}
-    errors: list = []
-    stop = threading.Event()
-    producer = threading.Thread(
-        target=_produce_until, args=(broker.bootstrap, "events", stop, acked, errors)
-    )
-    producer.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < records and time.monotonic() < deadline:
-        time.sleep(0.05)
-    broker.kill()
-    killed_with = len(acked)
-    time.sleep(0.5)
-    stop.set()
-    producer.join(30)
-    assert killed_with >= records, f"only {killed_with} records acknowledged before the kill"
+    acked, _ = _produce_then_kill(broker, records, timeout=60)
     return acked
 
 
 def test_kill_during_uploads_loses_nothing_and_serves_nothing_twice(broker_factory, s3) -> None:
     args = [*s3.args, "--upload-bytes", str(256 << 10), "--wal-segment-bytes", str(1 << 20)]
     b = broker_factory(*args)
-    acked = _produce_then_kill(b, 30_000)
+    acked = _produce_to_new_topic_then_kill(b, 30_000)
     assert s3.data_objects(), "no object was uploaded before the kill"
 
     b = broker_factory(*args, data_dir=b.data_dir, port=b.port)
@@ -252,7 +236,7 @@ def test_kill_during_uploads_loses_nothing_and_serves_nothing_twice(broker_facto
 def test_object_mode_survives_kill_and_lost_data_dir(broker_factory, s3) -> None:
     args = [*s3.args, "--durability", "object"]
     b = broker_factory(*args)
-    acked = _produce_then_kill(b, 10_000)
+    acked = _produce_to_new_topic_then_kill(b, 10_000)
     shutil.rmtree(b.data_dir)  # the machine is gone: only the bucket is left
 
     b = broker_factory(*args, data_dir=b.data_dir, port=b.port)
