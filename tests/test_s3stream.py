@@ -250,13 +250,18 @@ def test_object_mode_survives_kill_and_lost_data_dir(broker_factory, s3) -> None
 
 
 def test_store_outage_backpressure_then_recovery(broker_factory, s3, s3_bucket) -> None:
+    from tests.broker_process import free_port
+
     server, _ = s3_bucket
+    metrics_port = free_port()
     args = [
         *s3.args,
         "--upload-bytes",
         str(256 << 10),
         "--max-upload-backlog-bytes",
         str(4 << 20),
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
     ]
     b = broker_factory(*args)
     _create(b.bootstrap, "events", 1)
@@ -294,6 +299,11 @@ def test_store_outage_backpressure_then_recovery(broker_factory, s3, s3_bucket) 
         assert sum(1 for code in during[:first_refusal] if code == 0) >= 30
         # the store is back: uploads drain the backlog and produce is accepted again
         assert _wait_for(lambda: produce_one(c, i) == 0, 60), "produce did not recover"
+        # the first acceptance can come with the backlog just under its bound: once the
+        # uploads have drained it, produce is accepted steadily
+        assert _wait_for(
+            lambda: _metric(metrics_port, "strata_upload_backlog_bytes") < 1 << 20, 60
+        ), "the upload backlog did not drain"
         for j in range(20):
             assert produce_one(c, i + 1 + j) == 0
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aetcd
 
-from broker.cluster.etcd import KeySpace, cancel_quietly, describe, pack, unpack
+from broker.cluster.etcd import KeySpace, cancel_quietly, describe, pack, unpack, within
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class ControllerElection:
         """Delete the key if it is still the one this broker created."""
         t = self.client.transactions
         try:
-            await asyncio.wait_for(
+            await within(
                 self.client.transaction(
                     compare=[t.create(self._key) == epoch],
                     success=[t.delete(self._key)],

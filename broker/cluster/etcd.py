@@ -195,7 +195,26 @@ class PrefixMirror:
 async def cancel_quietly(watch: aetcd.Watch) -> None:
     """Tell etcd to drop the watch; best effort and bounded, the stream may be gone."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(watch.cancel(), 1.0)
+        await within(watch.cancel(), 1.0)
+
+
+async def within(coro: Any, timeout: float) -> Any:
+    """Await `coro` for at most `timeout` seconds, then leave it running (cancelled) and
+    raise TimeoutError. Unlike asyncio.wait_for, this never waits for the cancellation
+    to finish: a gRPC call cancelled mid-flight may not end promptly, and a shutdown
+    path must stay bounded."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise TimeoutError(f"no answer within {timeout}s")
+    return task.result()
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def describe(e: BaseException) -> str:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import aetcd
 
-from broker.cluster.etcd import KeySpace, PrefixMirror, describe, pack, unpack
+from broker.cluster.etcd import KeySpace, PrefixMirror, describe, pack, unpack, within
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class Membership:
 
     async def _revoke(self, lease_id: int) -> None:
         try:
-            await asyncio.wait_for(self.client.revoke_lease(lease_id), self.timeout)
+            await within(self.client.revoke_lease(lease_id), self.timeout)
         except Exception as e:
             log.warning(
                 "could not revoke lease %x (%s); broker %d's registration expires within %ds",
