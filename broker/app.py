@@ -8,10 +8,11 @@ import logging
 
 from broker.config import BrokerConfig
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
-from broker.groups.offset_store import OffsetStore
+from broker.groups.offset_store import OFFSETS_TOPIC, OffsetStore
 from broker.handlers import HANDLERS
 from broker.log_manager import LogManager, TopicState
 from broker.metrics import BrokerMetrics
+from broker.partition import Partition
 from broker.server import Server
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
@@ -30,6 +31,11 @@ class Broker:
                 path_style=config.s3_path_style,
             )
         )
+        self.cluster = None
+        if config.etcd:
+            from broker.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(self)
         self.logs = LogManager(
             config.data_dir,
             tail_cache_bytes=config.tail_cache_bytes,
@@ -38,7 +44,12 @@ class Broker:
             objects=config.object_tier(),
             topic_defaults=config.topic_defaults(),
             broker_id=config.broker_id,
+            meta=self.cluster.meta if self.cluster else None,
         )
+        self.logs.on_partition_dropped.append(self._partition_dropped)
+        if self.cluster is not None:
+            self.logs.orphan_sink = self.cluster.orphans.keep
+            self.logs.uploader.may_upload = self.cluster.lease_ok
         self.offsets = OffsetStore(self.logs, config.offsets_topic_num_partitions)
         self.groups = GroupCoordinator(
             GroupSettings(
@@ -55,7 +66,12 @@ class Broker:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
         self.metrics_port = self.metrics.start_http(self.config.metrics_listen)
         await self.store.open()
-        await self.logs.open()
+        if self.cluster is not None:
+            await self.cluster.join()
+        if self.cluster is not None:
+            await self.logs.open(self.cluster.leads)
+        else:
+            await self.logs.open()
         await self.offsets.ensure_topic()
         for group_id in {*self.offsets.offsets, *self.offsets.group_types}:
             group = self.groups.group(group_id, create=True)  # empty, as in Kafka after a restart
@@ -64,11 +80,13 @@ class Broker:
         self.groups.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
+        if self.cluster is not None:
+            await self.cluster.start()
         self.metrics.ready = True
         host, port = self.config.advertised
         log.info(
             "Strata broker %d listening on %s:%d (advertised %s:%d), WAL in %s, "
-            "objects in %s, durability %s",
+            "objects in %s, durability %s, %s",
             self.config.broker_id,
             self.config.listen_host,
             self.port,
@@ -77,6 +95,9 @@ class Broker:
             self.config.data_dir,
             self.store.describe(),
             self.config.durability,
+            f"cluster {self.config.cluster_name} via etcd {self.config.etcd}"
+            if self.cluster
+            else "embedded (single broker)",
         )
 
     async def stop(self) -> None:
@@ -85,6 +106,8 @@ class Broker:
         self._housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._housekeeping
+        if self.cluster is not None:
+            await self.cluster.stop()  # hand the partitions over while clients can follow
         await self.server.stop()
         await self.groups.stop()
         await self.logs.close()
@@ -104,6 +127,67 @@ class Broker:
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
+
+    # --- who answers for what (always this broker, embedded) ----------------------------
+
+    def serves(self, p: Partition) -> bool:
+        """Whether this broker takes writes and serves reads for `p` now."""
+        return p.leading if self.cluster is None else self.cluster.serves(p)
+
+    def may_ack(self) -> bool:
+        """Whether writes appended here may still be acknowledged (cluster mode: the
+        lease is surely alive, so no other broker can have taken the partitions)."""
+        return self.cluster is None or self.cluster.lease_ok()
+
+    def brokers(self) -> list[tuple[int, str, int, str | None]]:
+        """(id, host, port, rack) of every live broker, as clients should reach them."""
+        if self.cluster is None:
+            host, port = self.config.advertised
+            return [(self.config.broker_id, host, port, self.config.rack or None)]
+        return [
+            (b.broker_id, b.host, b.port, b.rack) for _, b in sorted(self.cluster.live().items())
+        ]
+
+    @property
+    def controller_id(self) -> int:
+        if self.cluster is None:
+            return self.config.broker_id
+        leader = self.cluster.election.leader_id
+        return -1 if leader is None else leader
+
+    def leader_of(self, p: Partition) -> tuple[int, int]:
+        """(leader broker id or -1, leader epoch) of a partition."""
+        if self.cluster is None:
+            return self.config.broker_id, p.leader_epoch
+        return self.cluster.leader_of(p.topic_id, p.index)
+
+    def coordinator_of(self, group_id: str) -> tuple[int, str, int] | None:
+        """(id, host, port) of the broker coordinating a group: the leader of its
+        offsets partition; None while that has no live leader."""
+        topic = self.logs.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            return None
+        leader, _ = self.leader_of(topic.partitions[self.offsets.partition_for(group_id)])
+        for b, host, port, _ in self.brokers():
+            if b == leader:
+                return b, host, port
+        return None
+
+    def coordinates(self, group_id: str) -> bool:
+        topic = self.logs.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            return False
+        return self.serves(topic.partitions[self.offsets.partition_for(group_id)])
+
+    def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
+        if topic.name != OFFSETS_TOPIC:
+            return
+        groups = self.offsets.unload(p.index)
+        groups.update(g for g in self.groups.groups if self.offsets.partition_for(g) == p.index)
+        for g in groups:
+            self.groups.unload(g)
+        if groups:
+            log.info("no longer coordinating %d groups of %s", len(groups), p)
 
     async def auto_create_topic(self, name: str) -> TopicState:
         try:

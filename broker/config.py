@@ -32,7 +32,18 @@ class BrokerConfig:
     advertised_listener: str = _setting(
         "", "HOST:PORT clients are told to connect to (default: the listen address)"
     )
-    broker_id: int = _setting(0, "this broker's node id")
+    broker_id: int = _setting(0, "this broker's node id (unique in a cluster)")
+    etcd: str = _setting(
+        "", "cluster mode: etcd URL(s), http://host:port[,...] (default: embedded, one broker)"
+    )
+    cluster_name: str = _setting("strata", "cluster mode: the cluster's name (its etcd prefix)")
+    rack: str = _setting("", "broker.rack, reported in Metadata")
+    lease_ttl_ms: int = _setting(
+        6000, "cluster mode: how long a broker that stops answering keeps its partitions"
+    )
+    max_partition_moves: int = _setting(
+        4, "cluster mode: partitions the controller moves at once when balancing"
+    )
     auto_create_topics: bool = _setting(True, "auto.create.topics.enable")
     num_partitions: int = _setting(1, "num.partitions: partitions of auto-created topics")
     message_max_bytes: int = _setting(1048588, "message.max.bytes: default max.message.bytes")

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +24,7 @@ from broker.topic_config import effective
 from protocol import records
 from protocol.records import BatchHeader
 from s3stream.block_cache import BlockCache, BlockRef
-from s3stream.catalog import Catalog
+from s3stream.catalog import Catalog, PartitionView
 from s3stream.compaction import Compactor
 from s3stream.object_format import split_block
 from s3stream.settings import ObjectTierSettings
@@ -69,13 +69,18 @@ class LogManager:
         objects: ObjectTierSettings | None = None,
         topic_defaults: dict[str, str] | None = None,
         broker_id: int = 0,
+        meta: MetadataStore | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.topic_defaults = dict(topic_defaults or {})
         self.producer_id_expiration_ms = 86_400_000  # Kafka's producer.id.expiration.ms
         self.settings = objects or ObjectTierSettings()
         self.store = store
-        self.meta = MetadataStore(store)
+        self.meta = meta or MetadataStore(store)
+        # cluster mode: partitions are held only once this broker leads them, and
+        # objects are deleted by the controller's sweep over every broker's catalog
+        self.cluster = meta is not None
+        self.broker_id = broker_id
         self.wal = WriteAheadLog(self.data_dir / "wal", wal_segment_bytes)
         self.cold: ColdReader = self.wal
         self.tail = TailCache(tail_cache_bytes)
@@ -86,21 +91,36 @@ class LogManager:
         )
         self.uploader = Uploader(self, self.catalog, s.upload, BatchRef)
         self.compactor = Compactor(self, self.catalog, self.block_cache, s.compaction, BatchRef)
+        self.compactor.deletes_objects = not self.cluster
         self.max_backlog_bytes = s.max_backlog_bytes
         self.topics: dict[str, TopicState] = {}
         self.topics_by_id: dict[bytes, TopicState] = {}
         self._unsynced: set[Partition] = set()
         self._waiters: dict[Partition, set[asyncio.Future[None]]] = {}
-        self._next_producer_id = 0
+        self._next_producer_id = self._producer_id_end = 0
+        self._producer_id_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._meta_lock = asyncio.Lock()
         # topic name -> called with each batch of that topic replayed from the WAL
         self.internal_replayers: dict[str, Callable[[bytes], None]] = {}
+        # called when a partition stops being this broker's (cluster mode)
+        self.on_partition_dropped: list[Callable[[TopicState, Partition], None]] = []
+        # cluster mode: stores batches that other brokers' logs lack (broker.cluster.orphans)
+        self.orphan_sink: (
+            Callable[[list[tuple[bytes, int, int, bytes]]], Awaitable[None]] | None
+        ) = None
+        self._orphans: list[tuple[bytes, int, int, bytes]] = []
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Metadata and object indexes from the bucket, then the WAL's tail on top."""
+    async def open(self, leads: Callable[[bytes, int], int | None] | None = None) -> None:
+        """Metadata and object indexes from the bucket, then the WAL's tail on top.
+
+        Cluster mode passes `leads(topic_id, partition)`: the leader epoch at which this
+        broker leads the partition, or None. Only partitions whose latest snapshot here is
+        of that same leadership are opened now; the others are adopted afterwards, from
+        the broker the cluster names as their source.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         await self.meta.load(legacy=self.data_dir / "metadata.msgpack")
@@ -113,11 +133,25 @@ class LogManager:
             )
         for rec in self.meta.topics.values():
             self._add_topic_state(rec)
-        self._next_producer_id = self.meta.producer_id_limit
-        report, garbage = await self.catalog.load(self._partition_by_id, BatchRef)
+        own_ends: dict[tuple[bytes, int], int] = {}
+        if leads is not None:
+            for (tid, index), view in (await self.catalog.read_other(self.broker_id)).items():
+                own_ends[(tid, index)] = view.rows[-1][5] + 1 if view.rows else 0
+
+        def resolve(topic_id: bytes, index: int, epoch: int | None) -> Partition | None:
+            p = self._partition_by_id(topic_id, index)
+            if p is None or leads is None:
+                return p
+            if epoch is not None and leads(topic_id, index) == epoch:
+                p.held, p.leader_epoch = True, epoch
+            return p if p.held else None
+
+        report, garbage = await self.catalog.load(resolve, BatchRef)
+        if self.cluster:
+            garbage = []  # perhaps another broker's now: the controller's sweep decides
         self._apply_log_starts()
-        await self._replay_internal_from_objects()
-        await self._restore_producers_from_objects()
+        await self._replay_internal(self.live_partitions())
+        await self._restore_producers(self.live_partitions())
         log.info(
             "opened %d objects from %s (%d newer than the snapshot, %d leftovers) in %.2fs",
             report.objects,
@@ -128,7 +162,7 @@ class LogManager:
         )
         started = time.monotonic()
         counts = {"entries": 0, "skipped": 0, "uploaded": 0}
-        await asyncio.to_thread(self.wal.recover, lambda e: self._replay(e, counts))
+        await asyncio.to_thread(self.wal.recover, lambda e: self._replay(e, counts, own_ends))
         log.info(
             "recovered %d batches from the WAL in %.2fs (%d already uploaded, %d of deleted "
             "topics skipped); log end %d",
@@ -139,6 +173,9 @@ class LogManager:
             self.wal.end_position,
         )
         self._apply_log_starts()
+        if self._orphans and self.orphan_sink is not None:
+            await self.orphan_sink(self._orphans)  # before the WAL may be trimmed
+        self._orphans = []
         firsts = [p.first_position for p in self.live_partitions()]
         self.uploader.uploaded_position = min(
             (f for f in firsts if f is not None), default=self.wal.end_position
@@ -186,7 +223,7 @@ class LogManager:
                 if index < len(state.partitions):
                     state.partitions[index].start_at(offset)
 
-    async def _restore_producers_from_objects(self) -> None:
+    async def _restore_producers(self, partitions: list[Partition]) -> None:
         """Idempotent producers' state from each partition's newest uploaded batches, so a
         retry of a batch acknowledged just before a crash is still seen as a duplicate
         when the WAL no longer holds it (trimmed, or the data directory is gone)."""
@@ -205,24 +242,23 @@ class LogManager:
                         out.append((records.parse_header(batch), base))
             return out
 
-        parts = [p for p in self.live_partitions() if p.object_entries]
+        parts = [p for p in partitions if p.object_entries]
         found = await asyncio.gather(*(newest(p) for p in parts))
         for p, batches in zip(parts, found, strict=True):
             for h, base in batches:
                 p.producers.update(h, base)
 
-    async def _replay_internal_from_objects(self) -> None:
+    async def _replay_internal(self, partitions: list[Partition]) -> None:
         """Feed internal topics' uploaded batches to their replayers (the WAL's part
         follows during recovery)."""
-        for name, replayer in self.internal_replayers.items():
-            state = self.topics.get(name)
-            if state is None:
+        for p in partitions:
+            replayer = self.internal_replayers.get(p.topic)
+            if replayer is None:
                 continue
-            for p in state.partitions:
-                for i in range(p.object_entries):
-                    for base, batch in await self._stored_batches(p.batches.ref(i)):
-                        if base >= p.log_start_offset:
-                            replayer(bytes(batch))
+            for i in range(p.object_entries):
+                for base, batch in await self._stored_batches(p.batches.ref(i)):
+                    if base >= p.log_start_offset:
+                        replayer(bytes(batch))
 
     async def _stored_batches(self, ref: BatchRef) -> list[tuple[int, memoryview]]:
         """(base offset, batch) of an object block, fetched from the store past the block
@@ -231,12 +267,24 @@ class LogManager:
         block = await self.store.get(obj.key, ref.position, ref.position + ref.size)
         return [(base, batch) for base, _, _, batch in split_block(block)]
 
-    def _replay(self, entry: WalEntry, counts: dict[str, int]) -> None:
+    def _replay(
+        self, entry: WalEntry, counts: dict[str, int], own_ends: dict[tuple[bytes, int], int]
+    ) -> None:
         topic = self.topics_by_id.get(entry.topic_id)
         if topic is None or entry.partition >= len(topic.partitions):
             counts["skipped"] += 1
             return
         p = topic.partitions[entry.partition]
+        if self.cluster and (not p.held or entry.leader_epoch != p.leader_epoch):
+            # written while this broker led the partition before; if never uploaded,
+            # another broker took the partition over without it (a failover in wal
+            # mode): an orphan, kept aside rather than dropped
+            if entry.base_offset >= own_ends.get((entry.topic_id, entry.partition), 0):
+                self._orphans.append(
+                    (entry.topic_id, entry.partition, entry.base_offset, bytes(entry.batch))
+                )
+            counts["skipped"] += 1
+            return
         h = records.parse_header(entry.batch)
         if entry.base_offset < p.log_end_offset:
             # already in an object (or below the log start): only its producer state counts
@@ -278,78 +326,213 @@ class LogManager:
         """Write the catalog snapshot in the background (the uploader's periodic one)."""
         self._background(self.catalog.write_snapshot(self.live_partitions()), "catalog snapshot")
 
+    # --- leadership (cluster mode) ----------------------------------------------------
+
+    async def adopt(self, wanted: list[tuple[Partition, int, int]]) -> list[Partition]:
+        """Lead partitions: (partition, leader epoch, source broker id or -1 for none).
+
+        The partition's object entries come from the source's stored catalog (after a
+        hand-off its snapshot has them all; after a failover its newer objects hold the
+        rest), so nothing is copied: this broker's catalog just names those objects.
+        The new state is snapshotted before the partition takes writes.
+        """
+        views: dict[int, dict] = {}
+        opened = []
+        unknown_producers = []
+        for p, epoch, source in wanted:
+            if p.deleted:
+                continue
+            view = await self._stored_view(p, epoch, source, views)
+            self.drop(p)
+            p.leader_epoch = epoch
+            for key, seq, osize, created, base, last, ts, pos, size in view.rows if view else ():
+                obj = self.catalog.ensure(key, seq, osize, created)
+                p.record_block(BatchRef(base, last, ts, pos, size, obj.id))
+            if view is not None and view.producers is not None and not view.discovered:
+                p.producers.restore(view.producers)  # a hand-off: the snapshot is current
+            else:
+                unknown_producers.append(p)  # a failover: read them from the newest blocks
+            p.held = True
+            opened.append(p)
+        self._apply_log_starts()
+        try:
+            await self._restore_producers(unknown_producers)
+            await self._replay_internal(opened)
+            await self.catalog.write_snapshot(self.live_partitions())
+        except BaseException:
+            for p in opened:
+                self.drop(p)
+            raise
+        for p in opened:
+            p.leading = True
+            self._wake(p)
+        keys = [self.catalog.handoff_key(p.topic_id, p.index) for p in opened]
+        self._background(self.store.delete(keys), "delete hand-off records")  # now in ours
+        return opened
+
+    async def _stored_view(
+        self, p: Partition, epoch: int, source: int, views: dict[int, dict]
+    ) -> PartitionView | None:
+        """Where a partition's stored log is described: the hand-off record its last
+        leader wrote for this epoch, else that leader's catalog (after a failover), else
+        a hand-off record written meanwhile (the last leader, back, just let go)."""
+        record = await self.catalog.read_handoff(p.topic_id, p.index)
+        if record is not None and record.epoch == epoch:
+            return record
+        if source < 0:
+            return None
+        if source not in views:
+            views[source] = await self.catalog.read_other(source)
+        view = views[source].get((p.topic_id, p.index))
+        if view is not None:
+            return view
+        record = await self.catalog.read_handoff(p.topic_id, p.index)
+        return record if record is not None and record.epoch == epoch else None
+
+    async def write_handoff(self, p: Partition, epoch: int) -> None:
+        """Describe a partition's stored log for its next leader (at `epoch`)."""
+        key = self.catalog.handoff_key(p.topic_id, p.index)
+        await self.store.put(key, self.catalog.handoff_record(p, epoch))
+
+    async def release(self, parts: list[Partition]) -> None:
+        """A hand-off's first half: stop taking writes, upload everything appended so
+        far and write each partition's hand-off record (for its next leader, at epoch
+        + 1). On failure the partitions lead again (the hand-off is retried later)."""
+        for p in parts:
+            p.leading = False
+            self._wake(p)
+        try:
+            end = self.wal.end_position
+            if end > self.wal.durable_position:
+                await self.wal.wait_durable(end)
+            while self.uploader.uploaded_position < end:
+                if not await self.uploader.upload():
+                    await asyncio.sleep(0.01)
+            await asyncio.gather(*(self.write_handoff(p, p.leader_epoch + 1) for p in parts))
+        except BaseException:
+            for p in parts:
+                p.leading = p.held
+            raise
+
+    async def unuploaded(self, p: Partition) -> list[tuple[bytes, int, int, bytes]]:
+        """The partition's acknowledged batches that are only in the WAL, as orphans."""
+        idx = p.batches
+        out = []
+        for i in range(p.object_entries, len(idx)):
+            if idx.last_offsets[i] >= p.high_watermark:
+                break  # never acknowledged
+            for batch in await self.read_entry(idx.ref(i), p):
+                out.append((p.topic_id, p.index, idx.base_offsets[i], bytes(batch)))
+        return out
+
+    def drop(self, p: Partition) -> None:
+        """Forget a partition's log here: another broker leads it now."""
+        was_held = p.held
+        self.tail.drop(p.tail)
+        self._unsynced.discard(p)
+        p.reset()
+        self._wake(p)
+        state = self.topics_by_id.get(p.topic_id)
+        if was_held and state is not None:
+            for callback in self.on_partition_dropped:
+                callback(state, p)
+
     def live_partitions(self) -> list[Partition]:
-        return [p for state in self.topics.values() for p in state.partitions]
+        """The partitions whose data this broker holds (all of them, embedded)."""
+        return [p for state in self.topics.values() for p in state.partitions if p.held]
 
     # --- topics -----------------------------------------------------------------------
 
     def _add_topic_state(self, rec: TopicRecord) -> TopicState:
-        state = TopicState(
-            rec, [Partition(rec.topic_id, rec.name, i) for i in range(rec.partitions)]
-        )
+        state = TopicState(rec, [])
+        self._grow(state)
         self.topics[rec.name] = state
         self.topics_by_id[rec.topic_id] = state
         return state
 
+    def _grow(self, state: TopicState) -> None:
+        rec = state.record
+        for i in range(len(state.partitions), rec.partitions):
+            state.partitions.append(Partition(rec.topic_id, rec.name, i, held=not self.cluster))
+
+    def sync_topics(self) -> None:
+        """Make the topic states match the metadata, after a change made here or (cluster
+        mode) by another broker: new topics and partitions, deletions, log starts."""
+        for name, state in list(self.topics.items()):
+            if self.meta.topics.get(name) is not state.record:  # deleted, maybe recreated
+                self._forget_topic(state)
+        for rec in self.meta.topics.values():
+            state = self.topics.get(rec.name) or self._add_topic_state(rec)
+            if len(state.partitions) < rec.partitions:
+                log.info("topic %s has %d partitions", rec.name, rec.partitions)
+                self._grow(state)
+        self._apply_log_starts()
+
+    def _forget_topic(self, state: TopicState) -> None:
+        del self.topics[state.name]
+        self.topics_by_id.pop(state.record.topic_id, None)
+        for p in state.partitions:
+            p.deleted = True
+            self.tail.drop(p.tail)
+            self._unsynced.discard(p)
+            self._wake(p)
+        log.info("deleted topic %s", state.name)
+
     async def create_topic(
         self, name: str, partitions: int, configs: dict[str, str], internal: bool = False
     ) -> TopicState:
-        async with self._meta_lock:
-            if name in self.topics:
+        rec = TopicRecord(name, uuid.uuid4().bytes, partitions, dict(configs), internal)
+
+        def change() -> None:
+            if name in self.meta.topics:
                 raise FileExistsError(name)
-            rec = TopicRecord(name, uuid.uuid4().bytes, partitions, dict(configs), internal)
             self.meta.topics[name] = rec
-            try:
-                await self.meta.save()
-            except BaseException:
-                del self.meta.topics[name]
-                raise
-            log.info("created topic %s with %d partitions, configs %s", name, partitions, configs)
-            return self._add_topic_state(rec)
+
+        await self._change(change)
+        log.info("created topic %s with %d partitions, configs %s", name, partitions, configs)
+        return self.topics[name]
 
     async def delete_topic(self, name: str) -> None:
-        async with self._meta_lock:
-            state = self.topics.get(name)
-            if state is None:
+        def change() -> None:
+            if name not in self.meta.topics:
                 raise KeyError(name)
-            rec = self.meta.topics.pop(name)
-            try:
-                await self.meta.save()
-            except BaseException:
-                self.meta.topics[name] = rec
-                raise
-            del self.topics[name]
-            del self.topics_by_id[rec.topic_id]
-            for p in state.partitions:
-                p.deleted = True
-                self.tail.drop(p.tail)
-                self._unsynced.discard(p)
-                self._wake(p)
-            log.info("deleted topic %s", name)
+            del self.meta.topics[name]
 
-    async def _save_change(self, undo) -> None:
-        """Persist the metadata after a change; on failure, undo it and re-raise."""
-        try:
-            await self.meta.save()
-        except BaseException:
-            undo()
-            raise
+        if name not in self.topics:
+            raise KeyError(name)
+        await self._change(change)
+
+    async def _change(self, change: Callable[[], object]) -> None:
+        """Apply a metadata change and persist it; the topic states follow either way."""
+        async with self._meta_lock:
+            try:
+                await self.meta.update(change)
+            finally:
+                self.sync_topics()
 
     async def set_topic_configs(self, topic: TopicState, configs: dict[str, str]) -> None:
         """Replace a topic's explicit configs; readers see them at once, no restart."""
-        async with self._meta_lock:
-            old, topic.record.configs = topic.record.configs, dict(configs)
-            await self._save_change(lambda: setattr(topic.record, "configs", old))
-            log.info("topic %s configs now %s", topic.name, configs)
+
+        def change() -> None:
+            rec = self.meta.topics.get(topic.name)
+            if rec is None:
+                raise KeyError(topic.name)
+            rec.configs = dict(configs)
+
+        await self._change(change)
+        log.info("topic %s configs now %s", topic.name, configs)
 
     async def add_partitions(self, topic: TopicState, count: int) -> None:
-        async with self._meta_lock:
-            old = topic.record.partitions
-            topic.record.partitions = count
-            await self._save_change(lambda: setattr(topic.record, "partitions", old))
-            for i in range(old, count):
-                topic.partitions.append(Partition(topic.record.topic_id, topic.name, i))
-            log.info("topic %s grew from %d to %d partitions", topic.name, old, count)
+        old = len(topic.partitions)
+
+        def change() -> None:
+            rec = self.meta.topics.get(topic.name)
+            if rec is None:
+                raise KeyError(topic.name)
+            rec.partitions = max(rec.partitions, count)
+
+        await self._change(change)
+        log.info("topic %s grew from %d to %d partitions", topic.name, old, count)
 
     async def delete_records(self, topic: TopicState, p: Partition, offset: int) -> None:
         """Move the log start offset forward (DeleteRecords)."""
@@ -358,26 +541,24 @@ class LogManager:
     async def move_log_starts(self, moves: list[tuple[TopicState, Partition, int]]) -> None:
         """Persist new log start offsets in one metadata write, then apply them and trim
         the WAL segments that no partition needs any more."""
-        async with self._meta_lock:
-            # filtered under the lock: a concurrent move may have gone further meanwhile,
-            # and the persisted start must never go back (offsets would be reused)
-            moves = [(t, p, o) for t, p, o in moves if o > p.log_start_offset]
-            if not moves:
-                return
-            previous = [(t, p.index, t.record.log_start.get(p.index)) for t, p, _ in moves]
+
+        def change() -> bool:
+            # decided inside the change: a concurrent move may have gone further
+            # meanwhile, and the persisted start must never go back (offsets reused)
+            moved = False
             for t, p, offset in moves:
-                t.record.log_start[p.index] = offset
+                rec = self.meta.topics.get(t.name)
+                if rec is not None and offset > rec.log_start.get(p.index, 0):
+                    rec.log_start[p.index] = offset
+                    moved = True
+            return moved
 
-            def undo() -> None:
-                for t, index, old in previous:
-                    if old is None:
-                        t.record.log_start.pop(index, None)
-                    else:
-                        t.record.log_start[index] = old
-
-            await self._save_change(undo)
-            for _, p, offset in moves:
-                p.start_at(offset)
+        moves = [(t, p, o) for t, p, o in moves if o > p.log_start_offset]
+        if not moves:
+            return
+        await self._change(change)
+        for _, p, offset in moves:
+            if p.log_start_offset >= offset:
                 log.info("%s: log start offset moved to %d", p, offset)
         self.trim_wal()
 
@@ -411,6 +592,8 @@ class LogManager:
             retention_ms = int(self.topic_config(state, "retention.ms"))
             retention_bytes = int(self.topic_config(state, "retention.bytes"))
             for p in state.partitions:
+                if not p.leading:
+                    continue
                 p.producers.expire(now_ms, self.producer_id_expiration_ms)
                 idx, n, size = p.batches, 0, p.size_bytes
                 while n < len(idx) and idx.last_offsets[n] < p.high_watermark:
@@ -434,11 +617,19 @@ class LogManager:
     # --- producer ids -----------------------------------------------------------------
 
     async def allocate_producer_id(self) -> int:
-        """A producer id never handed out before, even across crashes: blocks persist first."""
-        async with self._meta_lock:
-            if self._next_producer_id >= self.meta.producer_id_limit:
-                self.meta.producer_id_limit = self._next_producer_id + PRODUCER_ID_BLOCK
-                await self.meta.save()
+        """A producer id never handed out before, even across crashes and brokers: each
+        broker takes blocks of ids from the metadata, persisted before use."""
+        async with self._producer_id_lock:
+            if self._next_producer_id >= self._producer_id_end:
+
+                def change() -> int:
+                    start = self.meta.producer_id_limit
+                    self.meta.producer_id_limit = start + PRODUCER_ID_BLOCK
+                    return start
+
+                async with self._meta_lock:
+                    start = await self.meta.update(change)
+                self._next_producer_id, self._producer_id_end = start, start + PRODUCER_ID_BLOCK
             pid = self._next_producer_id
             self._next_producer_id += 1
             return pid

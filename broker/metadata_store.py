@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import msgpack
 
@@ -23,6 +25,7 @@ METADATA_KEY = "metadata/cluster.msgpack"
 log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK = 1000
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,7 +59,7 @@ class MetadataStore:
             raw, self._etag = await self.store.get_with_etag(METADATA_KEY)
         except ObjectNotFound:
             if legacy is None or not legacy.exists():
-                self.cluster_id = _new_cluster_id()
+                self.cluster_id = new_cluster_id()
                 self.created = True
                 await self.save()
                 return
@@ -67,23 +70,38 @@ class MetadataStore:
             return
         self._apply(msgpack.unpackb(raw, strict_map_key=False))
 
+    async def update(self, change: Callable[[], T]) -> T:
+        """Apply `change` (which edits this object, and may raise to refuse) and persist
+        it; if it cannot be persisted, the state before it is restored. Cluster mode
+        re-reads and re-applies the change when another broker wrote first."""
+        before = self.document()
+        try:
+            result = change()
+            await self.save()
+        except BaseException:
+            self._apply(before)
+            raise
+        return result
+
     def _apply(self, doc: dict) -> None:
+        """Take `doc` as the state; records of topics that stay are updated in place, so
+        the broker's references to them stay valid."""
         self.cluster_id = doc["cluster_id"]
         self.producer_id_limit = doc["producer_id_limit"]
-        self.topics = {
-            t["name"]: TopicRecord(
-                t["name"],
-                t["id"],
-                t["partitions"],
-                dict(t["configs"]),
-                t.get("internal", False),
-                {int(p): o for p, o in t.get("log_start", {}).items()},
-            )
-            for t in doc["topics"]
-        }
+        topics = {}
+        for t in doc["topics"]:
+            rec = self.topics.get(t["name"])
+            if rec is None or rec.topic_id != t["id"]:
+                rec = TopicRecord(t["name"], t["id"], 0)
+            rec.partitions = t["partitions"]
+            rec.configs = dict(t["configs"])
+            rec.internal = t.get("internal", False)
+            rec.log_start = {int(p): o for p, o in t.get("log_start", {}).items()}
+            topics[rec.name] = rec
+        self.topics = topics
 
-    async def save(self) -> None:
-        doc = {
+    def document(self) -> dict:
+        return {
             "version": 1,
             "cluster_id": self.cluster_id,
             "producer_id_limit": self.producer_id_limit,
@@ -92,18 +110,22 @@ class MetadataStore:
                     "name": t.name,
                     "id": t.topic_id,
                     "partitions": t.partitions,
-                    "configs": t.configs,
+                    "configs": dict(t.configs),
                     "internal": t.internal,
-                    "log_start": t.log_start,
+                    "log_start": dict(t.log_start),
                 }
                 for t in self.topics.values()
             ],
         }
-        data = msgpack.packb(doc)
-        self._etag = await replace_if_match(self.store, METADATA_KEY, data, self._etag)
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.document())
+
+    async def save(self) -> None:
+        self._etag = await replace_if_match(self.store, METADATA_KEY, self.encode(), self._etag)
 
 
-def _new_cluster_id() -> str:
+def new_cluster_id() -> str:
     """Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding."""
     import base64
 

@@ -404,6 +404,51 @@ class BrokerMetrics:
             ),
         ]
 
+    def _cluster_families(self) -> list[Metric]:
+        node = self.broker.cluster
+        if node is None:
+            return []
+        c = node.controller
+        return [
+            GaugeMetricFamily("strata_cluster_brokers", "Live brokers", value=len(node.live())),
+            GaugeMetricFamily(
+                "strata_controller", "1 if this broker is the controller", value=int(c.active)
+            ),
+            CounterMetricFamily(
+                "strata_partitions_handed_over",
+                "Partitions this broker handed to another (moves, shutdown)",
+                value=node.handoffs,
+            ),
+            CounterMetricFamily(
+                "strata_partitions_adopted",
+                "Partitions this broker took over (opened from the bucket)",
+                value=node.adoptions,
+            ),
+            CounterMetricFamily(
+                "strata_controller_moves", "Moves this controller started", value=c.moves_started
+            ),
+            CounterMetricFamily(
+                "strata_controller_failovers",
+                "Partitions this controller gave a new leader after their leader left",
+                value=c.failovers,
+            ),
+            CounterMetricFamily(
+                "strata_orphaned_batches",
+                "Acknowledged batches found here that a failover left out of the log (wal mode)",
+                value=node.orphans.kept,
+            ),
+            CounterMetricFamily(
+                "strata_orphaned_batches_recovered",
+                "Orphaned batches this broker appended again as their partition's leader",
+                value=node.orphans.recovered,
+            ),
+            CounterMetricFamily(
+                "strata_objects_swept",
+                "Objects this controller deleted because no broker's catalog names them",
+                value=c.objects_deleted,
+            ),
+        ]
+
     def state_families(self) -> list[Metric]:
         b = self.broker
         logs = b.logs
@@ -448,9 +493,12 @@ class BrokerMetrics:
             "End of durable, readable data",
             labels=["topic", "partition"],
         )
+        led = 0
         for name, t in topics.items():
             for p in t.partitions:
-                hw.add_metric([name, str(p.index)], p.high_watermark)
+                if p.held:  # cluster mode: other brokers report their own partitions
+                    hw.add_metric([name, str(p.index)], p.high_watermark)
+                led += p.leading
         states = Tally(g.state for g in b.groups.groups.values())
         groups = GaugeMetricFamily("strata_consumer_groups", "Groups by state", labels=["state"])
         for state in GroupState:
@@ -484,10 +532,9 @@ class BrokerMetrics:
                 "strata_partitions", "Partitions, internal ones included", value=partitions
             ),
             GaugeMetricFamily(
-                "strata_leader_partitions",
-                "Partitions this broker leads (all: one broker per cluster for now)",
-                value=partitions,
+                "strata_leader_partitions", "Partitions this broker leads", value=led
             ),
+            *self._cluster_families(),
             hw,
             groups,
             committed,

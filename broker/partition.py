@@ -137,11 +137,16 @@ class BatchIndex:
 
 
 class Partition:
-    def __init__(self, topic_id: bytes, topic: str, index: int) -> None:
+    def __init__(self, topic_id: bytes, topic: str, index: int, held: bool = True) -> None:
         self.topic_id = topic_id
         self.topic = topic
         self.index = index
         self.leader_epoch = 0
+        # held: this broker owns the partition's data (uploads it, snapshots it);
+        # leading: it also takes writes and serves reads. The embedded broker holds and
+        # leads everything; in cluster mode a hand-off stops leading first, then lets go.
+        self.held = held
+        self.leading = held
         self.log_start_offset = 0
         self.log_end_offset = 0  # next offset to assign
         self.high_watermark = 0  # end of durable, readable data
@@ -155,6 +160,17 @@ class Partition:
         self._unsynced: deque[tuple[int, int]] = deque()
         self.object_entries = 0  # the index's leading entries that are object blocks
         self.deleted = False
+
+    def reset(self) -> None:
+        """Forget the log (another broker leads the partition now, or is about to)."""
+        self.held = self.leading = False
+        self.log_start_offset = self.log_end_offset = self.high_watermark = 0
+        self.batches = BatchIndex()
+        self.producers = ProducerStateTable()
+        self.max_timestamp_offset = self.max_timestamp = -1
+        self.size_bytes = 0
+        self._unsynced.clear()
+        self.object_entries = 0
 
     def __repr__(self) -> str:
         return f"{self.topic}-{self.index}"

@@ -100,3 +100,22 @@ class ProducerStateTable:
                 h.base_sequence, h.last_sequence, base_offset, base_offset + h.last_offset_delta
             )
         )
+
+    def snapshot(self) -> list:
+        """The table as plain lists (stored with the catalog, so the next leader of the
+        partition can recognise retries without reading the log)."""
+        return [
+            [
+                pid,
+                e.epoch,
+                e.last_timestamp,
+                [[b.first_seq, b.last_seq, b.base_offset, b.last_offset] for b in e.batches],
+            ]
+            for pid, e in self._producers.items()
+        ]
+
+    def restore(self, snapshot: list) -> None:
+        for pid, epoch, last_ts, batches in snapshot:
+            entry = _ProducerEntry(epoch, last_ts)
+            entry.batches.extend(_BatchMeta(*b) for b in batches)
+            self._producers[pid] = entry

@@ -197,3 +197,15 @@ def iter_headers(data: bytes | memoryview):
             break
         yield pos, h
         pos += h.size
+
+
+_PRODUCER = struct.Struct(">qhi")  # producerId, producerEpoch, baseSequence at offset 43
+
+
+def without_producer(batch: bytes | memoryview) -> bytes:
+    """The batch with no producer id or sequence (CRC recomputed): for re-appending
+    records whose producer has since moved on, which its sequence checks would refuse."""
+    out = bytearray(batch)
+    _PRODUCER.pack_into(out, 43, NO_PRODUCER_ID, -1, NO_SEQUENCE)
+    _CRC.pack_into(out, 17, crc32c.crc32c(memoryview(out)[CRC_START:]))
+    return bytes(out)

@@ -42,6 +42,17 @@ class StoredObject:
 
 
 @dataclass(slots=True)
+class PartitionView:
+    """What another broker's catalog holds for one partition (see Catalog.read_other)."""
+
+    epoch: int | None  # the leader epoch its snapshot was written at; None: not in it
+    # (object key, seq, object size, created ms, base, last, max timestamp, position, size)
+    rows: list[tuple]
+    producers: list | None = None  # idempotent producers' state as of the snapshot
+    discovered: bool = False  # rows from objects newer than the snapshot were added
+
+
+@dataclass(slots=True)
 class LoadReport:
     objects: int = 0
     discovered: int = 0
@@ -55,6 +66,7 @@ class Catalog:
         self.objects: dict[int, StoredObject] = {}
         self._retired: dict[int, StoredObject] = {}  # unlisted, kept for reads in flight
         self._next_id = 0
+        self._by_key: dict[str, StoredObject] = {}
         self.next_seq = 0
         self._inflight_seqs: set[int] = set()
         self._etag: str | None = None
@@ -96,6 +108,18 @@ class Catalog:
         obj = StoredObject(self._next_id, key or self.data_key(seq), seq, size, created_ms)
         self._next_id += 1
         self.objects[obj.id] = obj
+        self._by_key[obj.key] = obj
+        return obj
+
+    def ensure(self, key: str, seq: int, size: int, created_ms: int) -> StoredObject:
+        """The catalog's entry for `key`, which may be another broker's object (taken
+        over with a partition), adding it if new."""
+        obj = self._by_key.get(key)
+        if obj is None or obj.id not in self.objects:
+            obj = StoredObject(self._next_id, key, seq, size, created_ms)
+            self._next_id += 1
+            self.objects[obj.id] = obj
+            self._by_key[key] = obj
         return obj
 
     def get(self, object_id: int) -> StoredObject:
@@ -121,6 +145,8 @@ class Catalog:
     def forget(self, objs: list[StoredObject]) -> None:
         for o in objs:
             self._retired.pop(o.id, None)
+            if self._by_key.get(o.key) is o:
+                del self._by_key[o.key]
 
     # --- snapshot ---------------------------------------------------------------------
 
@@ -134,7 +160,7 @@ class Catalog:
             objects = []
             parts = []
             for p in partitions:
-                if p.deleted or not p.object_entries:
+                if p.deleted:
                     continue
                 idx = p.batches
                 rows = []
@@ -154,7 +180,7 @@ class Catalog:
                             index[oid],
                         ]
                     )
-                parts.append([p.topic_id, p.index, rows])
+                parts.append([p.topic_id, p.index, rows, p.leader_epoch, p.producers.snapshot()])
             doc = {
                 "version": 1,
                 "broker_id": self.broker_id,
@@ -171,12 +197,16 @@ class Catalog:
     # --- opening ----------------------------------------------------------------------
 
     async def load(
-        self, resolve: Callable[[bytes, int], Partition | None], ref: Callable[..., BatchRef]
+        self,
+        resolve: Callable[[bytes, int, int | None], Partition | None],
+        ref: Callable[..., BatchRef],
     ) -> tuple[LoadReport, list[str]]:
         """Rebuild partitions' object entries from the bucket; returns garbage keys.
 
-        `resolve(topic_id, partition)` finds a live partition (None: the topic is gone);
-        `ref(...)` builds an index entry. Call before the WAL is replayed.
+        `resolve(topic_id, partition, epoch)` finds a partition this broker holds
+        (None: the topic is gone, or in cluster mode another broker leads it or this
+        snapshot is from an older leadership); `epoch` is None for objects newer than
+        the snapshot. `ref(...)` builds an index entry. Call before the WAL is replayed.
         """
         report = LoadReport()
         garbage: list[str] = []
@@ -191,8 +221,9 @@ class Catalog:
             last_seq = doc["last_seq"]
             objs = [self.add(seq, size, created, key) for key, seq, size, created in doc["objects"]]
             known = {o.key for o in objs}
-            for topic_id, index, rows in doc["partitions"]:
-                p = resolve(topic_id, index)
+            for entry in doc["partitions"]:
+                topic_id, index, rows = entry[:3]
+                p = resolve(topic_id, index, entry[3] if len(entry) > 3 else 0)
                 if p is None:
                     continue
                 for base, last, ts, pos, size, k in rows:
@@ -213,7 +244,7 @@ class Catalog:
             obj = self.add(seq, info.size, 0, info.key)
             used = 0
             for e in entries:
-                p = resolve(e.topic_id, e.partition)
+                p = resolve(e.topic_id, e.partition, None)
                 if p is None or e.first_offset < p.log_end_offset:
                     continue  # a deleted topic, or offsets another object already holds
                 p.record_block(
@@ -229,6 +260,95 @@ class Catalog:
         report.objects = len(self.objects)
         report.garbage = len(garbage)
         return report, garbage
+
+    # --- hand-off records (cluster mode) ----------------------------------------------
+
+    @staticmethod
+    def handoff_key(topic_id: bytes, index: int) -> str:
+        return f"handoffs/{topic_id.hex()}-{index}.msgpack"
+
+    def handoff_record(self, p: Partition, epoch: int) -> bytes:
+        """A partition's stored log, for the broker that leads it next at `epoch`: its
+        object entries and idempotent producers. Written by the broker letting go,
+        before the assignment changes, so the next leader never depends on that
+        broker's catalog snapshot (which moves on without the partition)."""
+        idx = p.batches
+        rows = []
+        for i in range(p.object_entries):
+            o = self.get(idx.objects[i])
+            rows.append(
+                [
+                    o.key,
+                    o.seq,
+                    o.size,
+                    o.created_ms,
+                    idx.base_offsets[i],
+                    idx.last_offsets[i],
+                    idx.max_timestamps[i],
+                    idx.positions[i],
+                    idx.sizes[i],
+                ]
+            )
+        return msgpack.packb({"epoch": epoch, "rows": rows, "producers": p.producers.snapshot()})
+
+    async def read_handoff(self, topic_id: bytes, index: int) -> PartitionView | None:
+        try:
+            raw = await self.store.get(self.handoff_key(topic_id, index))
+        except ObjectNotFound:
+            return None
+        doc = msgpack.unpackb(raw, strict_map_key=False)
+        return PartitionView(doc["epoch"], [tuple(r) for r in doc["rows"]], doc["producers"])
+
+    async def read_other(self, broker_id: int) -> dict[tuple[bytes, int], PartitionView]:
+        """Another broker's (or this one's) stored catalog, read-only: its snapshot, and
+        the objects it uploaded after it, partition by partition. This is how a new
+        leader finds a partition's data: after a hand-off the old leader's snapshot has
+        it all; after a failover its newer objects hold the rest."""
+        other = Catalog(self.store, broker_id)
+        views: dict[tuple[bytes, int], PartitionView] = {}
+        last_seq = -1
+        try:
+            raw = await self.store.get(other.manifest_key)
+        except ObjectNotFound:
+            raw = None
+        if raw is not None:
+            doc = msgpack.unpackb(raw, strict_map_key=False)
+            last_seq = doc["last_seq"]
+            objs = doc["objects"]
+            for entry in doc["partitions"]:
+                topic_id, index, rows = entry[:3]
+                views[(topic_id, index)] = PartitionView(
+                    entry[3] if len(entry) > 3 else 0,
+                    [
+                        (*objs[k], base, last, ts, pos, size)
+                        for base, last, ts, pos, size, k in rows
+                    ],
+                )
+        listed = await self.store.list(other.data_prefix)
+        for info in sorted(listed, key=lambda i: i.key):
+            seq = other._seq_of(info.key)
+            if seq is None or seq <= last_seq:
+                continue
+            for e in await self.read_index(info.key, info.size):
+                view = views.setdefault((e.topic_id, e.partition), PartitionView(None, []))
+                end = view.rows[-1][5] + 1 if view.rows else 0
+                if e.first_offset < end:
+                    continue  # offsets an earlier object holds (a compaction's output)
+                view.discovered = True
+                view.rows.append(
+                    (
+                        info.key,
+                        seq,
+                        info.size,
+                        0,
+                        e.first_offset,
+                        e.last_offset,
+                        e.max_timestamp,
+                        e.position,
+                        e.size,
+                    )
+                )
+        return views
 
     async def read_index(self, key: str, size: int) -> list[BlockEntry]:
         """An object's index: the footer and usually the index in one ranged GET."""

@@ -57,6 +57,9 @@ class Compactor:
         self._to_retire: list[StoredObject] = []
         self.compactions = 0
         self.objects_deleted = 0
+        # False in cluster mode: another broker may have taken over a partition with
+        # these objects, so only the controller's sweep over every catalog deletes
+        self.deletes_objects = True
 
     # --- compaction -------------------------------------------------------------------
 
@@ -174,6 +177,9 @@ class Compactor:
         due = [objs for deadline, objs in self._doomed if deadline <= now]
         self._doomed = [(d, objs) for d, objs in self._doomed if d > now]
         for objs in due:
+            if not self.deletes_objects:
+                self.catalog.forget(objs)
+                continue
             try:
                 await self.catalog.store.delete([o.key for o in objs])
             except ObjectStoreError:

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class UploadsPaused(ObjectStoreError):
+    """The broker may not upload now (cluster mode: its lease is not confirmed, so the
+    partitions may already be another broker's, who must not miss what it uploads)."""
+
+
 @dataclass(frozen=True)
 class UploadSettings:
     upload_bytes: int = 32 * 1024 * 1024
@@ -86,6 +91,7 @@ class Uploader:
         self.failures = 0
         # called after each upload with (seconds, bytes, batches)
         self.upload_observer: Callable[[float, int, int], None] | None = None
+        self.may_upload: Callable[[], bool] = lambda: True
 
     # --- state ------------------------------------------------------------------------
 
@@ -187,6 +193,8 @@ class Uploader:
             return await self._upload()
 
     async def _upload(self) -> bool:
+        if not self.may_upload():
+            raise UploadsPaused("uploads wait until this broker's lease is confirmed")
         attempt = self._unfinished or await self._prepare()
         if attempt is None:
             return False

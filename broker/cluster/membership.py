@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import aetcd
 
-from broker.cluster.etcd import KeySpace, PrefixMirror, describe, pack, unpack, within
+from broker.cluster.etcd import KeySpace, PrefixMirror, describe, pack, unpack, wait_event, within
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,7 @@ class Membership:
         down_since: float | None = None
         conflict = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.ttl / 3)
+            await wait_event(self._wake, self.ttl / 3)
             self._wake.clear()
             try:
                 await self._renew()

@@ -47,6 +47,10 @@ def _sync_error(code: ErrorCode) -> dict:
     return {"error_code": code, "protocol_type": None, "protocol_name": None, "assignment": b""}
 
 
+join_error = _error
+sync_error = _sync_error
+
+
 def _release(member: Member, code: ErrorCode) -> None:
     """Answer a member's parked JoinGroup and SyncGroup, each in its own shape."""
     if member.join_waiter is not None and not member.join_waiter.done():
@@ -500,6 +504,16 @@ class GroupCoordinator:
         group = self.groups.pop(group_id, None)
         if group is not None:
             group.state = GroupState.DEAD
+
+    def unload(self, group_id: str) -> None:
+        """Another broker coordinates the group now (cluster mode): parked joins and
+        syncs get NOT_COORDINATOR, so the members find the new coordinator."""
+        group = self.groups.pop(group_id, None)
+        if group is None:
+            return
+        for member in group.members.values():
+            _release(member, ErrorCode.not_coordinator)
+        group.state = GroupState.DEAD
 
     # --- timers -------------------------------------------------------------------------
 

@@ -61,14 +61,29 @@ class OffsetStore:
     async def ensure_topic(self) -> TopicState:
         topic = self.logs.topics.get(OFFSETS_TOPIC)
         if topic is None:
-            topic = await self.logs.create_topic(
-                # compacted as in Kafka: housekeeping keeps the latest record per key
-                OFFSETS_TOPIC,
-                self.partitions,
-                {"cleanup.policy": "compact"},
-                internal=True,
-            )
+            try:
+                topic = await self.logs.create_topic(
+                    # compacted as in Kafka: housekeeping keeps the latest record per key
+                    OFFSETS_TOPIC,
+                    self.partitions,
+                    {"cleanup.policy": "compact"},
+                    internal=True,
+                )
+            except FileExistsError:  # another broker of the cluster was first
+                topic = self.logs.topics[OFFSETS_TOPIC]
         return topic
+
+    def groups_of(self, index: int) -> set[str]:
+        """The groups whose offsets (and coordination) live in offsets partition `index`."""
+        return {g for g in {*self.offsets, *self.group_types} if self.partition_for(g) == index}
+
+    def unload(self, index: int) -> set[str]:
+        """Forget the groups of a partition another broker leads now; returns them."""
+        groups = self.groups_of(index)
+        for g in groups:
+            self.offsets.pop(g, None)
+            self.group_types.pop(g, None)
+        return groups
 
     def partition_for(self, group_id: str) -> int:
         """Which partition of the offsets topic holds a group (and, later, who coordinates it)."""
@@ -146,6 +161,8 @@ class OffsetStore:
             return
         segments = self.logs.wal.segment_bases
         for p in topic.partitions:
+            if not p.leading:
+                continue  # another broker's (cluster mode)
             first = p.first_position
             # busy partitions, and quiet ones whose old commits pin the oldest WAL segment
             pins = first is not None and len(segments) > 1 and first < segments[1]

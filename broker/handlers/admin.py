@@ -55,7 +55,9 @@ async def handle_delete_records(broker: Broker, request: Request) -> dict:
             else:
                 p = state.partitions[rp.partition_index]
                 target = p.high_watermark if rp.offset == -1 else rp.offset
-                if target < 0 or target > p.high_watermark:
+                if not broker.serves(p):
+                    error = ErrorCode.not_leader_or_follower
+                elif target < 0 or target > p.high_watermark:
                     error = ErrorCode.offset_out_of_range
                 else:
                     await broker.logs.delete_records(state, p, target)
@@ -68,22 +70,16 @@ async def handle_delete_records(broker: Broker, request: Request) -> dict:
 
 
 async def handle_describe_cluster(broker: Broker, request: Request) -> dict:
-    host, port = broker.config.advertised
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,
         "error_message": None,
         "endpoint_type": 1,
         "cluster_id": broker.logs.meta.cluster_id,
-        "controller_id": broker.config.broker_id,
+        "controller_id": broker.controller_id,
         "brokers": [
-            {
-                "broker_id": broker.config.broker_id,
-                "host": host,
-                "port": port,
-                "rack": None,
-                "is_fenced": False,
-            }
+            {"broker_id": b, "host": host, "port": port, "rack": rack, "is_fenced": False}
+            for b, host, port, rack in broker.brokers()
         ],
         "cluster_authorized_operations": _NO_AUTH_OPS,
     }

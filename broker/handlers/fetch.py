@@ -49,7 +49,9 @@ def _resolve(broker: Broker, request: Request) -> list[tuple[dict, list[_Wanted]
             if state is not None and 0 <= fp.partition < len(state.partitions):
                 p, error = state.partitions[fp.partition], ErrorCode.none
                 epoch = getattr(fp, "current_leader_epoch", -1)
-                if epoch > p.leader_epoch:
+                if not broker.serves(p):
+                    error = ErrorCode.not_leader_or_follower
+                elif epoch > p.leader_epoch:
                     error = ErrorCode.unknown_leader_epoch
                 elif 0 <= epoch < p.leader_epoch:
                     error = ErrorCode.fenced_leader_epoch
@@ -84,6 +86,8 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
             if p is not None and error == ErrorCode.none:
                 if p.deleted:
                     error = ErrorCode.unknown_topic_or_partition
+                elif not broker.serves(p):  # handed over while the fetch waited
+                    error = ErrorCode.not_leader_or_follower
                 elif w.fetch_offset < p.log_start_offset or w.fetch_offset > p.log_end_offset:
                     error = ErrorCode.offset_out_of_range
                 elif remaining > 0 and w.fetch_offset < p.high_watermark:

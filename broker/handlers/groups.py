@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from broker.groups.coordinator import join_error, sync_error
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -18,8 +19,10 @@ GROUP_KEY = 0
 TRANSACTION_KEY = 1
 
 
+_NOT_COORDINATOR = ErrorCode.not_coordinator
+
+
 def _coordinator_entry(broker: Broker, key: str, key_type: int) -> dict:
-    host, port = broker.config.advertised
     if key_type != GROUP_KEY:
         return {
             "key": key,
@@ -38,9 +41,20 @@ def _coordinator_entry(broker: Broker, key: str, key_type: int) -> dict:
             "error_code": ErrorCode.invalid_request,
             "error_message": "empty group id",
         }
+    node = broker.coordinator_of(key)
+    if node is None:
+        return {
+            "key": key,
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+            "error_code": ErrorCode.coordinator_not_available,
+            "error_message": "the group's coordinator is moving; retry",
+        }
+    node_id, host, port = node
     return {
         "key": key,
-        "node_id": broker.config.broker_id,
+        "node_id": node_id,
         "host": host,
         "port": port,
         "error_code": ErrorCode.none,
@@ -64,6 +78,8 @@ def _peer_host(request: Request) -> str:
 
 async def handle_join(broker: Broker, request: Request) -> dict:
     b = request.body
+    if not broker.coordinates(b.group_id):
+        return {"throttle_time": 0, **join_error(_NOT_COORDINATOR, b.member_id)}
     session = int(b.session_timeout.total_seconds() * 1000)
     rebalance = getattr(b, "rebalance_timeout", None)
     rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None else session
@@ -84,6 +100,8 @@ async def handle_join(broker: Broker, request: Request) -> dict:
 
 async def handle_sync(broker: Broker, request: Request) -> dict:
     b = request.body
+    if not broker.coordinates(b.group_id):
+        return {"throttle_time": 0, **sync_error(_NOT_COORDINATOR)}
     result = await broker.groups.sync(
         b.group_id,
         b.generation_id,
@@ -98,6 +116,8 @@ async def handle_sync(broker: Broker, request: Request) -> dict:
 
 async def handle_heartbeat(broker: Broker, request: Request) -> dict:
     b = request.body
+    if not broker.coordinates(b.group_id):
+        return {"throttle_time": 0, "error_code": _NOT_COORDINATOR}
     error = broker.groups.heartbeat(
         b.group_id, b.generation_id, b.member_id, getattr(b, "group_instance_id", None)
     )
@@ -106,6 +126,10 @@ async def handle_heartbeat(broker: Broker, request: Request) -> dict:
 
 async def handle_leave(broker: Broker, request: Request) -> dict:
     b = request.body
+    if not broker.coordinates(b.group_id):
+        if request.header.api_version < 3:
+            return {"throttle_time": 0, "error_code": _NOT_COORDINATOR}
+        return {"throttle_time": 0, "error_code": _NOT_COORDINATOR, "members": []}
     if request.header.api_version < 3:
         (error,) = broker.groups.leave(b.group_id, [(b.member_id, None)])
         return {"throttle_time": 0, "error_code": error}
@@ -122,7 +146,13 @@ async def handle_leave(broker: Broker, request: Request) -> dict:
 
 
 async def handle_describe(broker: Broker, request: Request) -> dict:
-    return {"throttle_time": 0, "groups": [broker.groups.describe(g) for g in request.body.groups]}
+    groups = []
+    for g in request.body.groups:
+        entry = broker.groups.describe(g)
+        if not broker.coordinates(g):
+            entry = {**entry, "error_code": _NOT_COORDINATOR, "group_state": "", "members": []}
+        groups.append(entry)
+    return {"throttle_time": 0, "groups": groups}
 
 
 async def handle_list(broker: Broker, request: Request) -> dict:
@@ -138,7 +168,9 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
     results = []
     for group_id in request.body.groups_names:
         error = broker.groups.delete_error(group_id)
-        if error is None:
+        if not broker.coordinates(group_id):
+            error = _NOT_COORDINATOR
+        elif error is None:
             broker.groups.forget(group_id)  # first: a join arriving meanwhile starts afresh
             await broker.offsets.delete_group(group_id)
             log.info("deleted group %s", group_id)

@@ -91,7 +91,9 @@ async def handle(broker: Broker, request: Request) -> dict:
                 p = state.partitions[lp.partition_index]
                 epoch = p.leader_epoch
                 current = getattr(lp, "current_leader_epoch", -1)
-                if current > p.leader_epoch:
+                if not broker.serves(p):
+                    error = ErrorCode.not_leader_or_follower
+                elif current > p.leader_epoch:
                     error = ErrorCode.unknown_leader_epoch
                 elif 0 <= current < p.leader_epoch:
                     error = ErrorCode.fenced_leader_epoch

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from broker.log_manager import TopicState
 from broker.naming import topic_name_error
+from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -20,25 +21,27 @@ _NO_AUTH_OPS = -2147483648
 _ZERO_UUID = uuid.UUID(int=0)
 
 
+def _partition_entry(broker: Broker, p: Partition) -> dict:
+    """The bucket is the only replica; a partition's one replica is its leader."""
+    leader, epoch = broker.leader_of(p)
+    return {
+        "error_code": ErrorCode.none if leader >= 0 else ErrorCode.leader_not_available,
+        "partition_index": p.index,
+        "leader_id": leader,
+        "leader_epoch": epoch,
+        "replica_nodes": (leader,) if leader >= 0 else (),
+        "isr_nodes": (leader,) if leader >= 0 else (),
+        "offline_replicas": (),
+    }
+
+
 def topic_entry(broker: Broker, state: TopicState) -> dict:
-    node = broker.config.broker_id
     return {
         "error_code": ErrorCode.none,
         "name": state.name,
         "topic_id": state.record.uuid,
         "is_internal": state.record.internal,
-        "partitions": [
-            {
-                "error_code": ErrorCode.none,
-                "partition_index": p.index,
-                "leader_id": node,
-                "leader_epoch": p.leader_epoch,
-                "replica_nodes": (node,),
-                "isr_nodes": (node,),
-                "offline_replicas": (),
-            }
-            for p in state.partitions
-        ],
+        "partitions": [_partition_entry(broker, p) for p in state.partitions],
         "topic_authorized_operations": _NO_AUTH_OPS,
     }
 
@@ -91,12 +94,14 @@ async def handle(broker: Broker, request: Request) -> dict:
                 state = await broker.auto_create_topic(name)
             topics.append(topic_entry(broker, state))
 
-    host, port = broker.config.advertised
     return {
         "throttle_time": 0,
-        "brokers": [{"node_id": broker.config.broker_id, "host": host, "port": port, "rack": None}],
+        "brokers": [
+            {"node_id": b, "host": host, "port": port, "rack": rack}
+            for b, host, port, rack in broker.brokers()
+        ],
         "cluster_id": logs.meta.cluster_id,
-        "controller_id": broker.config.broker_id,
+        "controller_id": broker.controller_id,
         "topics": topics,
         "cluster_authorized_operations": _NO_AUTH_OPS,
         "error_code": ErrorCode.none,

@@ -25,6 +25,8 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
     b = request.body
     if not b.group_id:
         refusal: ErrorCode | None = ErrorCode.invalid_group_id
+    elif not broker.coordinates(b.group_id):
+        refusal = ErrorCode.not_coordinator
     else:
         refusal = broker.groups.commit_error(
             b.group_id,
@@ -65,6 +67,8 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
 
 
 def _fetch_group(broker: Broker, group_id: str, topics) -> tuple[list[dict], ErrorCode]:
+    if not broker.coordinates(group_id):
+        return [], ErrorCode.not_coordinator
     store = broker.offsets
     if topics is None:  # every partition the group has offsets for
         by_topic: dict[str, list[int]] = {}
@@ -105,6 +109,8 @@ async def handle_fetch(broker: Broker, request: Request) -> dict:
 
 async def handle_delete(broker: Broker, request: Request) -> dict:
     b = request.body
+    if not broker.coordinates(b.group_id):
+        return {"error_code": ErrorCode.not_coordinator, "throttle_time": 0, "topics": []}
     group = broker.groups.group(b.group_id)
     if group is None and not broker.offsets.of_group(b.group_id):
         return {"error_code": ErrorCode.group_id_not_found, "throttle_time": 0, "topics": []}
@@ -133,7 +139,9 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
 
 
 async def handle_leader_epoch(broker: Broker, request: Request) -> dict:
-    """Leader epochs never change on a single broker: the current epoch ends at the log end."""
+    """The current epoch ends at the log end. Earlier epochs are answered with it too:
+    offsets are never truncated here (a new leader continues the old one's log), so the
+    log end is past anything a client has read, and no truncation is reported."""
     topics = []
     for t in request.body.topics:
         state = broker.logs.topics.get(t.topic)
@@ -150,7 +158,9 @@ async def handle_leader_epoch(broker: Broker, request: Request) -> dict:
             else:
                 part = state.partitions[p.partition]
                 current = getattr(p, "current_leader_epoch", -1)
-                if current > part.leader_epoch:
+                if not broker.serves(part):
+                    entry["error_code"] = ErrorCode.not_leader_or_follower
+                elif current > part.leader_epoch:
                     entry["error_code"] = ErrorCode.unknown_leader_epoch
                 elif 0 <= current < part.leader_epoch:
                     entry["error_code"] = ErrorCode.fenced_leader_epoch

@@ -78,6 +78,9 @@ async def handle(broker: Broker, request: Request) -> dict | None:
                 )
                 continue
             p = state.partitions[pd.index]
+            if not broker.serves(p):
+                results.append(_partition_result(pd.index, ErrorCode.not_leader_or_follower))
+                continue
             result = _append_one(broker, state, p, pd)
             results.append(result)
             wal_end = result.pop("_wal_end", None)
@@ -115,6 +118,12 @@ async def handle(broker: Broker, request: Request) -> dict | None:
                 )
         except asyncio.CancelledError:
             raise
+        if not broker.may_ack():
+            # cluster mode: the lease may have expired meanwhile and another broker may
+            # lead these partitions from a log without the batches: never acknowledge
+            for r in appended:
+                if r["error_code"] == ErrorCode.none:
+                    r.update(error_code=ErrorCode.not_leader_or_follower, base_offset=-1)
     _count_errors(broker, responses)
     return {"responses": responses, "throttle_time": 0}
 

@@ -1,0 +1,185 @@
+"""Orphans: acknowledged batches a failover left behind, appended again when found.
+
+In `wal` durability mode a broker acknowledges after its local fsync, and uploads
+later. If its lease expires first (it died, hung, or lost etcd), another broker takes
+its partitions over from what was uploaded, and the rest is only in the first broker's
+WAL. When that broker (or its volume) comes back, those batches are orphans: it puts
+them in the bucket (`orphans/b<id>/...`, one object in the usual format) and lists the
+object in etcd with the partitions it holds. Whichever broker leads such a partition
+appends the batches again, at the end of the log (new offsets, after what the new
+leader took meanwhile), skipping any its producer had already retried there, then
+ticks the partition off; the last one deletes the object.
+
+Recovered records therefore come back later than, and out of order with, records
+written after the failover, and a crash between the append and the tick-off appends
+them twice. `object` mode has no orphans: nothing is acknowledged before the upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import aetcd
+
+from broker.cluster.etcd import PrefixMirror, describe, pack, unpack, wait_event
+from protocol import records
+from s3stream.object_format import (
+    FOOTER,
+    ObjectBuilder,
+    PendingBatch,
+    parse_footer,
+    parse_index,
+    split_block,
+)
+from s3stream.store import ObjectNotFound
+
+if TYPE_CHECKING:
+    from broker.cluster.node import ClusterNode
+
+log = logging.getLogger(__name__)
+
+Orphan = tuple[bytes, int, int, bytes]  # topic id, partition, base offset, batch
+
+
+class OrphanRecovery:
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        self.prefix = node.keys.key("orphans", "")
+        self._mirror = PrefixMirror(node.client, self.prefix, lambda _: self._wake.set())
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.kept = 0  # batches this broker found orphaned and stored
+        self.recovered = 0  # orphaned batches this broker appended again
+        self.duplicates = 0  # ... and found already there (retried by their producer)
+
+    async def start(self) -> None:
+        await self._mirror.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="orphans")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._mirror.stop()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    # --- keeping ----------------------------------------------------------------------
+
+    async def keep(self, orphans: list[Orphan]) -> None:
+        """Store orphaned batches in the bucket and list them for their partitions'
+        leaders. Raises if either fails: the caller keeps them in its WAL meanwhile."""
+        if not orphans:
+            return
+        by_partition: dict[tuple[bytes, int], list[PendingBatch]] = {}
+        for topic_id, partition, base, batch in orphans:
+            h = records.parse_header(batch)
+            by_partition.setdefault((topic_id, partition), []).append(
+                PendingBatch(base, base + h.last_offset_delta, h.max_timestamp, batch)
+            )
+        builder = ObjectBuilder()
+        for (topic_id, partition), batches in sorted(by_partition.items()):
+            builder.add_partition(topic_id, partition, sorted(batches, key=lambda b: b.base_offset))
+        body = await asyncio.to_thread(builder.finish)
+        key = f"orphans/b{self.node.broker_id}/{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.obj"
+        await self.node.broker.store.put(key, body)
+        await self.node.client.put(self.prefix + key.encode(), pack(sorted(by_partition)))
+        self.kept += len(orphans)
+        log.warning(
+            "%d acknowledged batches (%d bytes) of %d partitions were never uploaded before "
+            "other brokers took the partitions over; kept in %s, to be appended again by "
+            "their leaders",
+            len(orphans),
+            len(body),
+            len(by_partition),
+            key,
+        )
+
+    # --- recovering -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await wait_event(self._wake, 2.0)
+            self._wake.clear()
+            for ekey, kv in list(self._mirror.items.items()):
+                try:
+                    await self._recover(ekey, kv)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    log.warning("recovering orphans of %r failed (%s); retrying", ekey, describe(e))
+
+    async def _recover(self, ekey: bytes, kv: aetcd.KeyValue) -> None:
+        node = self.node
+        logs = node.broker.logs
+        pending = [tuple(x) for x in unpack(kv.value)]
+        mine = []
+        for topic_id, partition in pending:
+            state = logs.topics_by_id.get(topic_id)
+            if state is None or partition >= len(state.partitions):
+                mine.append((topic_id, partition))  # the topic is gone: nothing to do
+            elif node.serves(state.partitions[partition]):
+                mine.append((topic_id, partition))
+        if not mine:
+            return
+        key = ekey[len(self.prefix) :].decode()
+        try:
+            body = await node.broker.store.get(key)
+        except ObjectNotFound:
+            body = None
+        if body is not None:
+            footer = parse_footer(memoryview(body)[-FOOTER.size :])
+            index = memoryview(body)[
+                footer.index_position : footer.index_position + footer.index_size
+            ]
+            entries = parse_index(footer, index)
+            for topic_id, partition in mine:
+                await self._append(topic_id, partition, body, entries)
+        left = [tp for tp in pending if tp not in mine]
+        t = node.client.transactions
+        ops = [t.put(ekey, pack(left))] if left else [t.delete(ekey)]
+        ok, _ = await node.client.transaction(
+            compare=[t.mod(ekey) == kv.mod_revision], success=ops, failure=[]
+        )
+        if ok and not left:
+            with contextlib.suppress(Exception):
+                await node.broker.store.delete([key])
+
+    async def _append(self, topic_id: bytes, partition: int, body: bytes, entries) -> None:
+        logs = self.node.broker.logs
+        state = logs.topics_by_id.get(topic_id)
+        if state is None or partition >= len(state.partitions):
+            return
+        p = state.partitions[partition]
+        wal_end = 0
+        appended = duplicates = 0
+        for e in entries:
+            if (e.topic_id, e.partition) != (topic_id, partition):
+                continue
+            block = memoryview(body)[e.position : e.position + e.size]
+            for _, _, _, batch in split_block(block):
+                h = records.parse_header(batch)
+                if p.producers.check(h).duplicate_of is not None:
+                    duplicates += 1  # its producer retried it here after the failover
+                    continue
+                data = records.without_producer(batch) if h.is_idempotent else bytes(batch)
+                result = logs.append(state, p, data, records.parse_header(data))
+                wal_end = max(wal_end, result.wal_end or 0)
+                appended += 1
+        if wal_end:
+            await logs.wait_acked(wal_end)
+        self.recovered += appended
+        self.duplicates += duplicates
+        log.warning(
+            "%s: appended %d orphaned batches again (%d were already here)",
+            p,
+            appended,
+            duplicates,
+        )

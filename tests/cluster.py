@@ -1,0 +1,73 @@
+"""Several broker processes sharing one etcd and one bucket, for the cluster tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from tests.broker_process import BrokerProcess, free_port
+
+
+class Cluster:
+    def __init__(self, root: Path, etcd_url: str, store_args: list[str], *extra: str) -> None:
+        self.root = root
+        self.etcd_url = etcd_url
+        self.store_args = store_args
+        self.extra = list(extra)
+        self.brokers: dict[int, BrokerProcess] = {}
+
+    def start(self, broker_id: int, *extra: str) -> BrokerProcess:
+        port = free_port()
+        b = BrokerProcess(
+            self.root / f"b{broker_id}",
+            port,
+            "--broker-id",
+            str(broker_id),
+            "--etcd",
+            self.etcd_url,
+            "--advertised-listener",
+            f"127.0.0.1:{port}",
+            "--metrics-listen",
+            f"127.0.0.1:{free_port()}",
+            *self.store_args,
+            *self.extra,
+            *extra,
+        )
+        self.brokers[broker_id] = b
+        return b.start()
+
+    def restart(self, broker_id: int) -> BrokerProcess:
+        return self.brokers[broker_id].start()
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers.values() if b.alive())
+
+    def stop_all(self) -> None:
+        for b in self.brokers.values():
+            b.stop()
+
+    def leaders(self, topic: str) -> dict[int, int]:
+        """partition -> leader id, as Metadata reports it (-1: none)."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        md = admin.list_topics(topic, timeout=10)
+        return {p.id: p.leader for p in md.topics[topic].partitions.values()}
+
+    def live_brokers(self) -> set[int]:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        return set(admin.list_topics(timeout=10).brokers)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except Exception:
+            pass
+        time.sleep(interval)
+    return False

@@ -1,0 +1,386 @@
+"""Cluster mode end to end: broker processes sharing a real etcd and moto's S3 server.
+
+Each test starts its own etcd and bucket, brokers on loopback with a short lease TTL
+(3 s) so failover fits in a test, and real clients (confluent-kafka, the Java client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kio.index import load_response_schema
+from kio.serial import entity_reader
+
+from tests.cluster import Cluster, wait_for
+from tests.etcd_server import EtcdServer, etcd_binary
+from tests.test_crash_recovery import _read_all
+from tests.wire import WireClient, encode_request, make_batch
+
+pytestmark = pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
+
+TTL_MS = 3000
+
+
+@pytest.fixture
+def etcd():
+    server = EtcdServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def cluster(etcd, s3_bucket, tmp_path: Path):
+    moto, bucket = s3_bucket
+    c = Cluster(
+        tmp_path,
+        etcd.url,
+        ["--object-store", f"s3://{bucket}/c", "--s3-endpoint", moto.endpoint],
+        "--lease-ttl-ms",
+        str(TTL_MS),
+        "--upload-interval-ms",
+        "2000",
+        "--retention-check-interval-ms",
+        "5000",
+    )
+    yield c
+    c.stop_all()
+
+
+def _metric(broker, name: str, labels: str = "") -> float:
+    """One sample from a broker's /metrics (its --metrics-listen port)."""
+    port = broker.extra_args[broker.extra_args.index("--metrics-listen") + 1].rsplit(":", 1)[1]
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + labels + " ") or line.startswith(name + "_total" + labels):
+                return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+def _create(c: Cluster, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(15)
+    assert wait_for(lambda: -1 not in c.leaders(topic).values() and c.leaders(topic))
+
+
+class SteadyProducer(threading.Thread):
+    """An idempotent producer sending `rate` records a second until stopped; each value
+    starts with its sequence number, and the key is that number too."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: float, size: int = 1000) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.rate, self.size = bootstrap, topic, rate, size
+        self.acked: dict[bytes, tuple[int, int]] = {}  # value -> (partition, offset)
+        self.errors: list = []
+        self.stopping = threading.Event()
+        self.sent = 0
+
+    def _report(self, err, msg) -> None:
+        if err is None:
+            self.acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            self.errors.append(err)
+
+    def run(self) -> None:
+        p = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.timeout.ms": 120_000,
+                "topic.metadata.refresh.interval.ms": 1000,
+            }
+        )
+        pad = b"x" * max(0, self.size - 12)
+        started = time.monotonic()
+        while not self.stopping.is_set():
+            due = int((time.monotonic() - started) * self.rate) + 1
+            while self.sent < due:
+                value = b"%012d" % self.sent + pad
+                p.produce(self.topic, key=b"%d" % self.sent, value=value, on_delivery=self._report)
+                self.sent += 1
+            p.poll(0.01)
+        p.flush(120)
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(150)
+        assert not self.is_alive(), "the producer did not finish"
+
+
+def _check_every_ack_once_in_order(c: Cluster, topic: str, partitions: int, acked: dict) -> None:
+    """Every acknowledged record is stored once, at the offset it was acknowledged with,
+    and each partition holds its records in the order they were sent."""
+    got = _read_all(c.bootstrap, topic, partitions)
+    assert len(set(got.values())) == len(got), "a record is stored twice"
+    for value, (partition, offset) in acked.items():
+        assert got.get((partition, offset)) == value, f"acked {value[:12]!r} missing"
+    for p in range(partitions):
+        seqs = [int(v[:12]) for (pp, _), v in sorted(got.items()) if pp == p and v[:1].isdigit()]
+        assert seqs == sorted(seqs), f"partition {p} out of order"
+
+
+def test_three_brokers_spread_leaders_and_serve_through_any_bootstrap(cluster) -> None:
+    for i in (1, 2, 3):
+        cluster.start(i)
+    _create(cluster, "spread", 12)
+    leaders = cluster.leaders("spread")
+    assert cluster.live_brokers() == {1, 2, 3}
+    assert sorted(leaders.values()).count(1) == 4, leaders
+    assert sorted(leaders.values()).count(2) == 4, leaders
+    assert sorted(leaders.values()).count(3) == 4, leaders
+
+    # confluent-kafka: produce through broker 1 alone, consume through broker 3 alone
+    b1, b2, b3 = (cluster.brokers[i] for i in (1, 2, 3))
+    p = Producer({"bootstrap.servers": b1.bootstrap, "enable.idempotence": True})
+    acked = {}
+    for i in range(3000):
+        p.produce(
+            "spread",
+            key=b"%d" % i,
+            value=b"%012d" % i,
+            on_delivery=lambda e, m: (
+                acked.__setitem__(m.value(), (m.partition(), m.offset())) if e is None else None
+            ),
+        )
+    assert p.flush(30) == 0
+    assert len(acked) == 3000
+    assert len({part for part, _ in acked.values()}) == 12
+    got = _read_all(b3.bootstrap, "spread", 12)
+    assert {v: k for k, v in got.items()} == acked
+
+    # the Java client, bootstrapped through broker 2 only
+    from tests.javaclient import run_client_check
+
+    result = run_client_check(b2.bootstrap, "spread-java", messages=3000, partitions=12)
+    assert result["consumed"] == 3000, result
+
+
+def test_scale_out_under_load_moves_only_metadata_and_tails(cluster) -> None:
+    for i in (1, 2, 3):
+        cluster.start(i)
+    _create(cluster, "grow", 12)
+    # history first: about 24 MB the new broker must not download to take over
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 20})
+    for i in range(24_000):
+        p.produce("grow", key=b"h%d" % i, value=b"h%011d" % i + b"y" * 988)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    time.sleep(3)  # let the usual uploads take it (upload interval 2 s)
+
+    load = SteadyProducer(cluster.bootstrap, "grow", rate=400)
+    load.start()
+    time.sleep(2)
+    started = time.monotonic()
+    b4 = cluster.start(4)
+
+    def share() -> int:
+        return sum(1 for leader in cluster.leaders("grow").values() if leader == 4)
+
+    assert wait_for(lambda: share() >= 3, timeout=10), cluster.leaders("grow")
+    took = time.monotonic() - started
+    moved = [p for p, leader in cluster.leaders("grow").items() if leader == 4]
+    time.sleep(2)
+    downloaded = _metric(b4, "strata_object_store_bytes", '{direction="down"}')
+    time.sleep(3)
+    load.finish()
+
+    assert load.acked and all(e.retriable() for e in load.errors), load.errors[:3]
+    assert 3 <= len(moved) <= 4
+    # the moved partitions' sizes, from their end offsets (about 1 kB a record)
+    sizes = sum(cluster_size(cluster, "grow", p) for p in moved)
+    assert sizes > 5_000_000
+    assert downloaded < 0.1 * sizes, (downloaded, sizes)
+    _check_every_ack_once_in_order(cluster, "grow", 12, load.acked)
+    print(f"broker 4 led {len(moved)} partitions {took:.1f}s after start; {downloaded:.0f} B down")
+
+
+def cluster_size(c: Cluster, topic: str, partition: int) -> int:
+    consumer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "sizes"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    consumer.close()
+    return (high - low) * 1000
+
+
+def test_graceful_scale_in_loses_nothing(cluster) -> None:
+    for i in (1, 2, 3):
+        cluster.start(i)
+    _create(cluster, "shrink", 6)
+    load = SteadyProducer(cluster.bootstrap, "shrink", rate=300, size=200)
+    load.start()
+    time.sleep(4)
+    assert cluster.brokers[2].stop() == 0
+    assert wait_for(lambda: set(cluster.leaders("shrink").values()) <= {1, 3}, timeout=10)
+    time.sleep(2)
+    load.finish()
+    assert all(e.retriable() for e in load.errors), load.errors[:3]
+    assert len(load.acked) > 1000
+    _check_every_ack_once_in_order(cluster, "shrink", 6, load.acked)
+
+
+def test_kill_in_object_mode_fails_over_within_ttl_and_loses_nothing(cluster) -> None:
+    for i in (1, 2, 3):
+        cluster.start(i, "--durability", "object")
+    _create(cluster, "crash", 6)
+    load = SteadyProducer(cluster.bootstrap, "crash", rate=300, size=200)
+    load.start()
+    time.sleep(4)
+    assert 2 in cluster.leaders("crash").values()
+    cluster.brokers[2].kill()
+    killed = time.monotonic()
+    assert wait_for(
+        lambda: set(cluster.leaders("crash").values()) <= {1, 3}, timeout=TTL_MS / 1000 + 5
+    ), cluster.leaders("crash")
+    failover = time.monotonic() - killed
+    time.sleep(2)
+    load.finish()
+    assert len(load.acked) > 1000
+    _check_every_ack_once_in_order(cluster, "crash", 6, load.acked)
+    print(f"partitions led elsewhere {failover:.1f}s after kill -9 (TTL {TTL_MS / 1000:.0f}s)")
+
+
+def test_consumer_group_keeps_consuming_across_coordinator_moves(cluster) -> None:
+    for i in (1, 2, 3):
+        cluster.start(i)
+    _create(cluster, "work", 6)
+    p = Producer({"bootstrap.servers": cluster.bootstrap})
+    for i in range(3000):
+        p.produce("work", key=b"%d" % i, value=b"%012d" % i)
+    assert p.flush(30) == 0
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap,
+            "group.id": "movers",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 10_000,
+        }
+    )
+    consumer.subscribe(["work"])
+    seen: set[bytes] = set()
+
+    def consume(until: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(seen) < until and time.monotonic() < deadline:
+            for m in consumer.consume(100, 1.0):
+                if m.error() is None:
+                    seen.add(m.value())
+            with contextlib.suppress(KafkaException):  # the coordinator is moving: retried
+                consumer.commit(asynchronous=False)
+
+    consume(1000)
+    assert len(seen) >= 1000
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    coordinator = admin.describe_consumer_groups(["movers"])["movers"].result(10).coordinator.id
+    before = {
+        tp.partition: tp.offset
+        for tp in consumer.committed([TopicPartition("work", i) for i in range(6)], timeout=10)
+    }
+    assert sum(o for o in before.values() if o >= 0) >= 900  # -1001: nothing committed yet
+    assert cluster.brokers[coordinator].stop() == 0  # the group's coordinator moves
+
+    consume(3000)
+    assert len(seen) == 3000
+    after = {
+        tp.partition: tp.offset
+        for tp in consumer.committed([TopicPartition("work", i) for i in range(6)], timeout=10)
+    }
+    consumer.close()
+    assert all(after[i] >= before[i] for i in range(6)), (before, after)
+    assert sum(after.values()) == 3000
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})  # the live brokers only
+    new_coordinator = admin.describe_consumer_groups(["movers"])["movers"].result(30).coordinator
+    assert new_coordinator.id != coordinator
+
+
+def test_a_paused_broker_whose_lease_expired_cannot_make_a_write_visible(cluster) -> None:
+    for i in (1, 2, 3):
+        cluster.start(i)
+    _create(cluster, "fence", 3)
+    leaders = cluster.leaders("fence")
+    partition = next(p for p, leader in leaders.items() if leader == 2)
+    b2 = cluster.brokers[2]
+    with WireClient(b2.bootstrap, timeout=60) as client:
+        assert client.produce("fence", partition, make_batch([b"before"])).error_code == 0
+        os.kill(b2.proc.pid, signal.SIGSTOP)
+        try:
+            # sent while the broker is frozen: it reads it only after its lease is gone
+            client.send_raw(_produce_request("fence", partition, make_batch([b"stale write"])))
+            assert wait_for(
+                lambda: cluster.leaders("fence")[partition] in (1, 3), timeout=TTL_MS / 1000 + 10
+            )
+        finally:
+            os.kill(b2.proc.pid, signal.SIGCONT)
+        answer = _produce_response(client.recv_frame())
+        assert answer.error_code != 0, "a broker past its lease acknowledged a write"
+        # and a write sent after it woke up is refused too
+        assert client.produce("fence", partition, make_batch([b"late write"])).error_code != 0
+    # "before" was acknowledged after the local fsync (wal mode) and not uploaded when
+    # the lease expired: the new leader started without it, and broker 2, awake again,
+    # hands it back as an orphan, appended again by the new leader
+    assert wait_for(lambda: _metric(b2, "strata_orphaned_batches") == 1, timeout=20)
+    values: set[bytes] = set()
+
+    def recovered() -> bool:
+        values.clear()
+        values.update(_read_all(cluster.bootstrap, "fence", 3).values())
+        return b"before" in values
+
+    assert wait_for(recovered, timeout=20)
+    assert not {v for v in values if b"stale" in v or b"late" in v}, values
+
+
+def _produce_request(topic: str, partition: int, records: bytes) -> bytes:
+    body = {
+        "transactional_id": None,
+        "acks": -1,
+        "timeout": 30000,
+        "topic_data": [
+            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
+        ],
+    }
+    return encode_request(0, 9, body, correlation_id=999)
+
+
+def _produce_response(frame: bytes):
+    cls = load_response_schema(0, 9)
+    header, used = entity_reader(cls.__header_schema__)(frame, 0)
+    assert header.correlation_id == 999
+    return entity_reader(cls)(frame, used)[0].responses[0].partition_responses[0]
+
+
+def test_wal_mode_kill_then_return_appends_the_missing_tail_again(cluster) -> None:
+    # long uploads, so the killed broker surely holds acknowledged, un-uploaded batches
+    for i in (1, 2):
+        cluster.start(i, "--upload-interval-ms", "60000")
+    _create(cluster, "comeback", 4)
+    load = SteadyProducer(cluster.bootstrap, "comeback", rate=200, size=200)
+    load.start()
+    time.sleep(4)
+    cluster.brokers[2].kill()
+    assert wait_for(lambda: set(cluster.leaders("comeback").values()) == {1}, timeout=15)
+    time.sleep(2)
+    load.finish()
+    assert all(e.retriable() for e in load.errors), load.errors[:3]
+    # broker 1 took over from what broker 2 had uploaded: nothing, so records are missing
+    stored = set(_read_all(cluster.brokers[1].bootstrap, "comeback", 4).values())
+    missing = set(load.acked) - stored
+    assert missing, "expected acknowledged records only in the dead broker's WAL"
+
+    cluster.restart(2)  # its WAL comes back: the missing batches are appended again
+    assert wait_for(lambda: _metric(cluster.brokers[2], "strata_orphaned_batches") > 0, 30)
+
+    def complete() -> bool:
+        return set(load.acked) <= set(_read_all(cluster.bootstrap, "comeback", 4).values())
+
+    assert wait_for(complete, timeout=30), "acknowledged records still missing"
