@@ -224,6 +224,11 @@ def scale_out(root: Path, etcd_url: str, moto: Any, history_mb: int, rate_mb: fl
             "old_leaders_uploaded_during_run": sum(
                 after[i].get(up_key, 0) - before[i].get(up_key, 0) for i in before
             ),
+            "old_leaders_handoff_upload_bytes": sum(
+                after[i].get("strata_handoff_upload_bytes_total", 0)
+                - before[i].get("strata_handoff_upload_bytes_total", 0)
+                for i in before
+            ),
             "handed_over": handed,
             "producer_errors": sum(r["errors_sampled"] for r in results),
         }

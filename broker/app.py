@@ -51,6 +51,7 @@ class Broker:
             self.logs.orphan_sink = self.cluster.orphans.keep
             self.logs.uploader.may_upload = self.cluster.lease_ok
         self.offsets = OffsetStore(self.logs, config.offsets_topic_num_partitions)
+        self.offsets.may_ack = self.may_ack
         self.groups = GroupCoordinator(
             GroupSettings(
                 min_session_timeout_ms=config.group_min_session_timeout_ms,
@@ -69,7 +70,7 @@ class Broker:
         if self.cluster is not None:
             await self.cluster.join()
         if self.cluster is not None:
-            await self.logs.open(self.cluster.leads)
+            await self.logs.open(self.cluster.leads, self.cluster.awaited)
         else:
             await self.logs.open()
         await self.offsets.ensure_topic()

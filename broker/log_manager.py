@@ -36,6 +36,10 @@ from wal import TrimmedRead, WalEntry, WriteAheadLog
 log = logging.getLogger(__name__)
 
 
+class PartitionUnavailable(Exception):
+    """A partition's stored log cannot be found where the cluster says it is."""
+
+
 class ColdReader(Protocol):
     """Where WAL batches that left the tail cache are read from."""
 
@@ -110,16 +114,22 @@ class LogManager:
             Callable[[list[tuple[bytes, int, int, bytes]]], Awaitable[None]] | None
         ) = None
         self._orphans: list[tuple[bytes, int, int, bytes]] = []
+        self.handoff_upload_bytes = 0  # uploaded early, to hand partitions over
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def open(self, leads: Callable[[bytes, int], int | None] | None = None) -> None:
+    async def open(
+        self,
+        leads: Callable[[bytes, int], int | None] | None = None,
+        awaited: Callable[[bytes, int], bool] | None = None,
+    ) -> None:
         """Metadata and object indexes from the bucket, then the WAL's tail on top.
 
         Cluster mode passes `leads(topic_id, partition)`: the leader epoch at which this
         broker leads the partition, or None. Only partitions whose latest snapshot here is
         of that same leadership are opened now; the others are adopted afterwards, from
-        the broker the cluster names as their source.
+        the broker the cluster names as their source. `awaited(topic_id, partition)`:
+        another broker is to open it from what this one stored.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -133,10 +143,9 @@ class LogManager:
             )
         for rec in self.meta.topics.values():
             self._add_topic_state(rec)
-        own_ends: dict[tuple[bytes, int], int] = {}
+        own: dict[tuple[bytes, int], PartitionView] = {}
         if leads is not None:
-            for (tid, index), view in (await self.catalog.read_other(self.broker_id)).items():
-                own_ends[(tid, index)] = view.rows[-1][5] + 1 if view.rows else 0
+            own = await self.catalog.read_other(self.broker_id)
 
         def resolve(topic_id: bytes, index: int, epoch: int | None) -> Partition | None:
             p = self._partition_by_id(topic_id, index)
@@ -149,6 +158,7 @@ class LogManager:
         report, garbage = await self.catalog.load(resolve, BatchRef)
         if self.cluster:
             garbage = []  # perhaps another broker's now: the controller's sweep decides
+            await self._keep_awaited(own, awaited)
         self._apply_log_starts()
         await self._replay_internal(self.live_partitions())
         await self._restore_producers(self.live_partitions())
@@ -162,7 +172,7 @@ class LogManager:
         )
         started = time.monotonic()
         counts = {"entries": 0, "skipped": 0, "uploaded": 0}
-        await asyncio.to_thread(self.wal.recover, lambda e: self._replay(e, counts, own_ends))
+        await asyncio.to_thread(self.wal.recover, lambda e: self._replay(e, counts, own))
         log.info(
             "recovered %d batches from the WAL in %.2fs (%d already uploaded, %d of deleted "
             "topics skipped); log end %d",
@@ -173,6 +183,8 @@ class LogManager:
             self.wal.end_position,
         )
         self._apply_log_starts()
+        for p in self.live_partitions():
+            p.epoch_start_offset = p.log_end_offset  # at most: no truncation is reported
         if self._orphans and self.orphan_sink is not None:
             await self.orphan_sink(self._orphans)  # before the WAL may be trimmed
         self._orphans = []
@@ -267,8 +279,28 @@ class LogManager:
         block = await self.store.get(obj.key, ref.position, ref.position + ref.size)
         return [(base, batch) for base, _, _, batch in split_block(block)]
 
+    async def _keep_awaited(
+        self,
+        own: dict[tuple[bytes, int], PartitionView],
+        awaited: Callable[[bytes, int], bool] | None,
+    ) -> None:
+        """Hand-off records for partitions another broker is to open from this one's
+        catalog, which the snapshot written next would no longer describe."""
+        for (tid, index), view in own.items():
+            p = self._partition_by_id(tid, index)
+            if p is None or p.held or awaited is None or not awaited(tid, index):
+                continue
+            record = await self.catalog.read_handoff(tid, index)
+            if record is not None and record.writer == self.broker_id:
+                continue
+            producers = None if view.discovered else view.producers
+            data = self.catalog.encode_handoff(
+                view.epoch or 0, [list(r) for r in view.rows], producers
+            )
+            await self.store.put(self.catalog.handoff_key(tid, index), data)
+
     def _replay(
-        self, entry: WalEntry, counts: dict[str, int], own_ends: dict[tuple[bytes, int], int]
+        self, entry: WalEntry, counts: dict[str, int], own: dict[tuple[bytes, int], PartitionView]
     ) -> None:
         topic = self.topics_by_id.get(entry.topic_id)
         if topic is None or entry.partition >= len(topic.partitions):
@@ -276,10 +308,17 @@ class LogManager:
             return
         p = topic.partitions[entry.partition]
         if self.cluster and (not p.held or entry.leader_epoch != p.leader_epoch):
-            # written while this broker led the partition before; if never uploaded,
-            # another broker took the partition over without it (a failover in wal
-            # mode): an orphan, kept aside rather than dropped
-            if entry.base_offset >= own_ends.get((entry.topic_id, entry.partition), 0):
+            # written while this broker led the partition before. If its snapshot still
+            # has that leadership and the batch was never uploaded, another broker took
+            # the partition over without it (a failover in wal mode): an orphan, kept
+            # aside rather than dropped. (After a hand-off the snapshot moved on, and
+            # the batch went up with the hand-off.)
+            view = own.get((entry.topic_id, entry.partition))
+            if (
+                view is not None
+                and view.epoch == entry.leader_epoch
+                and entry.base_offset >= view.end
+            ):
                 self._orphans.append(
                     (entry.topic_id, entry.partition, entry.base_offset, bytes(entry.batch))
                 )
@@ -329,12 +368,17 @@ class LogManager:
     # --- leadership (cluster mode) ----------------------------------------------------
 
     async def adopt(self, wanted: list[tuple[Partition, int, int]]) -> list[Partition]:
-        """Lead partitions: (partition, leader epoch, source broker id or -1 for none).
+        """Open partitions to lead them: (partition, leader epoch, source broker id, or -1
+        for a partition nobody has stored anything of yet).
 
-        The partition's object entries come from the source's stored catalog (after a
-        hand-off its snapshot has them all; after a failover its newer objects hold the
-        rest), so nothing is copied: this broker's catalog just names those objects.
-        The new state is snapshotted before the partition takes writes.
+        The partition's object entries come from what the source stored: the hand-off
+        record it wrote when letting go, or its catalog (snapshot and newer objects,
+        after a failover), whichever describes more. Nothing is copied: this broker's
+        catalog just names those objects. The opened partitions are held and
+        snapshotted here, but do not lead yet: the caller records in the cluster that
+        this broker now stores them, then lets them lead. A partition whose source
+        describes nothing is not opened (PartitionUnavailable), rather than opened empty
+        with its offsets reused.
         """
         views: dict[int, dict] = {}
         opened = []
@@ -342,19 +386,21 @@ class LogManager:
         for p, epoch, source in wanted:
             if p.deleted:
                 continue
-            view = await self._stored_view(p, epoch, source, views)
+            view = await self._stored_view(p, source, views)
             self.drop(p)
             p.leader_epoch = epoch
             for key, seq, osize, created, base, last, ts, pos, size in view.rows if view else ():
                 obj = self.catalog.ensure(key, seq, osize, created)
                 p.record_block(BatchRef(base, last, ts, pos, size, obj.id))
             if view is not None and view.producers is not None and not view.discovered:
-                p.producers.restore(view.producers)  # a hand-off: the snapshot is current
+                p.producers.restore(view.producers)  # a hand-off: the record is current
             else:
                 unknown_producers.append(p)  # a failover: read them from the newest blocks
             p.held = True
             opened.append(p)
         self._apply_log_starts()
+        for p in opened:
+            p.epoch_start_offset = p.log_end_offset
         try:
             await self._restore_producers(unknown_producers)
             await self._replay_internal(opened)
@@ -363,41 +409,49 @@ class LogManager:
             for p in opened:
                 self.drop(p)
             raise
-        for p in opened:
-            p.leading = True
-            self._wake(p)
-        keys = [self.catalog.handoff_key(p.topic_id, p.index) for p in opened]
-        self._background(self.store.delete(keys), "delete hand-off records")  # now in ours
         return opened
 
+    def lead(self, p: Partition) -> None:
+        """Let an adopted partition take writes and serve reads."""
+        if p.held:
+            p.leading = True
+            self._wake(p)
+
     async def _stored_view(
-        self, p: Partition, epoch: int, source: int, views: dict[int, dict]
+        self, p: Partition, source: int, views: dict[int, dict]
     ) -> PartitionView | None:
-        """Where a partition's stored log is described: the hand-off record its last
-        leader wrote for this epoch, else that leader's catalog (after a failover), else
-        a hand-off record written meanwhile (the last leader, back, just let go)."""
-        record = await self.catalog.read_handoff(p.topic_id, p.index)
-        if record is not None and record.epoch == epoch:
-            return record
         if source < 0:
             return None
+        record = await self.catalog.read_handoff(p.topic_id, p.index)
+        if record is not None and record.writer != source:
+            record = None  # another broker's, from an earlier hand-off
         if source not in views:
             views[source] = await self.catalog.read_other(source)
         view = views[source].get((p.topic_id, p.index))
-        if view is not None:
-            return view
-        record = await self.catalog.read_handoff(p.topic_id, p.index)
-        return record if record is not None and record.epoch == epoch else None
+        candidates = [v for v in (view, record) if v is not None]
+        if not candidates:
+            raise PartitionUnavailable(
+                f"{p}: broker {source} stored it last, but neither its catalog nor a "
+                "hand-off record describes it; not opened"
+            )
+        # a record is the newest word unless its writer went on writing (an aborted
+        # hand-off whose record could not be deleted): then its catalog says more
+        return max(candidates, key=lambda v: (v.end, v is record))
 
-    async def write_handoff(self, p: Partition, epoch: int) -> None:
-        """Describe a partition's stored log for its next leader (at `epoch`)."""
+    async def write_handoff(self, p: Partition, producers: bool = True) -> None:
+        """Describe a partition's stored log for its next leader; `producers` False when
+        the producer state also covers batches that are not uploaded (they would look
+        like duplicates to the next leader when they come back as orphans)."""
         key = self.catalog.handoff_key(p.topic_id, p.index)
-        await self.store.put(key, self.catalog.handoff_record(p, epoch))
+        await self.store.put(key, self.catalog.handoff_record(p, producers))
+
+    async def delete_handoffs(self, parts: list[Partition]) -> None:
+        await self.store.delete([self.catalog.handoff_key(p.topic_id, p.index) for p in parts])
 
     async def release(self, parts: list[Partition]) -> None:
         """A hand-off's first half: stop taking writes, upload everything appended so
-        far and write each partition's hand-off record (for its next leader, at epoch
-        + 1). On failure the partitions lead again (the hand-off is retried later)."""
+        far and write each partition's hand-off record. On failure the partitions lead
+        again (the hand-off is retried later)."""
         for p in parts:
             p.leading = False
             self._wake(p)
@@ -405,14 +459,34 @@ class LogManager:
             end = self.wal.end_position
             if end > self.wal.durable_position:
                 await self.wal.wait_durable(end)
+            uploaded = self.uploader.bytes_uploaded
             while self.uploader.uploaded_position < end:
                 if not await self.uploader.upload():
                     await asyncio.sleep(0.01)
-            await asyncio.gather(*(self.write_handoff(p, p.leader_epoch + 1) for p in parts))
+            # every partition's tail goes up with the moving ones': one object, not many
+            self.handoff_upload_bytes += self.uploader.bytes_uploaded - uploaded
+            await asyncio.gather(*(self.write_handoff(p) for p in parts))
         except BaseException:
             for p in parts:
                 p.leading = p.held
+            with contextlib.suppress(Exception):
+                await self.delete_handoffs(parts)
             raise
+
+    def drop(self, p: Partition, lost: bool = False) -> None:
+        """Forget a partition's log here: another broker leads it now. `lost`: it was
+        taken without a hand-off, so appends not yet acknowledged must never be."""
+        was_held = p.held
+        self.tail.drop(p.tail)
+        self._unsynced.discard(p)
+        p.reset()
+        if lost:
+            p.fenced += 1
+        self._wake(p)
+        state = self.topics_by_id.get(p.topic_id)
+        if was_held and state is not None:
+            for callback in self.on_partition_dropped:
+                callback(state, p)
 
     async def unuploaded(self, p: Partition) -> list[tuple[bytes, int, int, bytes]]:
         """The partition's acknowledged batches that are only in the WAL, as orphans."""
@@ -424,18 +498,6 @@ class LogManager:
             for batch in await self.read_entry(idx.ref(i), p):
                 out.append((p.topic_id, p.index, idx.base_offsets[i], bytes(batch)))
         return out
-
-    def drop(self, p: Partition) -> None:
-        """Forget a partition's log here: another broker leads it now."""
-        was_held = p.held
-        self.tail.drop(p.tail)
-        self._unsynced.discard(p)
-        p.reset()
-        self._wake(p)
-        state = self.topics_by_id.get(p.topic_id)
-        if was_held and state is not None:
-            for callback in self.on_partition_dropped:
-                callback(state, p)
 
     def live_partitions(self) -> list[Partition]:
         """The partitions whose data this broker holds (all of them, embedded)."""

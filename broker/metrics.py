@@ -420,6 +420,11 @@ class BrokerMetrics:
                 value=node.handoffs,
             ),
             CounterMetricFamily(
+                "strata_handoff_upload_bytes",
+                "Bytes uploaded early to hand partitions over (the WAL's un-uploaded tail)",
+                value=self.broker.logs.handoff_upload_bytes,
+            ),
+            CounterMetricFamily(
                 "strata_partitions_adopted",
                 "Partitions this broker took over (opened from the bucket)",
                 value=node.adoptions,

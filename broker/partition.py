@@ -147,6 +147,8 @@ class Partition:
         # leads everything; in cluster mode a hand-off stops leading first, then lets go.
         self.held = held
         self.leading = held
+        self.fenced = 0  # times it was taken away without a hand-off (see LogManager.drop)
+        self.epoch_start_offset = 0  # where the current leader epoch began (as far as known)
         self.log_start_offset = 0
         self.log_end_offset = 0  # next offset to assign
         self.high_watermark = 0  # end of durable, readable data

@@ -50,6 +50,12 @@ class PartitionView:
     rows: list[tuple]
     producers: list | None = None  # idempotent producers' state as of the snapshot
     discovered: bool = False  # rows from objects newer than the snapshot were added
+    writer: int | None = None  # hand-off records: the broker that wrote it
+
+    @property
+    def end(self) -> int:
+        """The offset after the last one described."""
+        return self.rows[-1][5] + 1 if self.rows else 0
 
 
 @dataclass(slots=True)
@@ -267,10 +273,10 @@ class Catalog:
     def handoff_key(topic_id: bytes, index: int) -> str:
         return f"handoffs/{topic_id.hex()}-{index}.msgpack"
 
-    def handoff_record(self, p: Partition, epoch: int) -> bytes:
-        """A partition's stored log, for the broker that leads it next at `epoch`: its
-        object entries and idempotent producers. Written by the broker letting go,
-        before the assignment changes, so the next leader never depends on that
+    def handoff_record(self, p: Partition, producers: bool = True) -> bytes:
+        """A partition's stored log, for the broker that leads it next: its object entries
+        and (`producers`) its idempotent producers' state. Written by the broker letting
+        go, before the assignment changes, so the next leader never depends on that
         broker's catalog snapshot (which moves on without the partition)."""
         idx = p.batches
         rows = []
@@ -289,7 +295,13 @@ class Catalog:
                     idx.sizes[i],
                 ]
             )
-        return msgpack.packb({"epoch": epoch, "rows": rows, "producers": p.producers.snapshot()})
+        return self.encode_handoff(
+            p.leader_epoch, rows, p.producers.snapshot() if producers else None
+        )
+
+    def encode_handoff(self, epoch: int, rows: list, producers: list | None) -> bytes:
+        doc = {"writer": self.broker_id, "epoch": epoch, "rows": rows, "producers": producers}
+        return msgpack.packb(doc)
 
     async def read_handoff(self, topic_id: bytes, index: int) -> PartitionView | None:
         try:
@@ -297,7 +309,8 @@ class Catalog:
         except ObjectNotFound:
             return None
         doc = msgpack.unpackb(raw, strict_map_key=False)
-        return PartitionView(doc["epoch"], [tuple(r) for r in doc["rows"]], doc["producers"])
+        rows = [tuple(r) for r in doc["rows"]]
+        return PartitionView(doc["epoch"], rows, doc["producers"], writer=doc["writer"])
 
     async def read_other(self, broker_id: int) -> dict[tuple[bytes, int], PartitionView]:
         """Another broker's (or this one's) stored catalog, read-only: its snapshot, and

@@ -63,14 +63,18 @@ class Compactor:
 
     # --- compaction -------------------------------------------------------------------
 
-    def _pick_run(self, used: set[int]) -> list[StoredObject]:
-        """The first run of consecutive small objects, all still in use (objects no
-        partition needs are the collector's, not worth merging)."""
+    def _pick_run(self, used: set[int], skip: set[int]) -> list[StoredObject]:
+        """The first run of consecutive small objects of this broker's, all still in use
+        (objects no partition needs are the collector's, not worth merging; other
+        brokers' objects, named here for partitions taken over, are left as they are)."""
         s = self.settings
         run: list[StoredObject] = []
         total = 0
-        for obj in sorted(self.catalog.objects.values(), key=lambda o: o.seq):
-            if obj.id not in used:
+        own = [
+            o for o in self.catalog.objects.values() if o.key.startswith(self.catalog.data_prefix)
+        ]
+        for obj in sorted(own, key=lambda o: o.seq):
+            if obj.id not in used or obj.id in skip:
                 continue
             if obj.size < s.small_object_bytes and total + obj.size <= s.max_bytes:
                 run.append(obj)
@@ -89,20 +93,18 @@ class Compactor:
         used: set[int] = set()
         for p in partitions:
             used.update(p.batches.objects[: p.object_entries])
-        run = self._pick_run(used)
-        if not run:
-            return False
-        ids = {o.id for o in run}
-        plan: list[tuple[Partition, list[BatchRef]]] = []
-        for p in partitions:
-            idx = p.batches
-            hits = [i for i in range(p.object_entries) if idx.objects[i] in ids]
-            if not hits:
-                continue
-            if hits[-1] + 1 - hits[0] != len(hits):
-                log.error("%s: objects %s are not contiguous in its index; not merged", p, ids)
+        skip: set[int] = set()
+        for _ in range(4):
+            run = self._pick_run(used, skip)
+            if not run:
                 return False
-            plan.append((p, [idx.ref(i) for i in hits]))
+            ids = {o.id for o in run}
+            plan = self._plan(partitions, ids)
+            if plan is not None:
+                break
+            skip |= ids  # another broker's objects sit between them in some partition
+        else:
+            return False
         started = time.monotonic()
         bodies = {o.id: b for o, b in zip(run, await self._get_all(run), strict=True)}
         created_ms = int(time.time() * 1000)
@@ -141,6 +143,23 @@ class Compactor:
             time.monotonic() - started,
         )
         return True
+
+    @staticmethod
+    def _plan(
+        partitions: list[Partition], ids: set[int]
+    ) -> list[tuple[Partition, list[BatchRef]]] | None:
+        """Each partition's entries in the run; None if they are not contiguous in some
+        partition's index (a merge could not replace them in one piece)."""
+        plan = []
+        for p in partitions:
+            idx = p.batches
+            hits = [i for i in range(p.object_entries) if idx.objects[i] in ids]
+            if not hits:
+                continue
+            if hits[-1] + 1 - hits[0] != len(hits):
+                return None
+            plan.append((p, [idx.ref(i) for i in hits]))
+        return plan
 
     def _build(
         self,

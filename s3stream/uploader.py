@@ -58,6 +58,7 @@ class _Attempt:
     body: bytes
     created_ms: int
     plan: list[tuple[Partition, WalSlice]]
+    epochs: list[int]  # each planned partition's leader epoch when planned
     entries: list[BlockEntry]
     target: int  # WAL position the upload covers
     batches: int
@@ -236,7 +237,8 @@ class Uploader:
         body, entries = await asyncio.to_thread(self._build, plan, created_ms)
         seq = self.catalog.allocate_seq()
         batches = sum(len(run) for _, run in plan)
-        return _Attempt(seq, body, created_ms, plan, entries, target, batches, started)
+        epochs = [p.leader_epoch for p, _ in plan]
+        return _Attempt(seq, body, created_ms, plan, epochs, entries, target, batches, started)
 
     def _build(
         self, plan: list[tuple[Partition, WalSlice]], created_ms: int
@@ -263,8 +265,9 @@ class Uploader:
         batches, started, target = attempt.batches, attempt.started, attempt.target
         obj = self.catalog.add(seq, len(body), created_ms)
         by_partition = refs_by_partition(attempt.entries, obj.id, self._make_ref)
-        for p, run in plan:
-            if not p.deleted:
+        for (p, run), epoch in zip(plan, attempt.epochs, strict=True):
+            # a partition dropped meanwhile (cluster mode) may be held again, anew
+            if not p.deleted and p.held and p.leader_epoch == epoch:
                 p.uploaded(run.last_offset, by_partition[(p.topic_id, p.index)])
         self.uploads += 1
         self.bytes_uploaded += len(body)
@@ -286,6 +289,8 @@ class Uploader:
         be our own earlier attempt, which landed although we never heard so (a lost
         response, a retry inside the client): then it counts as stored."""
         while True:
+            if not self.may_upload():
+                raise UploadsPaused("uploads wait until this broker's lease is confirmed")
             try:
                 await self.store.put(key, body, if_none_match=True)
                 return

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DATA_KEY = re.compile(r"data/b(\d+)/(\d{16})\.obj")
+_HANDOFF_KEY = re.compile(r"handoffs/([0-9a-f]+)-(\d+)\.msgpack")
 _ETCD_COMPACT_EVERY = 30.0  # seconds between checks
 _ETCD_KEEP_REVISIONS = 100  # history kept behind the head, for watches catching up
 _ETCD_COMPACT_AFTER = 500  # revisions written before the history is compacted again
@@ -117,6 +118,7 @@ class Controller:
         wanted: dict[Key, str] = {
             (rec.topic_id, i): rec.name
             for rec in node.meta.topics.values()
+            if rec.topic_id in node.meta.committed_ids  # not a change still in flight
             for i in range(rec.partitions)
         }
         load = Counter({b: 0 for b in live})
@@ -124,8 +126,12 @@ class Controller:
             if k in wanted and a.leader in load:
                 load[a.target if a.target in load else a.leader] += 1
 
-        for k in sorted(set(current) - set(wanted)):  # the topic was deleted
-            await asg.swap(node.client, node.keys, k, current.pop(k), None)
+        for k in sorted(set(current) - set(wanted)):
+            # the topic was deleted: only per a committed document newer than the key
+            # (a new topic's keys are written with it, and may arrive first)
+            a = current.pop(k)
+            if k[0] not in node.meta.committed_ids and a.revision < node.meta.revision:
+                await asg.swap(node.client, node.keys, k, a, None)
 
         for k in sorted(set(wanted) - set(current)):
             leader = min(live, key=lambda b: (load[b], b))
@@ -141,8 +147,8 @@ class Controller:
                     await self._swap(k, a, replace(a, target=NONE))
                 continue
             leader = min(live, key=lambda b: (load[b], b))
-            source = a.leader if a.leader != NONE else a.source
-            ok, now = await self._swap(k, a, a.handed_to(leader, source))
+            # opened from the broker that stored it last (its leader may never have)
+            ok, now = await self._swap(k, a, a.handed_to(leader, a.source))
             if ok:
                 self.failovers += 1
                 load[leader] += 1
@@ -213,6 +219,10 @@ class Controller:
         for info in await store.list("handoffs/"):  # partitions between two catalogs
             with contextlib.suppress(ObjectNotFound):
                 doc = msgpack.unpackb(await store.get(info.key), strict_map_key=False)
+                m = _HANDOFF_KEY.fullmatch(info.key)
+                a = self.node.assignments.get((bytes.fromhex(m[1]), int(m[2]))) if m else None
+                if a is not None and a.source != doc["writer"]:
+                    continue  # the partition was opened from elsewhere since: stale
                 referenced.update(row[0] for row in doc["rows"])
         now = time.monotonic()
         seen: set[str] = set()

@@ -57,6 +57,7 @@ class BrokerIdInUse(Exception):
         )
         self.broker_id = broker_id
         self.holder = holder
+        self.expires_in = expires_in
 
 
 ChangeCallback = Callable[[dict[int, BrokerInfo]], None]

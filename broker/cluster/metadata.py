@@ -37,6 +37,9 @@ class EtcdMetadataStore(MetadataStore):
         self.key = keys.key("metadata")
         self.revision = 0  # mod_revision of the document this copy reflects
         self.new_partitions: ExtraWrites | None = None
+        # topic ids of the last document known to be in etcd (self.topics may also hold
+        # a change in flight)
+        self.committed_ids: set[bytes] = set()
 
     async def load(self, legacy: object = None) -> None:
         """Read the document; the first broker of a new cluster creates it."""
@@ -65,11 +68,12 @@ class EtcdMetadataStore(MetadataStore):
             return False
         self._apply(msgpack.unpackb(raw, strict_map_key=False))
         self.revision = revision
+        self.committed_ids = {t.topic_id for t in self.topics.values()}
         return True
 
     async def update(self, change: Callable[[], T]) -> T:
         for _ in range(_MAX_ATTEMPTS):
-            before = self.document()
+            before, revision = self.document(), self.revision
             had = {(t.topic_id, i) for t in self.topics.values() for i in range(t.partitions)}
             try:
                 result = change()
@@ -86,21 +90,27 @@ class EtcdMetadataStore(MetadataStore):
             t = self.client.transactions
             try:
                 ok, responses = await self.client.transaction(
-                    compare=[t.mod(self.key) == self.revision],
+                    compare=[t.mod(self.key) == revision],
                     success=[t.put(self.key, self.encode()), *(t.put(k, v) for k, v in extra)],
                     failure=[t.get(self.key)],
                 )
             except BaseException:
-                self._apply(before)
+                if self.revision == revision:  # else the watch brought a newer document
+                    self._apply(before)
                 raise
             if ok:
                 self.revision = responses[0].response_put.header.revision
+                self.committed_ids = {t.topic_id for t in self.topics.values()}
                 return result
-            # another broker wrote first: start from its document and try again
-            self._apply(before)
+            # another broker wrote first: start again from its document (the watch may
+            # have applied it already, over our uncommitted change)
             if responses and responses[0]:
                 value, kv = responses[0][0]
-                self.apply_raw(value, kv.mod_revision)
+                self._apply(msgpack.unpackb(value, strict_map_key=False))
+                self.revision = kv.mod_revision
+                self.committed_ids = {t.topic_id for t in self.topics.values()}
+            else:
+                self._apply(before)
         raise RuntimeError("cluster metadata: too many conflicting writers")
 
     async def save(self) -> None:

@@ -99,6 +99,11 @@ class ClusterNode:
         a = self.assignments.get((topic_id, partition))
         return a.epoch if a is not None and a.leader == self.broker_id else None
 
+    def awaited(self, topic_id: bytes, partition: int) -> bool:
+        """Whether another broker is to open the partition from this one's catalog."""
+        a = self.assignments.get((topic_id, partition))
+        return a is not None and a.leader != self.broker_id and a.source == self.broker_id
+
     async def start(self) -> None:
         self.membership.on_change(lambda _: self._changed())
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="cluster")
@@ -114,6 +119,7 @@ class ClusterNode:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self.controller.wait_stopped()
+        await self.election.stop()  # a successor controller places what is released next
         logs = self.broker.logs
         me = self.broker_id
         held = logs.live_partitions()
@@ -131,7 +137,6 @@ class ClusterNode:
                     describe(e),
                 )
         await self.orphans.stop()
-        await self.election.stop()
         await self.membership.stop()
         await self._partitions.stop()
         await self._metadata.stop()
@@ -217,46 +222,85 @@ class ClusterNode:
             await self._confirm_after_lost_lease()
         adopt: list[tuple[Partition, int, int]] = []
         hand_off: list[Partition] = []
+        resume: list[Partition] = []
         for state in list(logs.topics.values()):
             for p in state.partitions:
                 a = self.assignments.get((p.topic_id, p.index))
                 mine = a is not None and a.leader == me
+                if p.held and (not mine or a.epoch != p.leader_epoch):
+                    # taken without a hand-off (a failover while this broker was cut
+                    # off); if it is ours again, it is reopened from the bucket
+                    log.warning("%s: led by broker %s now; dropped here", p, a and a.leader)
+                    await self._let_go(p)
                 if p.held:
-                    if not mine:
-                        log.warning("%s: led by broker %s now; dropped here", p, a and a.leader)
-                        if a is not None and p.object_entries:
-                            # what this broker uploaded, in case the new leader has not
-                            # read it yet from this broker's catalog (which drops it next)
-                            await logs.write_handoff(p, a.epoch)
-                        await self.orphans.keep(await logs.unuploaded(p))
-                        logs.drop(p)
-                    elif a.epoch != p.leader_epoch:
-                        if a.source == me:  # given back to us, nobody led it meanwhile
-                            p.leader_epoch = a.epoch
-                        else:
-                            logs.drop(p)
-                            adopt.append((p, a.epoch, a.source))
-                    elif a.target not in (NONE, me) and p.leading:
+                    if a.target not in (NONE, me):
                         hand_off.append(p)
+                    elif not p.leading:  # a hand-off that did not happen
+                        resume.append(p)
                 elif mine:
                     adopt.append((p, a.epoch, a.source))
+        if resume:
+            with contextlib.suppress(Exception):
+                await logs.delete_handoffs(resume)
+            for p in resume:
+                logs.lead(p)
         if hand_off:
             await self._release(hand_off, lambda a: a.handed_to(a.target, me))
         if adopt and self.lease_ok():
-            opened = await logs.adopt(adopt)
-            self.adoptions += len(opened)
-            self.orphans.poke()
-            log.info(
-                "now leading %d partitions: %s",
-                len(opened),
-                ", ".join(f"{p}@{p.leader_epoch}" for p in opened[:20]),
-            )
+            await self._adopt(adopt)
+
+    async def _adopt(self, wanted: list[tuple[Partition, int, int]]) -> None:
+        """Open partitions, record in etcd that their log is stored here now (so a
+        failover reopens them from this broker's catalog), then lead them."""
+        logs = self.broker.logs
+        opened = await logs.adopt(wanted)
+        led = []
+        for p in opened:
+            k = (p.topic_id, p.index)
+            a = self.assignments.get(k)
+            ok = False
+            if a is not None and a.leader == self.broker_id and a.epoch == p.leader_epoch:
+                ok, now = True, a
+                if a.source != self.broker_id:
+                    ok, now = await asg.swap(
+                        self.client, self.keys, k, a, replace(a, source=self.broker_id)
+                    )
+                if ok and now is not None:
+                    self.assignments[k] = now
+            if ok:
+                logs.lead(p)
+                led.append(p)
+            else:
+                logs.drop(p)  # reassigned meanwhile: never led here
+        if led:
+            with contextlib.suppress(Exception):  # superseded by this broker's catalog
+                await logs.delete_handoffs(led)
+        self.adoptions += len(led)
+        self.orphans.poke()
+        log.info(
+            "now leading %d partitions: %s",
+            len(led),
+            ", ".join(f"{p}@{p.leader_epoch}" for p in led[:20]),
+        )
+
+    async def _let_go(self, p: Partition) -> None:
+        """Drop a partition another broker took without a hand-off. What this broker
+        uploaded is described in a hand-off record (its next snapshot will not), and
+        what it acknowledged but never uploaded is kept as orphans."""
+        logs = self.broker.logs
+        if p.object_entries:
+            await logs.write_handoff(p, producers=False)
+        await self.orphans.keep(await logs.unuploaded(p))
+        logs.drop(p, lost=True)
+        logs.snapshot_soon()
 
     async def _release(
         self, parts: list[Partition], next_of: Callable[[Assignment], Assignment]
     ) -> None:
         """Hand partitions over: fence, upload, write hand-off records, then swap each
-        assignment to `next_of(assignment)`."""
+        assignment to `next_of(assignment)`. If a swap fails or raises, the partition
+        stays fenced until the next reconcile sees what etcd holds: led here still
+        (it leads again) or by another broker (dropped)."""
         logs = self.broker.logs
         await logs.release(parts)
         moved = []
@@ -264,20 +308,23 @@ class ClusterNode:
             k = (p.topic_id, p.index)
             a = self.assignments.get(k)
             if a is None or a.leader != self.broker_id or a.epoch != p.leader_epoch:
-                logs.drop(p)
-                continue
+                continue  # changed meanwhile: the next reconcile decides
             new = next_of(a)
-            ok, now = await asg.swap(self.client, self.keys, k, a, new)
+            if new.leader == self.broker_id:
+                continue  # the move was called off meanwhile
+            try:
+                ok, now = await asg.swap(self.client, self.keys, k, a, new)
+            except Exception as e:
+                log.warning("%s: hand-off not confirmed (%s); retrying", p, describe(e))
+                self._wake.set()
+                continue
+            if now is not None:
+                self.assignments[k] = now
             if ok:
-                if now is not None:
-                    self.assignments[k] = now
                 logs.drop(p)
                 moved.append(f"{p}->{new.leader}")
-            elif now is not None and now.leader == self.broker_id and now.epoch == a.epoch:
-                p.leading = True  # the request changed meanwhile: lead on, retry later
-                self.assignments[k] = now
             else:
-                logs.drop(p)
+                self._wake.set()
         self.handoffs += len(moved)
         if moved:
             log.info("handed over %d partitions: %s", len(moved), ", ".join(moved[:20]))
@@ -302,6 +349,6 @@ class ClusterNode:
                 kept += 1
             else:
                 log.warning("%s: lost with the lease; dropped here", p)
-                logs.drop(p)
+                await self._let_go(p)
         self._token = token
         log.info("lease renewed: %d partitions still led here", kept)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import msgpack
@@ -49,9 +50,15 @@ def _type_record(group_id: str, protocol_type: str) -> Entry:
     return msgpack.packb([_GROUP_KEY, group_id]), msgpack.packb([protocol_type])
 
 
+class CommitFenced(Exception):
+    """The commit's offsets partition moved to another broker without a hand-off."""
+
+
 class OffsetStore:
     def __init__(self, logs: LogManager, partitions: int) -> None:
         self.logs = logs
+        # cluster mode: whether this broker's lease surely holds (see Broker.may_ack)
+        self.may_ack: Callable[[], bool] = lambda: True
         self.partitions = partitions
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
         self.group_types: dict[str, str] = {}  # protocol type of groups that had members
@@ -124,7 +131,8 @@ class OffsetStore:
     # --- writes -----------------------------------------------------------------------
 
     async def _write(self, group_id: str, entries: list[tuple[bytes, bytes | None]]) -> None:
-        """Append records for one group and wait until they are durable, then apply them."""
+        """Append records for one group and wait until they are durable, then apply them.
+        Raises CommitFenced if the partition was taken away meanwhile (cluster mode)."""
         topic = await self.ensure_topic()
         index = self.partition_for(group_id)
         p = topic.partitions[index]
@@ -132,10 +140,13 @@ class OffsetStore:
         appended = self.logs.append(topic, p, batch, records.validate(batch))
         assert appended.wal_end is not None
         self._inflight[index] = self._inflight.get(index, 0) + 1
+        fenced = p.fenced
 
         async def apply_when_durable() -> None:
             try:
                 await self.logs.wait_acked(appended.wal_end)
+                if p.fenced != fenced or not self.may_ack():
+                    raise CommitFenced(f"{p} was taken over before the commit was durable")
                 for key, value in entries:
                     self._apply(key, value)
             finally:

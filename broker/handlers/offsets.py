@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from broker.groups.group import GroupState
-from broker.groups.offset_store import CommittedOffset
+from broker.groups.offset_store import CommitFenced, CommittedOffset
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from wal import WalFailure
@@ -58,11 +58,16 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
             await broker.offsets.commit(
                 b.group_id, to_commit, group.protocol_type if group else None
             )
-        except WalFailure:  # not stored: the client retries (a retriable error)
+        except (WalFailure, CommitFenced) as e:  # not stored: the client retries
+            code = (
+                ErrorCode.not_coordinator
+                if isinstance(e, CommitFenced)
+                else ErrorCode.coordinator_not_available
+            )
             for t in topics:
                 for part in t["partitions"]:
                     if (t["name"], part["partition_index"]) in to_commit:
-                        part["error_code"] = ErrorCode.coordinator_not_available
+                        part["error_code"] = code
     return {"throttle_time": 0, "topics": topics}
 
 
@@ -139,9 +144,10 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
 
 
 async def handle_leader_epoch(broker: Broker, request: Request) -> dict:
-    """The current epoch ends at the log end. Earlier epochs are answered with it too:
-    offsets are never truncated here (a new leader continues the old one's log), so the
-    log end is past anything a client has read, and no truncation is reported."""
+    """The current epoch ends at the log end; an earlier one where the current one began,
+    as far as this broker knows (never earlier than it really ended, so no truncation is
+    reported falsely). A consumer that read past that point from a broker that failed
+    over in wal mode (records the new leader never had) is told so, and resets."""
     topics = []
     for t in request.body.topics:
         state = broker.logs.topics.get(t.topic)
@@ -164,7 +170,11 @@ async def handle_leader_epoch(broker: Broker, request: Request) -> dict:
                     entry["error_code"] = ErrorCode.unknown_leader_epoch
                 elif 0 <= current < part.leader_epoch:
                     entry["error_code"] = ErrorCode.fenced_leader_epoch
-                elif p.leader_epoch <= part.leader_epoch:
+                elif p.leader_epoch < part.leader_epoch:
+                    # an earlier epoch ended where the current one began (at most)
+                    entry["leader_epoch"] = p.leader_epoch
+                    entry["end_offset"] = part.epoch_start_offset
+                else:
                     entry["leader_epoch"] = part.leader_epoch
                     entry["end_offset"] = part.log_end_offset
             parts.append(entry)

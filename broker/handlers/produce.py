@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from broker.errors import CloseConnection
+from broker.partition import Partition
 from protocol import records
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -52,6 +53,7 @@ async def handle(broker: Broker, request: Request) -> dict | None:
     acks = body.acks
     wait_for = 0
     appended: list[dict] = []  # results that turn into storage errors if the sync fails
+    fences: list[tuple[dict, Partition, int]] = []  # (result, partition, its fence count)
     responses = []
     for t in body.topic_data:
         state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.name)
@@ -87,6 +89,7 @@ async def handle(broker: Broker, request: Request) -> dict | None:
             if wal_end is not None:
                 wait_for = max(wait_for, wal_end)
                 appended.append(result)
+                fences.append((result, p, p.fenced))
         key = {"topic_id": t.topic_id} if by_id else {"name": t.name}
         responses.append({**key, "partition_responses": results})
 
@@ -118,12 +121,13 @@ async def handle(broker: Broker, request: Request) -> dict | None:
                 )
         except asyncio.CancelledError:
             raise
-        if not broker.may_ack():
-            # cluster mode: the lease may have expired meanwhile and another broker may
-            # lead these partitions from a log without the batches: never acknowledge
-            for r in appended:
-                if r["error_code"] == ErrorCode.none:
-                    r.update(error_code=ErrorCode.not_leader_or_follower, base_offset=-1)
+        # cluster mode: if the lease may have expired meanwhile, or a partition was taken
+        # away without a hand-off, another broker may lead it from a log without these
+        # batches: never acknowledge them
+        may_ack = broker.may_ack()
+        for r, p, fenced in fences:
+            if r["error_code"] == ErrorCode.none and (not may_ack or p.fenced != fenced):
+                r.update(error_code=ErrorCode.not_leader_or_follower, base_offset=-1)
     _count_errors(broker, responses)
     return {"responses": responses, "throttle_time": 0}
 
