@@ -115,6 +115,7 @@ class LogManager:
         ) = None
         self._orphans: list[tuple[bytes, int, int, bytes]] = []
         self.handoff_upload_bytes = 0  # uploaded early, to hand partitions over
+        self._unavailable: set[tuple[Partition, int]] = set()  # adoptions refused, logged
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -377,8 +378,8 @@ class LogManager:
         catalog just names those objects. The opened partitions are held and
         snapshotted here, but do not lead yet: the caller records in the cluster that
         this broker now stores them, then lets them lead. A partition whose source
-        describes nothing is not opened (PartitionUnavailable), rather than opened empty
-        with its offsets reused.
+        describes nothing is not opened (logged, and retried with the next change),
+        rather than opened empty with its offsets reused.
         """
         views: dict[int, dict] = {}
         opened = []
@@ -386,7 +387,13 @@ class LogManager:
         for p, epoch, source in wanted:
             if p.deleted:
                 continue
-            view = await self._stored_view(p, source, views)
+            try:
+                view = await self._stored_view(p, source, views)
+            except PartitionUnavailable as e:
+                if (p, epoch) not in self._unavailable:  # retried often: said once
+                    self._unavailable.add((p, epoch))
+                    log.error("%s", e)
+                continue
             self.drop(p)
             p.leader_epoch = epoch
             for key, seq, osize, created, base, last, ts, pos, size in view.rows if view else ():

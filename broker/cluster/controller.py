@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import aetcd
 import msgpack
 
 from broker.cluster import assignment as asg
@@ -254,6 +255,10 @@ class Controller:
         if head - self._compacted < _ETCD_COMPACT_AFTER:
             return
         target = head - _ETCD_KEEP_REVISIONS
-        await self.node.client.compact(target)
         self._compacted = target
+        try:
+            await self.node.client.compact(target)
+        except aetcd.ClientError as e:  # e.g. etcd's own auto-compaction went further
+            log.debug("etcd compaction to %d: %s", target, describe(e))
+            return
         log.info("compacted etcd history up to revision %d", target)
