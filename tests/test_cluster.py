@@ -225,8 +225,14 @@ def test_scale_out_under_load_moves_only_metadata_and_tails(cluster) -> None:
     sizes = sum(cluster_size(cluster, "grow", p) for p in moved)
     assert sizes > 5_000_000
     assert downloaded < 0.1 * sizes, (downloaded, sizes)
+    # what the old leaders uploaded early to hand over: the WAL tails, not the partitions
+    early = sum(_metric(cluster.brokers[i], "strata_handoff_upload_bytes") for i in (1, 2, 3))
+    assert early < 0.5 * sizes, (early, sizes)
     _check_every_ack_once_in_order(cluster, "grow", 12, load.acked)
-    print(f"broker 4 led {len(moved)} partitions {took:.1f}s after start; {downloaded:.0f} B down")
+    print(
+        f"broker 4 led {len(moved)} partitions {took:.1f}s after start; {downloaded:.0f} B "
+        f"downloaded, {early:.0f} B uploaded early by the old leaders, moved {sizes} B"
+    )
 
 
 def cluster_size(c: Cluster, topic: str, partition: int) -> int:

@@ -154,10 +154,10 @@ class Controller:
                 self.failovers += 1
                 load[leader] += 1
                 log.info(
-                    "%s-%d: leader %d is gone, broker %d leads it now (epoch %d)",
+                    "%s-%d: %s, broker %d leads it now (epoch %d)",
                     wanted.get(k, "?"),
                     k[1],
-                    a.leader,
+                    "released" if a.leader == NONE else f"leader {a.leader} is gone",
                     leader,
                     a.epoch + 1,
                 )

@@ -22,35 +22,29 @@ TRANSACTION_KEY = 1
 _NOT_COORDINATOR = ErrorCode.not_coordinator
 
 
+def _no_coordinator(key: str, error: ErrorCode, message: str) -> dict:
+    return {
+        "key": key,
+        "node_id": -1,
+        "host": "",
+        "port": -1,
+        "error_code": error,
+        "error_message": message,
+    }
+
+
 def _coordinator_entry(broker: Broker, key: str, key_type: int) -> dict:
     if key_type != GROUP_KEY:
-        return {
-            "key": key,
-            "node_id": -1,
-            "host": "",
-            "port": -1,
-            "error_code": ErrorCode.coordinator_not_available,
-            "error_message": "transactions are not supported yet",
-        }
+        return _no_coordinator(
+            key, ErrorCode.coordinator_not_available, "transactions are not supported yet"
+        )
     if not key:
-        return {
-            "key": key,
-            "node_id": -1,
-            "host": "",
-            "port": -1,
-            "error_code": ErrorCode.invalid_request,
-            "error_message": "empty group id",
-        }
+        return _no_coordinator(key, ErrorCode.invalid_request, "empty group id")
     node = broker.coordinator_of(key)
-    if node is None:
-        return {
-            "key": key,
-            "node_id": -1,
-            "host": "",
-            "port": -1,
-            "error_code": ErrorCode.coordinator_not_available,
-            "error_message": "the group's coordinator is moving; retry",
-        }
+    if node is None:  # its offsets partition has no live leader right now
+        return _no_coordinator(
+            key, ErrorCode.coordinator_not_available, "the group's coordinator is moving; retry"
+        )
     node_id, host, port = node
     return {
         "key": key,
