@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from s3stream.aio import wait_event
 from s3stream.catalog import Catalog
 from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch, refs_by_partition
 from s3stream.store import ObjectStoreError, PreconditionFailed, StoreUnavailable
@@ -183,8 +184,7 @@ class Uploader:
                 left = s.upload_interval_s - (time.monotonic() - since)
                 if left <= 0:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), left)
+                await wait_event(self._wake, left)
             else:
                 await self._wake.wait()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from broker.cluster.election import ControllerElection
-from broker.cluster.etcd import KeySpace, PrefixMirror, connect, parse_urls
+from broker.cluster.etcd import KeySpace, PrefixMirror, connect, parse_urls, within
 from broker.cluster.membership import BrokerIdInUse, BrokerInfo, Membership
 from tests.etcd_server import EtcdServer, etcd_binary
 
@@ -72,7 +72,7 @@ class Node:
             if self.election is not None:
                 await self.election.start()
         except BaseException:
-            await self.client.close()
+            await close(self.client)
             raise
         return self
 
@@ -80,7 +80,7 @@ class Node:
         if self.election is not None:
             await self.election.stop()
         await self.membership.stop()
-        await self.client.close()
+        await close(self.client)
 
     def live(self) -> dict[int, BrokerInfo]:
         return self.membership.live()
@@ -104,9 +104,24 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 
     return loop.time() - start
 
 
+@contextlib.asynccontextmanager
+async def client_of(url: str):
+    """A separate etcd client, closed within bounds (a gRPC channel's close can hang)."""
+    client = connect(url)
+    try:
+        yield client
+    finally:
+        await close(client)
+
+
+async def close(client) -> None:
+    with contextlib.suppress(Exception):
+        await within(client.close(), 2.0)
+
+
 async def registered_ids(url: str) -> set[int]:
     """The registrations as etcd has them now, read through a separate client."""
-    async with connect(url) as client:
+    async with client_of(url) as client:
         return {
             BrokerInfo.decode(kv.value).broker_id for kv in await client.get_prefix(KEYS.brokers)
         }
@@ -292,7 +307,7 @@ def test_a_broker_whose_lease_is_lost_registers_again(etcd: EtcdServer) -> None:
             lost: list[int] = []
             a.election.on_loss(lost.append)
 
-            async with connect(etcd.url) as admin:
+            async with client_of(etcd.url) as admin:
                 await admin.revoke_lease(old_lease)
 
             # a loses the controller; then either broker may win it (a re-registers
@@ -397,7 +412,7 @@ def test_the_mirror_lists_again_when_its_history_was_compacted(
     prefix = KEYS.key("mirror", "")
 
     async def main() -> None:
-        async with connect(etcd.url) as writer:
+        async with client_of(etcd.url) as writer:
             await writer.put(prefix + b"k1", b"1")
             await writer.put(prefix + b"k2", b"2")
             follower = connect(etcd.url)

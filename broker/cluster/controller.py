@@ -31,7 +31,8 @@ import msgpack
 
 from broker.cluster import assignment as asg
 from broker.cluster.assignment import NONE, Assignment, Key
-from broker.cluster.etcd import describe, wait_event
+from broker.cluster.etcd import describe
+from s3stream.aio import wait_event
 from s3stream.store import ObjectNotFound
 
 if TYPE_CHECKING:

@@ -212,17 +212,6 @@ async def within(coro: Any, timeout: float) -> Any:
     return task.result()
 
 
-async def wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait until `event` is set or `timeout` passes. Unlike wait_for(event.wait()),
-    this never swallows a cancellation that arrives as the event is set (Python 3.11's
-    wait_for can, which leaves a stopping loop running forever)."""
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=timeout)
-    finally:
-        waiter.cancel()
-
-
 def _consume(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()

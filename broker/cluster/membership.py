@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import aetcd
 
-from broker.cluster.etcd import KeySpace, PrefixMirror, describe, pack, unpack, wait_event, within
+from broker.cluster.etcd import KeySpace, PrefixMirror, describe, pack, unpack, within
+from s3stream.aio import wait_event
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,11 @@ from broker.cluster import assignment as asg
 from broker.cluster.assignment import NONE, Assignment, Key
 from broker.cluster.controller import Controller
 from broker.cluster.election import ControllerElection
-from broker.cluster.etcd import KeySpace, PrefixMirror, connect, describe, wait_event, within
+from broker.cluster.etcd import KeySpace, PrefixMirror, connect, describe, within
 from broker.cluster.membership import BrokerIdInUse, BrokerInfo, Membership
 from broker.cluster.metadata import EtcdMetadataStore
 from broker.cluster.orphans import OrphanRecovery
+from s3stream.aio import wait_event
 
 if TYPE_CHECKING:
     from broker.app import Broker

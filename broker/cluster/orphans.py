@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 
 import aetcd
 
-from broker.cluster.etcd import PrefixMirror, describe, pack, unpack, wait_event
+from broker.cluster.etcd import PrefixMirror, describe, pack, unpack
 from protocol import records
+from s3stream.aio import wait_event
 from s3stream.object_format import (
     FOOTER,
     ObjectBuilder,
