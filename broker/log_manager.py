@@ -144,9 +144,6 @@ class LogManager:
             )
         for rec in self.meta.topics.values():
             self._add_topic_state(rec)
-        own: dict[tuple[bytes, int], PartitionView] = {}
-        if leads is not None:
-            own = await self.catalog.read_other(self.broker_id)
 
         def resolve(topic_id: bytes, index: int, epoch: int | None) -> Partition | None:
             p = self._partition_by_id(topic_id, index)
@@ -156,7 +153,7 @@ class LogManager:
                 p.held, p.leader_epoch = True, epoch
             return p if p.held else None
 
-        report, garbage = await self.catalog.load(resolve, BatchRef)
+        report, garbage, own = await self.catalog.load(resolve, BatchRef)
         if self.cluster:
             garbage = []  # perhaps another broker's now: the controller's sweep decides
             await self._keep_awaited(own, awaited)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -48,7 +48,7 @@ class PartitionView:
     epoch: int | None  # the leader epoch its snapshot was written at; None: not in it
     # (object key, seq, object size, created ms, base, last, max timestamp, position, size)
     rows: list[tuple]
-    producers: list | None = None  # idempotent producers' state as of the snapshot
+    producers: list | None = None  # hand-off records: the idempotent producers' state
     discovered: bool = False  # rows from objects newer than the snapshot were added
     writer: int | None = None  # hand-off records: the broker that wrote it
 
@@ -56,6 +56,17 @@ class PartitionView:
     def end(self) -> int:
         """The offset after the last one described."""
         return self.rows[-1][5] + 1 if self.rows else 0
+
+
+@dataclass(slots=True)
+class _Stored:
+    """A broker's catalog as stored: snapshot, and the data objects listed."""
+
+    etag: str | None = None
+    last_seq: int = -1
+    snapshot_objects: list = field(default_factory=list)  # [key, seq, size, created ms]
+    views: dict[tuple[bytes, int], PartitionView] = field(default_factory=dict)
+    listed: dict[str, int] = field(default_factory=dict)  # data object key -> seq
 
 
 @dataclass(slots=True)
@@ -186,7 +197,7 @@ class Catalog:
                             index[oid],
                         ]
                     )
-                parts.append([p.topic_id, p.index, rows, p.leader_epoch, p.producers.snapshot()])
+                parts.append([p.topic_id, p.index, rows, p.leader_epoch])
             doc = {
                 "version": 1,
                 "broker_id": self.broker_id,
@@ -206,66 +217,45 @@ class Catalog:
         self,
         resolve: Callable[[bytes, int, int | None], Partition | None],
         ref: Callable[..., BatchRef],
-    ) -> tuple[LoadReport, list[str]]:
-        """Rebuild partitions' object entries from the bucket; returns garbage keys.
+    ) -> tuple[LoadReport, list[str], dict[tuple[bytes, int], PartitionView]]:
+        """Rebuild partitions' object entries from the bucket; returns garbage keys, and
+        what this broker's catalog holds for every partition (see read_other).
 
         `resolve(topic_id, partition, epoch)` finds a partition this broker holds
         (None: the topic is gone, or in cluster mode another broker leads it or this
-        snapshot is from an older leadership); `epoch` is None for objects newer than
-        the snapshot. `ref(...)` builds an index entry. Call before the WAL is replayed.
+        snapshot is from an older leadership); `epoch` is None for a partition only
+        objects newer than the snapshot hold. `ref(...)` builds an index entry. Call
+        before the WAL is replayed.
         """
-        report = LoadReport()
-        garbage: list[str] = []
-        last_seq = -1
-        known: set[str] = set()
-        try:
-            raw, self._etag = await self.store.get_with_etag(self.manifest_key)
-        except ObjectNotFound:
-            raw = None
-        if raw is not None:
-            doc = msgpack.unpackb(raw, strict_map_key=False)
-            last_seq = doc["last_seq"]
-            objs = [self.add(seq, size, created, key) for key, seq, size, created in doc["objects"]]
-            known = {o.key for o in objs}
-            for entry in doc["partitions"]:
-                topic_id, index, rows = entry[:3]
-                p = resolve(topic_id, index, entry[3] if len(entry) > 3 else 0)
-                if p is None:
-                    continue
-                for base, last, ts, pos, size, k in rows:
-                    p.record_block(ref(base, last, ts, pos, size, objs[k].id))
-        listed = await self.store.list(self.data_prefix)
-        max_seq = last_seq
-        for info in listed:
-            seq = self._seq_of(info.key)
-            if seq is None:
+        stored = await self._read(self.broker_id)
+        self._etag = stored.etag
+        for key, seq, size, created in stored.snapshot_objects:
+            self.add(seq, size, created, key)
+        used: set[str] = set()
+        for (topic_id, index), view in stored.views.items():
+            p = resolve(topic_id, index, view.epoch)
+            if p is None:
                 continue
-            max_seq = max(max_seq, seq)
-            if info.key in known:
-                continue
-            if seq <= last_seq:
-                garbage.append(info.key)
-                continue
-            entries = await self.read_index(info.key, info.size)
-            obj = self.add(seq, info.size, 0, info.key)
-            used = 0
-            for e in entries:
-                p = resolve(e.topic_id, e.partition, None)
-                if p is None or e.first_offset < p.log_end_offset:
-                    continue  # a deleted topic, or offsets another object already holds
+            for key, seq, osize, created, base, last, ts, pos, size in view.rows:
                 p.record_block(
-                    ref(e.first_offset, e.last_offset, e.max_timestamp, e.position, e.size, obj.id)
+                    ref(base, last, ts, pos, size, self.ensure(key, seq, osize, created).id)
                 )
-                used += 1
-            if used:
-                report.discovered += 1
-            else:
-                self.objects.pop(obj.id)
-                garbage.append(info.key)
-        self.next_seq = max_seq + 1
-        report.objects = len(self.objects)
-        report.garbage = len(garbage)
-        return report, garbage
+                used.add(key)
+        known = {key for key, *_ in stored.snapshot_objects}
+        garbage = [
+            key
+            for key, seq in stored.listed.items()
+            # older than the snapshot yet not in it: being deleted; newer, and every entry
+            # already covered or of a deleted topic: a compaction that never committed
+            if key not in known and (seq <= stored.last_seq or key not in used)
+        ]
+        self.next_seq = max([stored.last_seq, *stored.listed.values()]) + 1
+        report = LoadReport(
+            len(self.objects),
+            sum(1 for key, seq in stored.listed.items() if seq > stored.last_seq and key in used),
+            len(garbage),
+        )
+        return report, garbage, stored.views
 
     # --- hand-off records (cluster mode) ----------------------------------------------
 
@@ -317,35 +307,39 @@ class Catalog:
         the objects it uploaded after it, partition by partition. This is how a new
         leader finds a partition's data: after a hand-off the old leader's snapshot has
         it all; after a failover its newer objects hold the rest."""
-        other = Catalog(self.store, broker_id)
-        views: dict[tuple[bytes, int], PartitionView] = {}
-        last_seq = -1
+        return (await self._read(broker_id)).views
+
+    async def _read(self, broker_id: int) -> _Stored:
+        """A broker's snapshot, then the footers of its objects newer than it."""
+        owner = self if broker_id == self.broker_id else Catalog(self.store, broker_id)
+        stored = _Stored()
         try:
-            raw = await self.store.get(other.manifest_key)
+            raw, stored.etag = await self.store.get_with_etag(owner.manifest_key)
         except ObjectNotFound:
             raw = None
         if raw is not None:
             doc = msgpack.unpackb(raw, strict_map_key=False)
-            last_seq = doc["last_seq"]
-            objs = doc["objects"]
+            stored.last_seq = doc["last_seq"]
+            stored.snapshot_objects = objs = doc["objects"]
             for entry in doc["partitions"]:
                 topic_id, index, rows = entry[:3]
-                views[(topic_id, index)] = PartitionView(
+                stored.views[(topic_id, index)] = PartitionView(
                     entry[3] if len(entry) > 3 else 0,
                     [
                         (*objs[k], base, last, ts, pos, size)
                         for base, last, ts, pos, size, k in rows
                     ],
                 )
-        listed = await self.store.list(other.data_prefix)
-        for info in sorted(listed, key=lambda i: i.key):
-            seq = other._seq_of(info.key)
-            if seq is None or seq <= last_seq:
+        for info in sorted(await self.store.list(owner.data_prefix), key=lambda i: i.key):
+            seq = owner._seq_of(info.key)
+            if seq is None:
+                continue
+            stored.listed[info.key] = seq
+            if seq <= stored.last_seq:
                 continue
             for e in await self.read_index(info.key, info.size):
-                view = views.setdefault((e.topic_id, e.partition), PartitionView(None, []))
-                end = view.rows[-1][5] + 1 if view.rows else 0
-                if e.first_offset < end:
+                view = stored.views.setdefault((e.topic_id, e.partition), PartitionView(None, []))
+                if e.first_offset < view.end:
                     continue  # offsets an earlier object holds (a compaction's output)
                 view.discovered = True
                 view.rows.append(
@@ -361,7 +355,7 @@ class Catalog:
                         e.size,
                     )
                 )
-        return views
+        return stored
 
     async def read_index(self, key: str, size: int) -> list[BlockEntry]:
         """An object's index: the footer and usually the index in one ranged GET."""

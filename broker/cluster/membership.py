@@ -112,6 +112,9 @@ class Membership:
         """The brokers registered now, this one included, as of the last watch event."""
         return dict(self._live)
 
+    def is_live(self, broker_id: int) -> bool:
+        return broker_id in self._live
+
     def on_change(self, callback: ChangeCallback) -> None:
         """Call `callback(live)` on the event loop whenever the set of brokers changes."""
         self._callbacks.append(callback)

@@ -58,7 +58,7 @@ class EtcdMetadataStore(MetadataStore):
             )
             if ok:
                 self.created = True
-                self.revision = responses[0].response_put.header.revision
+                self._committed(responses[0].response_put.header.revision)
                 log.info("created cluster %s in etcd", self.cluster_id)
                 return
 
@@ -67,9 +67,13 @@ class EtcdMetadataStore(MetadataStore):
         if revision <= self.revision:
             return False
         self._apply(msgpack.unpackb(raw, strict_map_key=False))
+        self._committed(revision)
+        return True
+
+    def _committed(self, revision: int) -> None:
+        """The state now is etcd's document at `revision`."""
         self.revision = revision
         self.committed_ids = {t.topic_id for t in self.topics.values()}
-        return True
 
     async def update(self, change: Callable[[], T]) -> T:
         for _ in range(_MAX_ATTEMPTS):
@@ -99,19 +103,14 @@ class EtcdMetadataStore(MetadataStore):
                     self._apply(before)
                 raise
             if ok:
-                self.revision = responses[0].response_put.header.revision
-                self.committed_ids = {t.topic_id for t in self.topics.values()}
+                self._committed(responses[0].response_put.header.revision)
                 return result
             # another broker wrote first: start again from its document (the watch may
             # have applied it already, over our uncommitted change)
             if responses and responses[0]:
                 value, kv = responses[0][0]
                 self._apply(msgpack.unpackb(value, strict_map_key=False))
-                self.revision = kv.mod_revision
-                self.committed_ids = {t.topic_id for t in self.topics.values()}
+                self._committed(kv.mod_revision)
             else:
                 self._apply(before)
         raise RuntimeError("cluster metadata: too many conflicting writers")
-
-    async def save(self) -> None:
-        await self.update(lambda: None)

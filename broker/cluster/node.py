@@ -163,7 +163,7 @@ class ClusterNode:
         a = self.assignments.get((topic_id, partition))
         if a is None:
             return NONE, 0
-        if a.leader not in self.membership.live():
+        if not self.membership.is_live(a.leader):
             return NONE, a.epoch
         return a.leader, a.epoch
 
