@@ -8,7 +8,34 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.2, quiet: bool = False
+) -> bool:
+    """Poll `check` until it holds, with one last try at the deadline. `quiet`: a check
+    that raises counts as not holding yet (asking a cluster whose leaders move)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return True
+        except Exception:
+            if not quiet:
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def metric(port: int, sample: str) -> float:
+    """One sample from a broker's /metrics (its --metrics-listen port), named as it is
+    exposed: 'strata_uploads_total', 'strata_object_store_bytes_total{direction="down"}'."""
+    from benchmarks.common import scrape
+
+    return scrape(f"http://127.0.0.1:{port}/metrics")[sample]
 
 
 def free_port() -> int:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from tests import broker_process
 from tests.broker_process import BrokerProcess, free_port
 
 
@@ -18,9 +18,11 @@ class Cluster:
         self.store_args = store_args
         self.extra = list(extra)
         self.brokers: dict[int, BrokerProcess] = {}
+        self.metrics_ports: dict[int, int] = {}
 
     def start(self, broker_id: int, *extra: str) -> BrokerProcess:
         port = free_port()
+        self.metrics_ports[broker_id] = metrics_port = free_port()
         b = BrokerProcess(
             self.root / f"b{broker_id}",
             port,
@@ -31,13 +33,16 @@ class Cluster:
             "--advertised-listener",
             f"127.0.0.1:{port}",
             "--metrics-listen",
-            f"127.0.0.1:{free_port()}",
+            f"127.0.0.1:{metrics_port}",
             *self.store_args,
             *self.extra,
             *extra,
         )
         self.brokers[broker_id] = b
         return b.start()
+
+    def metric(self, broker_id: int, sample: str) -> float:
+        return broker_process.metric(self.metrics_ports[broker_id], sample)
 
     def restart(self, broker_id: int) -> BrokerProcess:
         return self.brokers[broker_id].start()
@@ -61,13 +66,7 @@ class Cluster:
         return set(admin.list_topics(timeout=10).brokers)
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except Exception:
-            pass
-        time.sleep(interval)
-    return False
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """broker_process.wait_for for checks that ask a cluster in motion: one that raises
+    (a leader moving, a broker restarting) counts as not yet."""
+    return broker_process.wait_for(check, timeout, quiet=True)

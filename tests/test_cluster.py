@@ -57,16 +57,6 @@ def cluster(etcd, s3_bucket, tmp_path: Path):
     c.stop_all()
 
 
-def _metric(broker, name: str, labels: str = "") -> float:
-    """One sample from a broker's /metrics (its --metrics-listen port)."""
-    port = broker.extra_args[broker.extra_args.index("--metrics-listen") + 1].rsplit(":", 1)[1]
-    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + labels + " ") or line.startswith(name + "_total" + labels):
-                return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
-
-
 def _etcd_revision(url: str) -> int:
     """etcd's current revision, through its JSON gateway."""
     request = Request(f"{url}/v3/kv/range", data=json.dumps({"key": "AA=="}).encode())
@@ -206,7 +196,7 @@ def test_scale_out_under_load_moves_only_metadata_and_tails(cluster) -> None:
     load.start()
     time.sleep(2)
     started = time.monotonic()
-    b4 = cluster.start(4)
+    cluster.start(4)
 
     def share() -> int:
         return sum(1 for leader in cluster.leaders("grow").values() if leader == 4)
@@ -215,7 +205,7 @@ def test_scale_out_under_load_moves_only_metadata_and_tails(cluster) -> None:
     took = time.monotonic() - started
     moved = [p for p, leader in cluster.leaders("grow").items() if leader == 4]
     time.sleep(2)
-    downloaded = _metric(b4, "strata_object_store_bytes", '{direction="down"}')
+    downloaded = cluster.metric(4, 'strata_object_store_bytes_total{direction="down"}')
     time.sleep(3)
     load.finish()
 
@@ -226,7 +216,7 @@ def test_scale_out_under_load_moves_only_metadata_and_tails(cluster) -> None:
     assert sizes > 5_000_000
     assert downloaded < 0.1 * sizes, (downloaded, sizes)
     # what the old leaders uploaded early to hand over: the WAL tails, not the partitions
-    early = sum(_metric(cluster.brokers[i], "strata_handoff_upload_bytes") for i in (1, 2, 3))
+    early = sum(cluster.metric(i, "strata_handoff_upload_bytes_total") for i in (1, 2, 3))
     assert early < 0.5 * sizes, (early, sizes)
     _check_every_ack_once_in_order(cluster, "grow", 12, load.acked)
     print(
@@ -259,9 +249,9 @@ def test_graceful_scale_in_loses_nothing(cluster) -> None:
 
     # back with the same WAL: what it handed over went up with the hand-off, so none of
     # it comes back as an orphan, and it takes a share of the partitions again
-    b2 = cluster.restart(2)
+    cluster.restart(2)
     assert wait_for(lambda: 2 in cluster.leaders("shrink").values(), timeout=20)
-    assert _metric(b2, "strata_orphaned_batches") == 0
+    assert cluster.metric(2, "strata_orphaned_batches_total") == 0
     _check_every_ack_once_in_order(cluster, "shrink", 6, load.acked)
     assert len(_read_everything(cluster.bootstrap, "shrink", 6)) == load.sent
 
@@ -367,7 +357,7 @@ def test_a_paused_broker_whose_lease_expired_cannot_make_a_write_visible(cluster
     # "before" was acknowledged after the local fsync (wal mode) and not uploaded when
     # the lease expired: the new leader started without it, and broker 2, awake again,
     # hands it back as an orphan, appended again by the new leader
-    assert wait_for(lambda: _metric(b2, "strata_orphaned_batches") == 1, timeout=20)
+    assert wait_for(lambda: cluster.metric(2, "strata_orphaned_batches_total") == 1, timeout=20)
     values: set[bytes] = set()
 
     def recovered() -> bool:
@@ -417,7 +407,7 @@ def test_wal_mode_kill_then_return_appends_the_missing_tail_again(cluster) -> No
     assert missing, "expected acknowledged records only in the dead broker's WAL"
 
     cluster.restart(2)  # its WAL comes back: the missing batches are appended again
-    assert wait_for(lambda: _metric(cluster.brokers[2], "strata_orphaned_batches") > 0, 30)
+    assert wait_for(lambda: cluster.metric(2, "strata_orphaned_batches_total") > 0, 30)
 
     def complete() -> bool:
         return set(load.acked) <= set(_read_everything(cluster.bootstrap, "comeback", 4).values())

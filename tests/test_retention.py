@@ -18,6 +18,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from tests.broker_process import wait_for
 from tests.wire import WireClient, make_batch
 
 FAST = ("--retention-check-interval-ms", "300", "--wal-segment-bytes", "65536")
@@ -25,15 +26,6 @@ FAST = ("--retention-check-interval-ms", "300", "--wal-segment-bytes", "65536")
 
 def _segments(data_dir: Path) -> int:
     return len(list((data_dir / "wal").glob("*.wal")))
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_lowered_retention_ms_deletes_old_data_live_and_after_restart(broker_factory) -> None:
@@ -59,13 +51,15 @@ def test_lowered_retention_ms_deletes_old_data_live_and_after_restart(broker_fac
     )
     admin.incremental_alter_configs([res])[res].result(10)
     with WireClient(b.bootstrap) as c:
-        assert _wait_for(lambda: c.list_offset(topic, 0, -2).offset == 40), (
+        assert wait_for(lambda: c.list_offset(topic, 0, -2).offset == 40, 20, 0.1), (
             "retention did not apply"
         )
         assert c.fetch(topic, 0, 0).error_code == 1  # OFFSET_OUT_OF_RANGE: gone
         fresh = c.produce(topic, 0, make_batch([b"fresh"]))
         assert fresh.base_offset == 40
-    assert _wait_for(lambda: _segments(b.data_dir) < segments_before), "WAL segments were not freed"
+    assert wait_for(lambda: _segments(b.data_dir) < segments_before, 20, 0.1), (
+        "WAL segments were not freed"
+    )
 
     b.stop()
     b2 = broker_factory(*FAST, data_dir=b.data_dir, port=b.port)
@@ -81,7 +75,7 @@ def test_retention_bytes_keeps_the_newest(broker_factory) -> None:
         c.create_topic("sized", 1, {"retention.bytes": "20000"})
         for _ in range(20):
             c.produce("sized", 0, make_batch([b"y" * 4000]))
-        assert _wait_for(lambda: c.list_offset("sized", 0, -2).offset > 0)
+        assert wait_for(lambda: c.list_offset("sized", 0, -2).offset > 0, 20, 0.1)
         start = c.list_offset("sized", 0, -2).offset
         kept = 20 - start
         assert 1 <= kept <= 5, f"kept {kept} batches of ~4 KB under retention.bytes=20000"
@@ -123,7 +117,7 @@ def test_committed_offsets_survive_compaction_and_trim(broker_factory) -> None:
             # fill WAL segments meanwhile, with data retention deletes at once
             c.produce("work", 0, make_batch([b"z" * 2000], timestamps=[old]))
     # the offsets partition's early batches no longer pin the first segment
-    assert _wait_for(lambda: not (b.data_dir / "wal" / f"{0:020d}.wal").exists())
+    assert wait_for(lambda: not (b.data_dir / "wal" / f"{0:020d}.wal").exists(), 20, 0.1)
     b.stop()
     b2 = broker_factory(*FAST, data_dir=b.data_dir, port=b.port)
     with WireClient(b2.bootstrap) as c:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from confluent_kafka.admin import (
 
 from protocol.record_codec import decode_records
 from protocol.records import iter_headers
+from tests.broker_process import metric, wait_for
 from tests.test_crash_recovery import PARTITIONS, _produce_then_kill, _read_all
 from tests.wire import WireClient, make_batch
 
@@ -73,24 +73,6 @@ def s3(s3_bucket) -> Bucket:
 
 def _wal_bytes(data_dir: Path) -> int:
     return sum(p.stat().st_size for p in (data_dir / "wal").glob("*"))
-
-
-def _metric(port: int, name: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return check()
 
 
 def _digest(value: bytes) -> bytes:
@@ -157,16 +139,16 @@ def test_uploads_shrink_the_wal_and_cold_reads_come_from_objects(broker_factory,
     b = broker_factory(*args)
     _create(b.bootstrap, "volume", 4)
     acked = _produce_volume(b.bootstrap, "volume", 200_000, 1000)  # 200 MB
-    assert _wait_for(lambda: _metric(metrics_port, "strata_upload_backlog_bytes") < 1 << 20)
+    assert wait_for(lambda: metric(metrics_port, "strata_upload_backlog_bytes") < 1 << 20)
     assert len(bucket.data_objects()) >= 5, bucket.data_objects()
     # the WAL keeps only what is not uploaded, in whole segments: far below the 200 MB
-    assert _wait_for(lambda: _wal_bytes(b.data_dir) < 40 << 20), _wal_bytes(b.data_dir)
+    assert wait_for(lambda: _wal_bytes(b.data_dir) < 40 << 20), _wal_bytes(b.data_dir)
 
     b.stop()  # a restart empties the tail cache: every read below is cold
     b = broker_factory(*args, data_dir=b.data_dir, port=b.port)
     got = _consume_digests(b.bootstrap, "volume", 4)
     assert got == acked, f"{len(got)} records read back, {len(acked)} acknowledged"
-    downloaded = _metric(metrics_port, 'strata_object_store_bytes_total{direction="down"}')
+    downloaded = metric(metrics_port, 'strata_object_store_bytes_total{direction="down"}')
     assert downloaded >= 200_000 * 1000, f"only {downloaded} bytes came from the object store"
 
 
@@ -298,11 +280,11 @@ def test_store_outage_backpressure_then_recovery(broker_factory, s3, s3_bucket) 
         first_refusal = during.index(19)
         assert sum(1 for code in during[:first_refusal] if code == 0) >= 30
         # the store is back: uploads drain the backlog and produce is accepted again
-        assert _wait_for(lambda: produce_one(c, i) == 0, 60), "produce did not recover"
+        assert wait_for(lambda: produce_one(c, i) == 0, 60), "produce did not recover"
         # the first acceptance can come with the backlog just under its bound: once the
         # uploads have drained it, produce is accepted steadily
-        assert _wait_for(
-            lambda: _metric(metrics_port, "strata_upload_backlog_bytes") < 1 << 20, 60
+        assert wait_for(
+            lambda: metric(metrics_port, "strata_upload_backlog_bytes") < 1 << 20, 60
         ), "the upload backlog did not drain"
         for j in range(20):
             assert produce_one(c, i + 1 + j) == 0
@@ -341,7 +323,7 @@ def test_retention_deletes_objects_and_moves_log_start(broker_factory, bucket) -
     metrics_port = free_port()
 
     def uploaded() -> bool:
-        return _metric(metrics_port, "strata_upload_backlog_bytes") == 0
+        return metric(metrics_port, "strata_upload_backlog_bytes") == 0
 
     args = [
         *bucket.args,
@@ -362,11 +344,11 @@ def test_retention_deletes_objects_and_moves_log_start(broker_factory, bucket) -
     for _ in range(3):
         before = len(bucket.data_objects())
         _produce_burst(b.bootstrap, "aging", 300, hour_ago)
-        assert _wait_for(lambda before=before: len(bucket.data_objects()) > before)
-        assert _wait_for(uploaded)  # so no old batch shares an object with a fresh one
+        assert wait_for(lambda before=before: len(bucket.data_objects()) > before)
+        assert wait_for(uploaded)  # so no old batch shares an object with a fresh one
     old_objects = len(bucket.data_objects())
     _produce_burst(b.bootstrap, "aging", 100)  # fresh
-    assert _wait_for(lambda: len(bucket.data_objects()) > old_objects)
+    assert wait_for(lambda: len(bucket.data_objects()) > old_objects)
     with WireClient(b.bootstrap) as c:
         assert c.list_offset("aging", 0, -2).offset == 0
 
@@ -380,9 +362,9 @@ def test_retention_deletes_objects_and_moves_log_start(broker_factory, bucket) -
     )
     admin.incremental_alter_configs([res])[res].result(10)
     with WireClient(b.bootstrap) as c:
-        assert _wait_for(lambda: c.list_offset("aging", 0, -2).offset == 900)
+        assert wait_for(lambda: c.list_offset("aging", 0, -2).offset == 900)
         assert c.fetch("aging", 0, 0).error_code == 1  # OFFSET_OUT_OF_RANGE
-    assert _wait_for(lambda: len(bucket.data_objects()) <= old_objects - 2), bucket.data_objects()
+    assert wait_for(lambda: len(bucket.data_objects()) <= old_objects - 2), bucket.data_objects()
 
     b.stop()  # and it stays so after a restart
     b = broker_factory(*args, data_dir=b.data_dir, port=b.port)
@@ -417,13 +399,13 @@ def test_compaction_merges_small_objects(broker_factory, bucket) -> None:
         for i in range(200):
             producer.produce("events", b"%08d" % (burst * 200 + i), on_delivery=report)
         assert producer.flush(10) == 0
-        assert _wait_for(lambda before=before: len(bucket.data_objects()) > before)
+        assert wait_for(lambda before=before: len(bucket.data_objects()) > before)
     piled_up = len(bucket.data_objects())
     assert piled_up >= 12
 
     b.stop()
     b = broker_factory(*args, data_dir=b.data_dir, port=b.port)  # compaction on
-    assert _wait_for(lambda: len(bucket.data_objects()) <= 4, 60), bucket.data_objects()
+    assert wait_for(lambda: len(bucket.data_objects()) <= 4, 60), bucket.data_objects()
     b.stop()  # read the merged objects cold
     b = broker_factory(*args, data_dir=b.data_dir, port=b.port)
     got = _read_all(b.bootstrap, "events")
