@@ -31,7 +31,7 @@ import msgpack
 
 from broker.cluster import assignment as asg
 from broker.cluster.assignment import NONE, Assignment, Key
-from broker.cluster.etcd import describe
+from broker.cluster.etcd import cancel_within, describe
 from s3stream.aio import wait_event
 from s3stream.store import ObjectNotFound
 
@@ -79,9 +79,7 @@ class Controller:
 
     async def wait_stopped(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_within(task)
 
     def poke(self) -> None:
         self._wake.set()

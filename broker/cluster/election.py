@@ -18,7 +18,15 @@ from typing import Protocol
 
 import aetcd
 
-from broker.cluster.etcd import KeySpace, cancel_quietly, describe, pack, unpack, within
+from broker.cluster.etcd import (
+    KeySpace,
+    cancel_quietly,
+    cancel_within,
+    describe,
+    pack,
+    unpack,
+    within,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +117,7 @@ class ControllerElection:
     async def stop(self) -> None:
         """Stop campaigning and resign, so another broker takes over at once."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_within(task)
         epoch = self._epoch if self.is_leader else 0
         self._observe(None, 0)
         if epoch:

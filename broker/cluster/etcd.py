@@ -134,9 +134,7 @@ class PrefixMirror:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_within(task)
 
     async def _list(self) -> None:
         listing = await self.client.get_prefix(self.prefix)
@@ -210,6 +208,20 @@ async def within(coro: Any, timeout: float) -> Any:
         task.add_done_callback(_consume)
         raise TimeoutError(f"no answer within {timeout}s")
     return task.result()
+
+
+async def cancel_within(task: asyncio.Task[Any] | None, timeout: float = 5.0) -> None:
+    """Cancel a background task and wait, at most `timeout` seconds, for it to end: a
+    task inside a gRPC call may not end promptly, and stopping must stay bounded."""
+    if task is None:
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.warning("%s did not stop within %.0fs; left behind", task.get_name(), timeout)
+        task.add_done_callback(_consume)
+    else:
+        _consume(task)
 
 
 def _consume(task: asyncio.Task[Any]) -> None:

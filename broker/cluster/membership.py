@@ -17,7 +17,15 @@ from dataclasses import asdict, dataclass
 
 import aetcd
 
-from broker.cluster.etcd import KeySpace, PrefixMirror, describe, pack, unpack, within
+from broker.cluster.etcd import (
+    KeySpace,
+    PrefixMirror,
+    cancel_within,
+    describe,
+    pack,
+    unpack,
+    within,
+)
 from s3stream.aio import wait_event
 
 log = logging.getLogger(__name__)
@@ -140,9 +148,7 @@ class Membership:
         """Leave: revoke the lease so the others see it at once. Never hangs on a dead
         etcd; the registration then expires after the TTL instead."""
         task, self._keepalive_task = self._keepalive_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_within(task)
         await self._mirror.stop()
         lease_id, self._lease_id, self._deadline = self._lease_id, 0, 0.0
         if lease_id:

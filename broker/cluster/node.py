@@ -29,7 +29,7 @@ from broker.cluster import assignment as asg
 from broker.cluster.assignment import NONE, Assignment, Key
 from broker.cluster.controller import Controller
 from broker.cluster.election import ControllerElection
-from broker.cluster.etcd import KeySpace, PrefixMirror, connect, describe, within
+from broker.cluster.etcd import KeySpace, PrefixMirror, cancel_within, connect, describe, within
 from broker.cluster.membership import BrokerIdInUse, BrokerInfo, Membership
 from broker.cluster.metadata import EtcdMetadataStore
 from broker.cluster.orphans import OrphanRecovery
@@ -116,9 +116,7 @@ class ClusterNode:
         """Leave gracefully: hand every partition back (uploaded and snapshotted, marked
         leaderless so the controller places it at once), then deregister."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_within(task)
         await self.controller.wait_stopped()
         await self.election.stop()  # a successor controller places what is released next
         logs = self.broker.logs

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import aetcd
 
-from broker.cluster.etcd import PrefixMirror, describe, pack, unpack
+from broker.cluster.etcd import PrefixMirror, cancel_within, describe, pack, unpack
 from protocol import records
 from s3stream.aio import wait_event
 from s3stream.object_format import (
@@ -64,9 +64,7 @@ class OrphanRecovery:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_within(task)
         await self._mirror.stop()
 
     def poke(self) -> None:
