@@ -26,9 +26,12 @@ from typing import Any
 
 from benchmarks.common import (
     MB,
+    MIB,
     BrokerProcess,
     json_default,
+    latency_summary,
     proc_cpu,
+    proc_memory,
     scrape,
     step,
 )
@@ -94,6 +97,9 @@ class Cluster:
             time.sleep(0.2)
         raise TimeoutError("partitions without a leader")
 
+    def peak_rss_mib(self) -> dict[int, float]:
+        return {i: proc_memory(b.pid)["VmHWM"] / MIB for i, b in self.brokers.items() if b.alive()}
+
     def stop(self) -> None:
         for b in self.brokers.values():
             b.stop()
@@ -143,6 +149,8 @@ def throughput(root: Path, etcd_url: str, moto: Any, brokers: int, seconds: floa
             "broker_cpu_cores": cpu,
             "moto_cpu_cores": (proc_cpu(moto.proc.pid)["process"] - moto0) / elapsed,
             "producer_cpu_cores": [r["cpu_cores"] for r in results],
+            "ack_latency_ms_at_full_speed": latency_summary(rate["latencies"]),
+            "broker_peak_rss_mib": c.peak_rss_mib(),
             "errors": sum(r["errors_sampled"] for r in results),
         }
         step(f"  {out['mb_per_s']:.1f} MB/s, broker cores {cpu}")
@@ -230,6 +238,10 @@ def scale_out(root: Path, etcd_url: str, moto: Any, history_mb: int, rate_mb: fl
                 for i in before
             ),
             "handed_over": handed,
+            "ack_latency_ms_during_scale_out": latency_summary(
+                steady_rate(results, warmup=1.0, stride=16)["latencies"]
+            ),
+            "broker_peak_rss_mib": c.peak_rss_mib(),
             "producer_errors": sum(r["errors_sampled"] for r in results),
         }
         step(f"  {json.dumps(out, default=json_default)}")
