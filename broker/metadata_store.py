@@ -2,7 +2,7 @@
 
 It lives in the object store beside the data, so a broker started on an empty data
 directory with the same bucket finds its topics again. Small and rarely written:
-each change replaces one msgpack object, with If-Match on the ETag last seen so a
+each change replaces one msgpack object by compare-and-set (s3stream.versioned), so a
 second broker writing the same bucket is refused instead of silently overwriting.
 Cluster mode swaps this for etcd behind the same methods.
 """
@@ -19,13 +19,19 @@ from typing import TypeVar
 
 import msgpack
 
-from s3stream.store import ObjectNotFound, ObjectStore, replace_if_match
+from s3stream.aio import run_to_completion
+from s3stream.store import ObjectNotFound, ObjectStore
+from s3stream.versioned import ConflictingWrite, VersionedObject
 
 METADATA_KEY = "metadata/cluster.msgpack"
 log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK = 1000
 T = TypeVar("T")
+
+
+class MetadataConflict(ConflictingWrite):
+    """Another writer changed the stored metadata; this broker took its state."""
 
 
 @dataclass
@@ -48,7 +54,8 @@ class MetadataStore:
         self.cluster_id = ""
         self.topics: dict[str, TopicRecord] = {}
         self.producer_id_limit = 0  # ids below this are handed out or reserved
-        self._etag: str | None = None
+        self._object = VersionedObject(store, METADATA_KEY)
+        self._lock = asyncio.Lock()
         self.created = False  # load() found no metadata and started a new cluster
 
     async def load(self, legacy: Path | None = None) -> None:
@@ -56,7 +63,8 @@ class MetadataStore:
         brokers from before the object store) or start a new cluster (`created`)."""
         self.created = False
         try:
-            raw, self._etag = await self.store.get_with_etag(METADATA_KEY)
+            raw, etag = await self.store.get_with_etag(METADATA_KEY)
+            self._object.seen(raw, etag)
         except ObjectNotFound:
             if legacy is None or not legacy.exists():
                 self.cluster_id = new_cluster_id()
@@ -72,12 +80,22 @@ class MetadataStore:
 
     async def update(self, change: Callable[[], T]) -> T:
         """Apply `change` (which edits this object, and may raise to refuse) and persist
-        it; if it cannot be persisted, the state before it is restored. Cluster mode
-        re-reads and re-applies the change when another broker wrote first."""
+        it; if it cannot be persisted, the state before it is restored. Changes run one
+        at a time, and each runs to its end even if its caller is cancelled: a write that
+        lands while nobody waits for it would otherwise leave a stale ETag (refusing
+        every later change) and memory rolled back under a stored document that holds
+        the change. Cluster mode re-reads and re-applies the change when another broker
+        wrote first."""
+        async with self._lock:
+            return await run_to_completion(self._update(change))
+
+    async def _update(self, change: Callable[[], T]) -> T:
         before = self.document()
         try:
             result = change()
             await self.save()
+        except MetadataConflict:
+            raise  # the state is now the stored document: nothing to restore
         except BaseException:
             self._apply(before)
             raise
@@ -122,7 +140,15 @@ class MetadataStore:
         return msgpack.packb(self.document())
 
     async def save(self) -> None:
-        self._etag = await replace_if_match(self.store, METADATA_KEY, self.encode(), self._etag)
+        try:
+            await self._object.write(self.encode())
+        except ConflictingWrite as e:
+            if e.stored is None:
+                raise
+            log.error("%s was written by someone else; taking its state", METADATA_KEY)
+            self._apply(msgpack.unpackb(e.stored, strict_map_key=False))
+            self._object.seen(e.stored, e.etag)
+            raise MetadataConflict(METADATA_KEY, e.stored, e.etag) from None
 
 
 def new_cluster_id() -> str:

@@ -1,9 +1,22 @@
-"""The asyncio front end: one reader and one writer task per client connection.
+"""The asyncio front end: one reader and one responder task per client connection.
 
-Requests on a connection are decoded and started in arrival order, so a produce's
-synchronous part (offset assignment, WAL append) keeps the client's order, while
-the waits (fsync, long-poll fetch) overlap. Responses go back in request order,
-as Kafka clients require.
+The contract per connection, as Kafka clients rely on it (Kafka itself runs one request
+per connection at a time):
+- Requests take effect one at a time, in arrival order: a request starts only when
+  every earlier one on the connection has been applied, so it sees all their effects
+  (DeleteRecords then ListOffsets, CreateTopics then Metadata, OffsetCommit then
+  OffsetFetch, IncrementalAlterConfigs then DescribeConfigs).
+- Only waits that hold no state overlap. A handler whose request has taken effect and
+  now only waits returns a `Deferred` (a produce waiting for its fsync or upload after
+  its append, a long-poll Fetch, a parked JoinGroup or SyncGroup); the reader moves on
+  to the next request meanwhile. This keeps pipelined produce as fast as before.
+- Answers go back in request order.
+- A request that has started runs to its end whatever happens to the connection: a
+  client that leaves mid-request, or the broker shutting down, never cancels a
+  handler half way through a change (a metadata write whose ETag is then lost, a
+  rollback of what storage already holds). Only its answer is dropped. Deferred waits
+  are cancelled when nobody is left to answer; requests read but not started are
+  dropped, as Kafka drops what it had not read yet.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from broker.deferred import Deferred
 from broker.errors import CloseConnection
 from protocol.codec import (
     Request,
@@ -26,16 +40,18 @@ from protocol.codec import (
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.framing import FrameDecoder
 from protocol.versions import ApiKey, is_supported
+from s3stream.aio import run_to_completion
 
 if TYPE_CHECKING:
     from broker.app import Broker
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Broker", Request], Awaitable[dict | None]]
+Handler = Callable[["Broker", Request], Awaitable[dict | Deferred | None]]
 _READ_SIZE = 1024 * 1024
 _STREAM_LIMIT = 8 * 1024 * 1024
 _CLOSE = object()
+_STOP_GRACE_S = 10.0  # how long a stopping server waits for requests under way
 
 
 class _ByteBudget:
@@ -89,6 +105,7 @@ class Connection:
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
         decoder = FrameDecoder(self.broker.config.max_request_bytes)
         flush_first = False  # answer the requests before a bad one, then close
+        closing = False  # _CLOSE is queued already
         try:
             while not responder.done():
                 data = await self.reader.read(_READ_SIZE)
@@ -96,7 +113,13 @@ class Connection:
                     break
                 for frame in decoder.feed(data):
                     await self._budget.take(len(frame))  # stop reading while too much is owed
-                    await self._queue.put((len(frame), self._start(frame)))
+                    item = await self._apply(frame)
+                    await self._queue.put((len(frame), item))
+                    if item is _CLOSE:  # a handler failed: answer what came before, close
+                        closing = True
+                        break
+                if closing:
+                    break
                 if decoder.error is not None:
                     raise decoder.error
         except ProtocolError as e:
@@ -105,10 +128,13 @@ class Connection:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            # on EOF, a reset or shutdown nobody is left to answer: parked requests
-            # (long polls, joins) are cancelled rather than waited for
+            flush_first = flush_first or closing
+            # on EOF, a reset or shutdown nobody is left to answer: deferred waits
+            # (produce acks, long polls, joins) are cancelled rather than waited for;
+            # every request that had started has been applied already
             if flush_first and not responder.done():
-                await self._queue.put((0, _CLOSE))
+                if not closing:
+                    await self._queue.put((0, _CLOSE))
             else:
                 responder.cancel()
                 while not self._queue.empty():  # requests nobody will answer: stop them
@@ -121,8 +147,11 @@ class Connection:
             with contextlib.suppress(ConnectionError, OSError, TimeoutError):
                 await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
-    def _start(self, frame: bytes) -> object:
-        """Decode a request and start its handler now; returns what the responder awaits."""
+    async def _apply(self, frame: bytes) -> object:
+        """Decode a request and run its handler until the request has taken effect;
+        returns what the responder sends: encoded bytes, None (no answer), a task that
+        yields them (a deferred wait), or _CLOSE (the handler failed: answer the
+        requests before it, then close)."""
         api_key, api_version, correlation_id = peek_header(frame)
         if api_key == ApiKey.API_VERSIONS and not is_supported(api_key, api_version):
             # KIP-511: answer in v0 with our ranges so the client can pick a version.
@@ -141,47 +170,72 @@ class Connection:
         except ProtocolError:
             self.metrics.rejected(api_key)
             raise
-        return asyncio.ensure_future(self._handle(handler, request))
+        # its own task, awaited to the end even if this connection is cancelled meanwhile
+        return await run_to_completion(self._handle(handler, request))
 
-    async def _handle(self, handler: Handler, request: Request) -> memoryview | None:
-        """Run one handler and encode its answer; None means no response is due."""
+    async def _handle(self, handler: Handler, request: Request) -> object:
         h = request.header
         stats = self.metrics.api(h.api_key)
         started = stats.begin()
-        failed = False
         try:
             body = await handler(self.broker, request)
-            if body is None:  # acks=0 produce
-                return None
-            response = build_response(h.api_key, h.api_version, body)
-            return encode_response(h.correlation_id, response)
-        except asyncio.CancelledError:
-            raise
-        except CloseConnection as e:
-            failed = True
-            log.info("closing connection from %s (client %s): %s", self.peer, h.client_id, e)
-            raise _RequestFailed() from e
         except Exception as e:
-            failed = True
-            log.exception(
-                "request failed: api key %d v%d correlation %d from %s (client %s)",
-                h.api_key,
-                h.api_version,
-                h.correlation_id,
-                self.peer,
-                h.client_id,
-            )
+            stats.end(started, True)
+            self._failed(request, e)
+            return _CLOSE
+        if isinstance(body, Deferred):
+            return asyncio.ensure_future(self._finish(request, body.wait, stats, started))
+        stats.end(started, False)
+        return self._encode(request, body)
+
+    async def _finish(self, request: Request, wait, stats, started) -> memoryview | None:
+        """A deferred wait, then its answer; raises _RequestFailed if it fails."""
+        try:
+            body = await wait
+        except asyncio.CancelledError:
+            stats.end(started, False)
+            raise
+        except Exception as e:
+            stats.end(started, True)
+            self._failed(request, e)
             raise _RequestFailed() from e
-        finally:
-            stats.end(started, failed)
+        stats.end(started, False)
+        return self._encode(request, body)
+
+    @staticmethod
+    def _encode(request: Request, body: dict | None) -> memoryview | None:
+        if body is None:  # acks=0 produce
+            return None
+        h = request.header
+        return encode_response(h.correlation_id, build_response(h.api_key, h.api_version, body))
+
+    def _failed(self, request: Request, e: Exception) -> None:
+        h = request.header
+        if isinstance(e, CloseConnection):
+            log.info("closing connection from %s (client %s): %s", self.peer, h.client_id, e)
+            return
+        log.error(
+            "request failed: api key %d v%d correlation %d from %s (client %s)",
+            h.api_key,
+            h.api_version,
+            h.correlation_id,
+            self.peer,
+            h.client_id,
+            exc_info=e,
+        )
 
     async def _respond(self) -> None:
         while True:
             size, item = await self._queue.get()
             if item is _CLOSE:
+                if self.writer.transport.get_write_buffer_size():
+                    with contextlib.suppress(ConnectionError):
+                        await self.writer.drain()
                 return
             try:
-                if isinstance(item, bytes):
+                if item is None:
+                    continue
+                if isinstance(item, bytes | memoryview):
                     self.writer.write(item)
                 else:
                     try:
@@ -231,8 +285,10 @@ class Server:
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
-            task.cancel()
+            task.cancel()  # requests under way still finish (see the module docstring)
         if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+            _, stuck = await asyncio.wait(set(self._connections), timeout=_STOP_GRACE_S)
+            if stuck:
+                log.warning("%d connections still busy after %.0fs", len(stuck), _STOP_GRACE_S)
         if self._server is not None:
             await self._server.wait_closed()

@@ -1,8 +1,12 @@
-"""A small asyncio helper shared by the broker's long-running loops."""
+"""Small asyncio helpers shared by the broker's long-running loops and state changes."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
@@ -14,3 +18,22 @@ async def wait_event(event: asyncio.Event, timeout: float) -> None:
         await asyncio.wait({waiter}, timeout=timeout)
     finally:
         waiter.cancel()
+
+
+async def run_to_completion(aw: Awaitable[T]) -> T:
+    """Await `aw` to its end even if the caller is cancelled meanwhile, then re-raise the
+    cancellation. For work that changes state in steps (a conditional write and the
+    ETag it returns, a metadata change and its rollback): a cancellation in the middle
+    would leave memory and storage disagreeing."""
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is gone, the outcome was logged or kept
+        raise asyncio.CancelledError()
+    return task.result()

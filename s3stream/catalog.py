@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from s3stream.object_format import FOOTER, BlockEntry, CorruptObject, parse_footer, parse_index
-from s3stream.store import ObjectNotFound, ObjectStore, replace_if_match
+from s3stream.store import ObjectNotFound, ObjectStore
+from s3stream.versioned import VersionedObject
 
 if TYPE_CHECKING:
     from broker.partition import BatchRef, Partition
@@ -62,6 +63,7 @@ class PartitionView:
 class _Stored:
     """A broker's catalog as stored: snapshot, and the data objects listed."""
 
+    raw: bytes | None = None  # the snapshot document
     etag: str | None = None
     last_seq: int = -1
     snapshot_objects: list = field(default_factory=list)  # [key, seq, size, created ms]
@@ -86,7 +88,7 @@ class Catalog:
         self._by_key: dict[str, StoredObject] = {}
         self.next_seq = 0
         self._inflight_seqs: set[int] = set()
-        self._etag: str | None = None
+        self._manifest = VersionedObject(store, self.manifest_key)
         self._snapshot_lock = asyncio.Lock()
         self.uploads_since_snapshot = 0
         self.snapshots_written = 0
@@ -206,7 +208,7 @@ class Catalog:
                 "partitions": parts,
             }
             data = msgpack.packb(doc)
-            self._etag = await replace_if_match(self.store, self.manifest_key, data, self._etag)
+            await self._manifest.write(data)  # cancellation-safe; keeps the ETag right
             self.uploads_since_snapshot = 0
             self.snapshots_written += 1
             log.debug("snapshot of %d partitions over %d objects written", len(parts), len(objects))
@@ -228,7 +230,7 @@ class Catalog:
         before the WAL is replayed.
         """
         stored = await self._read(self.broker_id)
-        self._etag = stored.etag
+        self._manifest.seen(stored.raw, stored.etag)
         for key, seq, size, created in stored.snapshot_objects:
             self.add(seq, size, created, key)
         used: set[str] = set()
@@ -317,6 +319,7 @@ class Catalog:
             raw, stored.etag = await self.store.get_with_etag(owner.manifest_key)
         except ObjectNotFound:
             raw = None
+        stored.raw = raw
         if raw is not None:
             doc = msgpack.unpackb(raw, strict_map_key=False)
             stored.last_seq = doc["last_seq"]

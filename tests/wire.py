@@ -84,23 +84,7 @@ class WireClient:
     def create_topic(
         self, name: str, partitions: int = 1, configs: dict[str, str] | None = None
     ) -> Any:
-        return self.call(
-            19,
-            7,
-            {
-                "topics": [
-                    {
-                        "name": name,
-                        "num_partitions": partitions,
-                        "replication_factor": 1,
-                        "assignments": [],
-                        "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
-                    }
-                ],
-                "timeout": 10000,
-                "validate_only": False,
-            },
-        ).topics[0]
+        return self.call(*CREATE_TOPICS, create_topics_body(name, partitions, configs)).topics[0]
 
     def init_producer_id(self) -> tuple[int, int]:
         r = self.call(22, 4, {"transactional_id": None, "transaction_timeout": 60000})
@@ -166,27 +150,165 @@ class WireClient:
         return list(r.responses[0].partitions)
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> Any:
-        r = self.call(
-            2,
-            7,
+        r = self.call(*LIST_OFFSETS, list_offsets_body(topic, partition, timestamp))
+        return r.topics[0].partitions[0]
+
+    def pipeline(self, calls: list[tuple[int, int, dict[str, Any]]]) -> list[Any]:
+        """Send every request before reading any answer (as clients pipeline them on one
+        connection), then read the answers in order."""
+        first = self._correlation + 1
+        self.send_raw(
+            b"".join(
+                encode_request(key, version, body, first + i)
+                for i, (key, version, body) in enumerate(calls)
+            )
+        )
+        self._correlation += len(calls)
+        out = []
+        for i, (key, version, _) in enumerate(calls):
+            frame = self.recv_frame()
+            cls = load_response_schema(key, version)
+            header, used = entity_reader(cls.__header_schema__)(frame, 0)
+            assert header.correlation_id == first + i
+            out.append(entity_reader(cls)(frame, used)[0])
+        return out
+
+    def send_and_leave(self, api_key: int, version: int, body: dict[str, Any]) -> None:
+        """Send one request and close the connection at once, before any answer."""
+        self._correlation += 1
+        self.send_raw(encode_request(api_key, version, body, self._correlation))
+        self.sock.close()
+
+
+# --- request bodies: (api key, version) and a builder each ------------------------------
+
+CREATE_TOPICS = (19, 7)
+DELETE_TOPICS = (20, 6)
+METADATA = (3, 12)
+LIST_OFFSETS = (2, 7)
+DELETE_RECORDS = (21, 2)
+OFFSET_COMMIT = (8, 8)
+OFFSET_FETCH = (9, 8)
+DESCRIBE_CONFIGS = (32, 4)
+INCREMENTAL_ALTER_CONFIGS = (44, 1)
+TOPIC_RESOURCE = 2
+
+
+def create_topics_body(
+    name: str, partitions: int = 1, configs: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "topics": [
             {
-                "replica_id": -1,
-                "isolation_level": 0,
-                "topics": [
+                "name": name,
+                "num_partitions": partitions,
+                "replication_factor": 1,
+                "assignments": [],
+                "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
+            }
+        ],
+        "timeout": 10000,
+        "validate_only": False,
+    }
+
+
+def delete_topics_body(*names: str) -> dict[str, Any]:
+    return {"topics": [{"name": n, "topic_id": None} for n in names], "timeout": 10000}
+
+
+def metadata_body(*topics: str, auto_create: bool = True) -> dict[str, Any]:
+    return {
+        "topics": [{"name": t, "topic_id": None} for t in topics],
+        "allow_auto_topic_creation": auto_create,
+        "include_topic_authorized_operations": False,
+    }
+
+
+def list_offsets_body(topic: str, partition: int, timestamp: int) -> dict[str, Any]:
+    return {
+        "replica_id": -1,
+        "isolation_level": 0,
+        "topics": [
+            {
+                "name": topic,
+                "partitions": [
                     {
-                        "name": topic,
-                        "partitions": [
-                            {
-                                "partition_index": partition,
-                                "current_leader_epoch": -1,
-                                "timestamp": timestamp,
-                            }
-                        ],
+                        "partition_index": partition,
+                        "current_leader_epoch": -1,
+                        "timestamp": timestamp,
                     }
                 ],
-            },
-        )
-        return r.topics[0].partitions[0]
+            }
+        ],
+    }
+
+
+def delete_records_body(topic: str, partition: int, offset: int) -> dict[str, Any]:
+    return {
+        "topics": [
+            {"name": topic, "partitions": [{"partition_index": partition, "offset": offset}]}
+        ],
+        "timeout": 10000,
+    }
+
+
+def offset_commit_body(group: str, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """A commit outside any generation (member id empty), as admin tools and simple
+    consumers send it."""
+    return {
+        "group_id": group,
+        "generation_id_or_member_epoch": -1,
+        "member_id": "",
+        "group_instance_id": None,
+        "topics": [
+            {
+                "name": topic,
+                "partitions": [
+                    {
+                        "partition_index": partition,
+                        "committed_offset": offset,
+                        "committed_leader_epoch": -1,
+                        "committed_metadata": "",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def offset_fetch_body(group: str, topic: str, partition: int) -> dict[str, Any]:
+    return {
+        "groups": [
+            {"group_id": group, "topics": [{"name": topic, "partition_indexes": [partition]}]}
+        ],
+        "require_stable": False,
+    }
+
+
+def alter_topic_configs_body(topic: str, configs: dict[str, str]) -> dict[str, Any]:
+    """IncrementalAlterConfigs: SET each config of one topic."""
+    return {
+        "resources": [
+            {
+                "resource_type": TOPIC_RESOURCE,
+                "resource_name": topic,
+                "configs": [
+                    {"name": k, "config_operation": 0, "value": v} for k, v in configs.items()
+                ],
+            }
+        ],
+        "validate_only": False,
+    }
+
+
+def describe_topic_configs_body(topic: str) -> dict[str, Any]:
+    return {
+        "resources": [
+            {"resource_type": TOPIC_RESOURCE, "resource_name": topic, "configuration_keys": None}
+        ],
+        "include_synonyms": False,
+        "include_documentation": False,
+    }
 
 
 # --- RecordBatch v2 construction ------------------------------------------------------

@@ -75,7 +75,7 @@ class EtcdMetadataStore(MetadataStore):
         self.revision = revision
         self.committed_ids = {t.topic_id for t in self.topics.values()}
 
-    async def update(self, change: Callable[[], T]) -> T:
+    async def _update(self, change: Callable[[], T]) -> T:
         for _ in range(_MAX_ATTEMPTS):
             before, revision = self.document(), self.revision
             had = {(t.topic_id, i) for t in self.topics.values() for i in range(t.partitions)}

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from broker.deferred import Deferred
 from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -141,7 +142,9 @@ def _count(broker: Broker, plan, responses: list[dict], total: int, any_error: b
                 metrics.partition_error(ApiKey.FETCH, part["error_code"])
 
 
-async def handle(broker: Broker, request: Request) -> dict:
+async def handle(broker: Broker, request: Request) -> dict | Deferred:
+    """Read at once; when that is less than min_bytes, the long poll is a Deferred (it
+    holds no state), so the connection's next request need not wait for it."""
     body = request.body
     if getattr(body, "session_id", 0) != 0:  # sessions exist from v7
         return {
@@ -151,13 +154,25 @@ async def handle(broker: Broker, request: Request) -> dict:
             "responses": [],
             "node_endpoints": [],
         }
-    max_wait = body.max_wait.total_seconds()
     max_bytes = getattr(body, "max_bytes", 2**31 - 1)
     plan = _resolve(broker, request)
-    deadline = time.monotonic() + max_wait
+    deadline = time.monotonic() + body.max_wait.total_seconds()
     responses, total, any_error = await _read_all(broker, plan, max_bytes)
     watched = [w.partition for _, ws in plan for w in ws if w.partition is not None]
-    while total < body.min_bytes and not any_error and watched:
+    if total < body.min_bytes and not any_error and watched and deadline > time.monotonic():
+        first = (responses, total, any_error)
+        return Deferred(_long_poll(broker, plan, max_bytes, body.min_bytes, deadline, first))
+    return _answer(broker, plan, responses, total, any_error)
+
+
+async def _long_poll(
+    broker: Broker, plan, max_bytes: int, min_bytes: int, deadline: float, first
+) -> dict:
+    """Wait for appends to the watched partitions until min_bytes or the deadline; the
+    answer is the last read."""
+    responses, total, any_error = first
+    watched = [w.partition for _, ws in plan for w in ws if w.partition is not None]
+    while total < min_bytes and not any_error:
         left = deadline - time.monotonic()
         if left <= 0:
             break
@@ -169,6 +184,10 @@ async def handle(broker: Broker, request: Request) -> dict:
         finally:
             broker.logs.unwatch(fut, watched)
         responses, total, any_error = await _read_all(broker, plan, max_bytes)
+    return _answer(broker, plan, responses, total, any_error)
+
+
+def _answer(broker: Broker, plan, responses: list[dict], total: int, any_error: bool) -> dict:
     _count(broker, plan, responses, total, any_error)
     return {
         "throttle_time": 0,

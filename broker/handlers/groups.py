@@ -4,8 +4,10 @@ ListGroups and DeleteGroups: thin shells over broker.groups.coordinator."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from broker.deferred import Deferred
 from broker.groups.coordinator import join_error, sync_error
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -70,14 +72,18 @@ def _peer_host(request: Request) -> str:
     return request.peer.rsplit(":", 1)[0] if request.peer else ""
 
 
-async def handle_join(broker: Broker, request: Request) -> dict:
+async def _answer(parked: Awaitable[dict]) -> dict:
+    return {"throttle_time": 0, **await parked}
+
+
+async def handle_join(broker: Broker, request: Request) -> dict | Deferred:
     b = request.body
     if not broker.coordinates(b.group_id):
         return {"throttle_time": 0, **join_error(_NOT_COORDINATOR, b.member_id)}
     session = int(b.session_timeout.total_seconds() * 1000)
     rebalance = getattr(b, "rebalance_timeout", None)
     rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None else session
-    result = await broker.groups.join(
+    parked = broker.groups.join(
         group_id=b.group_id,
         member_id=b.member_id,
         group_instance_id=getattr(b, "group_instance_id", None),
@@ -89,14 +95,14 @@ async def handle_join(broker: Broker, request: Request) -> dict:
         protocols=[(p.name, p.metadata) for p in b.protocols],
         require_known_member_id=request.header.api_version >= 4,
     )
-    return {"throttle_time": 0, **result}
+    return Deferred(_answer(parked))
 
 
-async def handle_sync(broker: Broker, request: Request) -> dict:
+async def handle_sync(broker: Broker, request: Request) -> dict | Deferred:
     b = request.body
     if not broker.coordinates(b.group_id):
         return {"throttle_time": 0, **sync_error(_NOT_COORDINATOR)}
-    result = await broker.groups.sync(
+    parked = broker.groups.sync(
         b.group_id,
         b.generation_id,
         b.member_id,
@@ -105,7 +111,7 @@ async def handle_sync(broker: Broker, request: Request) -> dict:
         getattr(b, "protocol_name", None),
         {a.member_id: a.assignment for a in b.assignments},
     )
-    return {"throttle_time": 0, **result}
+    return Deferred(_answer(parked))
 
 
 async def handle_heartbeat(broker: Broker, request: Request) -> dict:

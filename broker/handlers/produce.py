@@ -1,8 +1,9 @@
 """Produce: validate each batch's header, assign offsets, append to the WAL, ack when durable.
 
 Durable means synced in the WAL, or in `object` mode uploaded to the object store.
-Everything up to the WAL append runs without awaiting, so pipelined requests on one
-connection keep their order; only the wait for durability is asynchronous. When too
+Split as validate -> append -> wait for durability -> answer. Everything up to the WAL
+append runs without awaiting; the wait is returned as a Deferred, so the connection's
+next request (often the next produce) starts while this one waits for its fsync. When too
 much data waits for the object store, new batches get NOT_ENOUGH_REPLICAS (retriable:
 the store is this broker's replication) instead of growing the WAL without bound.
 """
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from broker.deferred import Deferred
 from broker.errors import CloseConnection
 from broker.partition import Partition
 from protocol import records
@@ -46,88 +49,110 @@ def _partition_result(
     }
 
 
-async def handle(broker: Broker, request: Request) -> dict | None:
+@dataclass
+class _Appended:
+    """What a produce request appended: the WAL position to wait for, the results that
+    turn into errors if the wait fails, and each one's partition with its fence count."""
+
+    wal_end: int = 0
+    results: list[tuple[dict, Partition, int]] = field(default_factory=list)
+
+
+async def handle(broker: Broker, request: Request) -> dict | Deferred | None:
+    """Validate and append (the request takes effect, in arrival order), then defer the
+    wait for durability, so the connection's next request starts meanwhile."""
+    body = request.body
+    responses, appended = _append_all(broker, request)
+    if body.acks == 0:
+        failed = [r for t in responses for r in t["partition_responses"] if r["error_code"]]
+        if failed:
+            raise CloseConnection(f"acks=0 produce failed: {failed[0]['error_code'].name}")
+        return None
+    if not appended.wal_end:
+        return _answer(broker, responses)
+    return Deferred(_acknowledge(broker, body.timeout.total_seconds(), responses, appended))
+
+
+def _append_all(broker: Broker, request: Request) -> tuple[list[dict], _Appended]:
+    """Validate every partition's batch and append the good ones; never awaits."""
     body = request.body
     by_id = request.header.api_version >= 13
     logs = broker.logs
-    acks = body.acks
-    wait_for = 0
-    appended: list[dict] = []  # results that turn into storage errors if the sync fails
-    fences: list[tuple[dict, Partition, int]] = []  # (result, partition, its fence count)
+    appended = _Appended()
     responses = []
     for t in body.topic_data:
         state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.name)
         results = []
         for pd in t.partition_data:
-            if acks not in (0, 1, -1):
-                results.append(_partition_result(pd.index, ErrorCode.invalid_required_acks))
-                continue
-            if state is None or not 0 <= pd.index < len(state.partitions):
-                unknown = (
-                    ErrorCode.unknown_topic_id
-                    if by_id and state is None
-                    else (ErrorCode.unknown_topic_or_partition)
-                )
-                results.append(_partition_result(pd.index, unknown))
-                continue
-            if state.record.internal:
-                results.append(
-                    _partition_result(
-                        pd.index,
-                        ErrorCode.invalid_topic_exception,
-                        message=f"{state.name} is written by the broker only",
-                    )
-                )
-                continue
-            p = state.partitions[pd.index]
-            if not broker.serves(p):
-                results.append(_partition_result(pd.index, ErrorCode.not_leader_or_follower))
-                continue
-            result = _append_one(broker, state, p, pd)
+            result, p = _check_partition(broker, body.acks, by_id, state, pd.index)
+            if result is None:
+                assert p is not None
+                result = _append_one(broker, state, p, pd)
+                wal_end = result.pop("_wal_end", None)
+                if wal_end is not None:
+                    appended.wal_end = max(appended.wal_end, wal_end)
+                    appended.results.append((result, p, p.fenced))
             results.append(result)
-            wal_end = result.pop("_wal_end", None)
-            if wal_end is not None:
-                wait_for = max(wait_for, wal_end)
-                appended.append(result)
-                fences.append((result, p, p.fenced))
         key = {"topic_id": t.topic_id} if by_id else {"name": t.name}
         responses.append({**key, "partition_responses": results})
+    return responses, appended
 
-    if acks == 0:
-        failed = [r for t in responses for r in t["partition_responses"] if r["error_code"]]
-        if failed:
-            raise CloseConnection(f"acks=0 produce failed: {failed[0]['error_code'].name}")
-        return None
-    if wait_for:
-        try:
-            ack = logs.wait_acked(wait_for)
-            if logs.settings.object_mode:
-                # Kafka's answer when acks=all cannot be met within the request's timeout
-                await asyncio.wait_for(asyncio.shield(ack), max(body.timeout.total_seconds(), 0.0))
-            else:
-                await ack
-        except TimeoutError:
-            for r in appended:
-                r.update(
-                    error_code=ErrorCode.request_timed_out,
-                    base_offset=-1,
-                    error_message="not uploaded to the object store within the request timeout",
-                )
-        except WalFailure as e:
-            log.error("produce not acknowledged, WAL failed: %s", e)
-            for r in appended:
-                r.update(
-                    error_code=ErrorCode.kafka_storage_error, base_offset=-1, error_message=str(e)
-                )
-        except asyncio.CancelledError:
-            raise
-        # cluster mode: if the lease may have expired meanwhile, or a partition was taken
-        # away without a hand-off, another broker may lead it from a log without these
-        # batches: never acknowledge them
-        may_ack = broker.may_ack()
-        for r, p, fenced in fences:
-            if r["error_code"] == ErrorCode.none and (not may_ack or p.fenced != fenced):
-                r.update(error_code=ErrorCode.not_leader_or_follower, base_offset=-1)
+
+def _check_partition(
+    broker: Broker, acks: int, by_id: bool, state, index: int
+) -> tuple[dict | None, Partition | None]:
+    """(an error result, None), or (None, the partition) when it may be appended to."""
+    if acks not in (0, 1, -1):
+        return _partition_result(index, ErrorCode.invalid_required_acks), None
+    if state is None or not 0 <= index < len(state.partitions):
+        unknown = (
+            ErrorCode.unknown_topic_id
+            if by_id and state is None
+            else ErrorCode.unknown_topic_or_partition
+        )
+        return _partition_result(index, unknown), None
+    if state.record.internal:
+        message = f"{state.name} is written by the broker only"
+        return _partition_result(index, ErrorCode.invalid_topic_exception, message=message), None
+    p = state.partitions[index]
+    if not broker.serves(p):
+        return _partition_result(index, ErrorCode.not_leader_or_follower), None
+    return None, p
+
+
+async def _acknowledge(
+    broker: Broker, timeout_s: float, responses: list[dict], appended: _Appended
+) -> dict:
+    """Wait until the appended batches are durable by the broker's contract, then answer;
+    a failed or timed-out wait, or a partition lost meanwhile, turns them into errors."""
+    logs = broker.logs
+    error: tuple[ErrorCode, str | None] | None = None
+    try:
+        ack = logs.wait_acked(appended.wal_end)
+        if logs.settings.object_mode:
+            # Kafka's answer when acks=all cannot be met within the request's timeout
+            await asyncio.wait_for(asyncio.shield(ack), max(timeout_s, 0.0))
+        else:
+            await ack
+    except TimeoutError:
+        message = "not uploaded to the object store within the request timeout"
+        error = (ErrorCode.request_timed_out, message)
+    except WalFailure as e:
+        log.error("produce not acknowledged, WAL failed: %s", e)
+        error = (ErrorCode.kafka_storage_error, str(e))
+    # cluster mode: if the lease may have expired meanwhile, or a partition was taken
+    # away without a hand-off, another broker may lead it from a log without these
+    # batches: never acknowledge them
+    may_ack = broker.may_ack()
+    for r, p, fenced in appended.results:
+        if error is not None:
+            r.update(error_code=error[0], base_offset=-1, error_message=error[1])
+        elif r["error_code"] == ErrorCode.none and (not may_ack or p.fenced != fenced):
+            r.update(error_code=ErrorCode.not_leader_or_follower, base_offset=-1)
+    return _answer(broker, responses)
+
+
+def _answer(broker: Broker, responses: list[dict]) -> dict:
     _count_errors(broker, responses)
     return {"responses": responses, "throttle_time": 0}
 
