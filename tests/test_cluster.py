@@ -17,10 +17,17 @@ from urllib.request import Request, urlopen
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 from kio.index import load_response_schema
 from kio.serial import entity_reader
 
+from tests import wire
 from tests.cluster import Cluster, wait_for
 from tests.etcd_server import EtcdServer, etcd_binary
 from tests.test_crash_recovery import _read_all
@@ -413,3 +420,83 @@ def test_wal_mode_kill_then_return_appends_the_missing_tail_again(cluster) -> No
         return set(load.acked) <= set(_read_everything(cluster.bootstrap, "comeback", 4).values())
 
     assert wait_for(complete, timeout=30), "acknowledged records still missing"
+
+
+def _cluster_state(c: Cluster) -> dict:
+    """Topics with partition counts and their explicit configs, as any broker reports them."""
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    md = admin.list_topics(timeout=10)
+    topics = {n: len(t.partitions) for n, t in md.topics.items() if not n.startswith("__")}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in sorted(topics)]
+    configs = {}
+    for r, f in admin.describe_configs(resources).items() if resources else ():
+        entries = f.result(15).values()
+        configs[r.name] = sorted((e.name, e.value) for e in entries if not e.is_default)
+    return {"topics": topics, "configs": configs}
+
+
+def test_clients_leaving_mid_change_during_hand_offs_leave_later_changes_working(cluster) -> None:
+    """Clients send CreateTopics, IncrementalAlterConfigs, OffsetCommit and auto-creating
+    Metadata and leave before the answer, while partitions are handed to a joining broker:
+    afterwards every change still succeeds, every acknowledged record is stored once, and
+    a restart of the whole cluster shows the same state."""
+    cluster.start(1)
+    _create(cluster, "leavers", 6)
+    load = SteadyProducer(cluster.bootstrap, "leavers", rate=200, size=200)
+    load.start()
+    stop = threading.Event()
+
+    def leave_repeatedly() -> None:
+        i = 0
+        while not stop.is_set():
+            name = f"left-{i}"
+            for body in (
+                (*wire.CREATE_TOPICS, wire.create_topics_body(name, 2)),
+                (
+                    *wire.INCREMENTAL_ALTER_CONFIGS,
+                    wire.alter_topic_configs_body(name, {"retention.ms": "7200000"}),
+                ),
+                (*wire.OFFSET_COMMIT, wire.offset_commit_body("leavers-g", "leavers", i % 6, i)),
+                (*wire.METADATA, wire.metadata_body(f"{name}-auto")),
+            ):
+                with contextlib.suppress(OSError):
+                    WireClient(cluster.brokers[1].bootstrap).send_and_leave(*body)
+            i += 1
+            time.sleep(0.05)
+
+    leaver = threading.Thread(target=leave_repeatedly, daemon=True)
+    leaver.start()
+    cluster.start(2)  # partitions move to it while the clients keep leaving
+    assert wait_for(lambda: list(cluster.leaders("leavers").values()).count(2) >= 3, timeout=20)
+    time.sleep(1)
+    stop.set()
+    leaver.join(30)
+    load.finish()
+    assert all(e.retriable() for e in load.errors), load.errors[:3]
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic("after-leavers", 3, 1)])["after-leavers"].result(15)
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        "after-leavers",
+        incremental_configs=[
+            ConfigEntry("retention.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    assert wait_for(lambda: -1 not in cluster.leaders("after-leavers").values())
+    admin.incremental_alter_configs([resource])[resource].result(15)
+    _check_every_ack_once_in_order(cluster, "leavers", 6, load.acked)
+
+    before = _cluster_state(cluster)
+    assert ("retention.bytes", "1048576") in before["configs"]["after-leavers"]
+    assert any(n.startswith("left-") for n in before["topics"])
+    for i in (1, 2):
+        assert cluster.brokers[i].stop() == 0
+    for i in (1, 2):
+        cluster.restart(i)
+    assert wait_for(lambda: _cluster_state(cluster) == before, timeout=20), (
+        _cluster_state(cluster),
+        before,
+    )
+    for i in (1, 2):
+        assert "PreconditionFailed" not in cluster.brokers[i].log()

@@ -50,6 +50,7 @@ from kio.serial import entity_reader
 from protocol.record_codec import encode_varint, read_varint
 from protocol.records import CRC_START, HEADER_SIZE, parse_header
 from protocol.versions import SUPPORTED, ApiKey
+from tests import wire
 from tests.broker_process import BrokerProcess
 from tests.wire import WireClient, encode_request, make_batch
 
@@ -1317,6 +1318,60 @@ def test_concurrent_bad_connections(harness: Harness) -> None:
         for s in idle:
             s.close()
     harness.check("concurrent bad connections")
+
+
+# --- clients that leave in the middle of a change ----------------------------------------------
+
+LEAVE_TOPICS = [f"fuzz-leave-{i}" for i in range(4)]  # created, deleted, altered at random
+
+
+def _leave_request(op: str, topic: str, n: int) -> tuple[int, int, dict]:
+    return {
+        "create": lambda: (*wire.CREATE_TOPICS, wire.create_topics_body(topic, 1 + n % 3)),
+        "delete": lambda: (*wire.DELETE_TOPICS, wire.delete_topics_body(topic)),
+        "auto-create": lambda: (*wire.METADATA, wire.metadata_body(f"{topic}-auto-{n}")),
+        "alter": lambda: (
+            *wire.INCREMENTAL_ALTER_CONFIGS,
+            wire.alter_topic_configs_body(topic, {"retention.ms": str(3_600_000 + n)}),
+        ),
+        "commit": lambda: (*wire.OFFSET_COMMIT, wire.offset_commit_body("fuzz-g", topic, 0, n)),
+        "delete-records": lambda: (*wire.DELETE_RECORDS, wire.delete_records_body(topic, 0, 0)),
+    }[op]()
+
+
+@settings(FUZZ, max_examples=30)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["create", "delete", "auto-create", "alter", "commit", "delete-records"]
+            ),
+            st.sampled_from(LEAVE_TOPICS),
+            st.integers(0, 1000),
+            st.booleans(),  # leave before the answer, or wait for it
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_clients_leaving_mid_change_at_random(harness: Harness, steps: list) -> None:
+    """Random metadata, config and offset changes, each sent by a client that either leaves
+    before the answer or waits for it: afterwards every change still works (a stale ETag
+    or a half-applied change would refuse them), and the broker logged no failure."""
+    for op, topic, n, leave in steps:
+        request = _leave_request(op, topic, n)
+        if leave:
+            with contextlib.suppress(OSError):
+                WireClient(harness.broker.bootstrap).send_and_leave(*request)
+        else:
+            with WireClient(harness.broker.bootstrap) as c:
+                c.call(*request)
+    control = f"fuzz-control-{time.monotonic_ns()}"
+    with WireClient(harness.broker.bootstrap, timeout=15) as c:
+        assert int(c.create_topic(control).error_code) == NONE, "BROKER BUG: a change after leaves"
+        deleted = c.call(*wire.DELETE_TOPICS, wire.delete_topics_body(control))
+        assert int(deleted.responses[0].error_code) == NONE
+    harness.check(f"clients leaving mid change: {steps}")
 
 
 # --- the verdict ---------------------------------------------------------------------------------
