@@ -171,7 +171,13 @@ class Connection:
             self.metrics.rejected(api_key)
             raise
         # its own task, awaited to the end even if this connection is cancelled meanwhile
-        return await run_to_completion(self._handle(handler, request))
+        applying = asyncio.ensure_future(self._handle(handler, request))
+        try:
+            return await run_to_completion(applying)
+        except asyncio.CancelledError:
+            if not applying.cancelled() and isinstance(applying.result(), asyncio.Future):
+                applying.result().cancel()  # its deferred wait: nobody is left to answer
+            raise
 
     async def _handle(self, handler: Handler, request: Request) -> object:
         h = request.header
