@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Adoption = tuple["Partition", int, int]  # a partition to open, at this epoch, from this source
+
 
 class ClusterNode:
     def __init__(self, broker: Broker) -> None:
@@ -262,14 +264,12 @@ class ClusterNode:
         if adopt and self.lease_ok():
             await self._adopt(adopt)
 
-    async def _sort_out(
-        self,
-    ) -> tuple[list[tuple[Partition, int, int]], list[Partition], list[Partition]]:
+    async def _sort_out(self) -> tuple[list[Adoption], list[Partition], list[Partition]]:
         """Compare each partition of the log with its assignment: those to open (with
         the epoch and source), to hand over, and to lead again; drops those another
         broker took without a hand-off."""
         me = self.broker_id
-        adopt: list[tuple[Partition, int, int]] = []
+        adopt: list[Adoption] = []
         hand_off: list[Partition] = []
         resume: list[Partition] = []
         for state in list(self.broker.logs.topics.values()):
@@ -298,7 +298,7 @@ class ClusterNode:
         for p in parts:
             logs.lead(p)
 
-    async def _adopt(self, wanted: list[tuple[Partition, int, int]]) -> None:
+    async def _adopt(self, wanted: list[Adoption]) -> None:
         """Open partitions, record in etcd that their log is stored here now (so a
         failover reopens them from this broker's catalog), then lead them."""
         logs = self.broker.logs
