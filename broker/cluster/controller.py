@@ -2,17 +2,10 @@
 
 It runs on the broker that won the election, and acts only through compare-and-swap
 on partition keys, so a controller that lost its seat without knowing yet cannot undo
-its successor's decisions. Each step it:
-
-- gives every partition of every topic an assignment (the broker creating a topic
-  usually did already);
-- moves partitions whose leader is gone (lease expired, or released at shutdown) to
-  the least-loaded live broker, opened from the old leader's catalog (a failover);
-- balances each topic's leaders over the live brokers by asking leaders to hand
-  partitions over (`target`), at most `max_moves` at a time, so a joining broker takes
-  its share in steps rather than every client reconnecting at once;
-- now and then deletes objects no broker's catalog names any more (see `sweep`), and
-  compacts etcd's history so it cannot grow without bound.
+its successor's decisions. Each step it plans (see `placement`: new partitions,
+failovers, balancing moves, keys of deleted topics) and applies the plan, one swap per
+change. Now and then it also deletes objects no broker's catalog names any more (see
+`sweep`), and compacts etcd's history so it cannot grow without bound.
 """
 
 from __future__ import annotations
@@ -22,21 +15,23 @@ import contextlib
 import logging
 import re
 import time
-from collections import Counter
-from dataclasses import replace
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 import aetcd
 import msgpack
 
 from broker.cluster import assignment as asg
+from broker.cluster import placement
 from broker.cluster.assignment import NONE, Assignment, Key
-from broker.cluster.etcd import cancel_within, describe
+from broker.cluster.etcd import KeySpace, cancel_within, describe
+from broker.cluster.placement import Change, Kind
 from s3stream.aio import wait_event
 from s3stream.store import ObjectNotFound
 
 if TYPE_CHECKING:
-    from broker.cluster.node import ClusterNode
+    from broker.cluster.metadata import EtcdMetadataStore
+    from s3stream.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +43,38 @@ _ETCD_COMPACT_AFTER = 500  # revisions written before the history is compacted a
 
 
 class Controller:
-    def __init__(self, node: ClusterNode, max_moves: int, sweep_interval: float, delay: float):
-        self.node = node
+    """Runs placement steps while this broker holds the controllership.
+
+    Given what it acts on rather than the node: the etcd client and key space, the
+    metadata view (topics, and the committed document's ids and revision), the object
+    store (for the sweep), and callables for the live brokers and the assignments as
+    this broker follows them.
+    """
+
+    def __init__(
+        self,
+        client: aetcd.Client,
+        keys: KeySpace,
+        meta: EtcdMetadataStore,
+        store: ObjectStore,
+        *,
+        broker_id: int,
+        live: Callable[[], Collection[int]],
+        assignments: Callable[[], Mapping[Key, Assignment]],
+        max_moves: int,
+        sweep_interval: float,
+        delete_delay: float,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.meta = meta
+        self.store = store
+        self.broker_id = broker_id
+        self._live = live
+        self._assignments = assignments
         self.max_moves = max(1, max_moves)
         self.sweep_interval = sweep_interval
-        self.delete_delay = delay
+        self.delete_delay = delete_delay
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._candidates: dict[str, float] = {}  # unreferenced object -> first seen
@@ -67,14 +89,14 @@ class Controller:
 
     def start(self, epoch: int) -> None:
         if self._task is None:
-            log.info("broker %d is the controller (epoch %d)", self.node.broker_id, epoch)
+            log.info("broker %d is the controller (epoch %d)", self.broker_id, epoch)
             self._task = asyncio.get_running_loop().create_task(self._run(), name="controller")
 
     def stop(self, epoch: int = 0) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            log.info("broker %d is no longer the controller", self.node.broker_id)
+            log.info("broker %d is no longer the controller", self.broker_id)
         self._candidates.clear()
 
     async def wait_stopped(self) -> None:
@@ -110,94 +132,49 @@ class Controller:
     # --- assignments ------------------------------------------------------------------
 
     async def step(self) -> None:
-        node = self.node
-        live = sorted(node.membership.live())
+        """Plan from what this broker follows of etcd, then apply the plan."""
+        live = self._live()
         if not live or not self.active:
             return
-        current = dict(node.assignments)
-        wanted: dict[Key, str] = {
-            (rec.topic_id, i): rec.name
-            for rec in node.meta.topics.values()
-            if rec.topic_id in node.meta.committed_ids  # not a change still in flight
-            for i in range(rec.partitions)
-        }
-        load = Counter({b: 0 for b in live})
-        for k, a in current.items():
-            if k in wanted and a.leader in load:
-                load[a.target if a.target in load else a.leader] += 1
+        meta = self.meta
+        wanted = placement.wanted_partitions(
+            ((t.topic_id, t.name, t.partitions) for t in meta.topics.values()),
+            meta.committed_ids,
+        )
+        changes = placement.plan(
+            live, self._assignments(), wanted, meta.committed_ids, meta.revision, self.max_moves
+        )
+        for change in changes:
+            await self._apply(change)
 
-        for k in sorted(set(current) - set(wanted)):
-            # the topic was deleted: only per a committed document newer than the key
-            # (a new topic's keys are written with it, and may arrive first)
-            a = current.pop(k)
-            if k[0] not in node.meta.committed_ids and a.revision < node.meta.revision:
-                await asg.swap(node.client, node.keys, k, a, None)
-
-        for k in sorted(set(wanted) - set(current)):
-            leader = min(live, key=lambda b: (load[b], b))
-            ok, now = await asg.swap(node.client, node.keys, k, None, Assignment(leader, 0))
-            if ok:
-                load[leader] += 1
-            if now is not None:
-                current[k] = now
-
-        for k, a in sorted(current.items()):
-            if a.leader in load:
-                if a.target != NONE and a.target not in load:  # the target left: stay
-                    await self._swap(k, a, replace(a, target=NONE))
-                continue
-            leader = min(live, key=lambda b: (load[b], b))
-            # opened from the broker that stored it last (its leader may never have)
-            ok, now = await self._swap(k, a, a.handed_to(leader, a.source))
-            if ok:
-                self.failovers += 1
-                load[leader] += 1
-                log.info(
-                    "%s-%d: %s, broker %d leads it now (epoch %d)",
-                    wanted.get(k, "?"),
-                    k[1],
-                    "released" if a.leader == NONE else f"leader {a.leader} is gone",
-                    leader,
-                    a.epoch + 1,
-                )
-                if now is not None:
-                    current[k] = now
-        await self._balance(current, wanted, live)
-
-    async def _balance(self, current: dict[Key, Assignment], wanted: dict[Key, str], live) -> None:
-        moving = sum(1 for a in current.values() if a.target != NONE)
-        budget = self.max_moves - moving
-        if budget <= 0 or len(live) < 2:
+    async def _apply(self, change: Change) -> None:
+        """One compare-and-swap; if someone wrote first, nothing changes here: the key's
+        watch brings another step, planned from what etcd holds then."""
+        ok, _ = await asg.swap(self.client, self.keys, change.key, change.old, change.new)
+        if not ok:
             return
-        by_topic: dict[str, list[tuple[Key, Assignment]]] = {}
-        for k, a in current.items():
-            if k in wanted and a.leader in live:
-                by_topic.setdefault(wanted[k], []).append((k, a))
-        for topic in sorted(by_topic):
-            parts = by_topic[topic]
-            owner = {k: (a.target if a.target != NONE else a.leader) for k, a in parts}
-            counts = Counter({b: 0 for b in live})
-            counts.update(owner.values())
-            while budget > 0:
-                hi = max(live, key=lambda b: (counts[b], -b))
-                lo = min(live, key=lambda b: (counts[b], b))
-                if counts[hi] - counts[lo] <= 1:
-                    break
-                movable = [(k, a) for k, a in parts if a.leader == hi and a.target == NONE]
-                if not movable:
-                    break
-                k, a = movable[len(movable) // 2]
-                ok, _ = await self._swap(k, a, replace(a, target=lo))
-                parts = [(kk, aa) for kk, aa in parts if kk != k]
-                if ok:
-                    self.moves_started += 1
-                    log.info("%s-%d: moving from broker %d to broker %d", topic, k[1], hi, lo)
-                    counts[hi] -= 1
-                    counts[lo] += 1
-                    budget -= 1
-
-    async def _swap(self, k: Key, old: Assignment, new: Assignment):
-        return await asg.swap(self.node.client, self.node.keys, k, old, new)
+        k, old, new = change.key, change.old, change.new
+        if change.kind is Kind.FAILOVER:
+            assert old is not None and new is not None
+            self.failovers += 1
+            log.info(
+                "%s-%d: %s, broker %d leads it now (epoch %d)",
+                change.topic,
+                k[1],
+                "released" if old.leader == NONE else f"leader {old.leader} is gone",
+                new.leader,
+                new.epoch,
+            )
+        elif change.kind is Kind.MOVE:
+            assert old is not None and new is not None
+            self.moves_started += 1
+            log.info(
+                "%s-%d: moving from broker %d to broker %d",
+                change.topic,
+                k[1],
+                old.leader,
+                new.target,
+            )
 
     # --- object garbage collection ----------------------------------------------------
 
@@ -209,7 +186,7 @@ class Controller:
         it is still a candidate a grace period later, which also covers a partition
         between two catalogs during a hand-off, and reads in flight.
         """
-        store = self.node.broker.store
+        store = self.store
         referenced: set[str] = set()
         last_seq: dict[int, int] = {}
         for info in await store.list("manifests/"):
@@ -220,7 +197,7 @@ class Controller:
             with contextlib.suppress(ObjectNotFound):
                 doc = msgpack.unpackb(await store.get(info.key), strict_map_key=False)
                 m = _HANDOFF_KEY.fullmatch(info.key)
-                a = self.node.assignments.get((bytes.fromhex(m[1]), int(m[2]))) if m else None
+                a = self._assignments().get((bytes.fromhex(m[1]), int(m[2]))) if m else None
                 if a is not None and a.source != doc["writer"]:
                     continue  # the partition was opened from elsewhere since: stale
                 referenced.update(row[0] for row in doc["rows"])
@@ -247,7 +224,7 @@ class Controller:
         return doomed
 
     async def _compact_etcd(self) -> None:
-        got = await self.node.client.get(self.node.meta.key)
+        got = await self.client.get(self.meta.key)
         if got is None:
             return
         head = got.header.revision
@@ -256,7 +233,7 @@ class Controller:
         target = head - _ETCD_KEEP_REVISIONS
         self._compacted = target
         try:
-            await self.node.client.compact(target)
+            await self.client.compact(target)
         except aetcd.ClientError as e:  # e.g. etcd's own auto-compaction went further
             log.debug("etcd compaction to %d: %s", target, describe(e))
             return

@@ -56,7 +56,9 @@ class ControllerElection:
     already have expired the lease and let another broker in; so it does when its watch
     breaks. When etcd is reachable again and the key is still under its lease, it is
     the controller again, with the same epoch. A bare lease id or aetcd.Lease also
-    works, without the deadline.
+    works, without the deadline. `on_gain(epoch)` is called when this broker becomes
+    the controller, `on_loss(epoch)` when it stops being it (from then on it must not
+    act as one: the epoch it held is stale).
     """
 
     def __init__(
@@ -68,6 +70,8 @@ class ControllerElection:
         *,
         retry_delay: float = 0.5,
         timeout: float = 3.0,
+        on_gain: Callback | None = None,
+        on_loss: Callback | None = None,
     ) -> None:
         self.client = client
         self.broker_id = broker_id
@@ -79,8 +83,8 @@ class ControllerElection:
         self._leader_id: int | None = None
         self._epoch = 0
         self._elected = asyncio.Event()
-        self._on_gain: list[Callback] = []
-        self._on_loss: list[Callback] = []
+        self._on_gain: list[Callback] = [on_gain] if on_gain else []
+        self._on_loss: list[Callback] = [on_loss] if on_loss else []
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -103,12 +107,13 @@ class ControllerElection:
         return self._epoch
 
     def on_gain(self, callback: Callback) -> None:
-        """Call `callback(epoch)` when this broker becomes the controller."""
+        """Also call `callback(epoch)` when this broker becomes the controller (an
+        observer added later, as tests do; the broker passes `on_gain`)."""
         self._on_gain.append(callback)
 
     def on_loss(self, callback: Callback) -> None:
-        """Call `callback(epoch)` when this broker stops being the controller; from then
-        on it must not act as one (the epoch it held is stale)."""
+        """Also call `callback(epoch)` when this broker stops being the controller (an
+        observer added later, as tests do; the broker passes `on_loss`)."""
         self._on_loss.append(callback)
 
     async def start(self) -> None:

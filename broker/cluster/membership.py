@@ -76,7 +76,8 @@ class Membership:
     """Registers this broker and follows the others.
 
     `ttl` (seconds, at least 2) is how long a dead broker stays listed; the lease is
-    refreshed every ttl/3. `timeout` bounds the etcd calls made by `stop()`. Pass the
+    refreshed every ttl/3. `timeout` bounds the etcd calls made by `stop()`; `on_change`
+    is called with the live brokers whenever they change. Pass the
     Membership as ControllerElection's `lease`, so both share one fate.
     """
 
@@ -88,6 +89,7 @@ class Membership:
         ttl: float = 6.0,
         *,
         timeout: float = 3.0,
+        on_change: ChangeCallback | None = None,
     ) -> None:
         self.client = client
         self.info = info
@@ -98,7 +100,7 @@ class Membership:
         self._lease_id = 0
         self._deadline = 0.0
         self._live: dict[int, BrokerInfo] = {}
-        self._callbacks: list[ChangeCallback] = []
+        self._callbacks: list[ChangeCallback] = [on_change] if on_change else []
         self._mirror = PrefixMirror(client, self.keys.brokers, self._mirror_changed)
         self._wake = asyncio.Event()
         self._keepalive_task: asyncio.Task[None] | None = None
@@ -124,7 +126,8 @@ class Membership:
         return broker_id in self._live
 
     def on_change(self, callback: ChangeCallback) -> None:
-        """Call `callback(live)` on the event loop whenever the set of brokers changes."""
+        """Also call `callback(live)` on the event loop whenever the set of brokers changes
+        (an observer added later, as tests do; the broker passes `on_change`)."""
         self._callbacks.append(callback)
 
     async def start(self) -> None:

@@ -31,12 +31,14 @@ _MAX_ATTEMPTS = 20
 
 
 class EtcdMetadataStore(MetadataStore):
-    def __init__(self, client: aetcd.Client, keys: KeySpace) -> None:
+    def __init__(
+        self, client: aetcd.Client, keys: KeySpace, new_partitions: ExtraWrites | None = None
+    ) -> None:
         super().__init__(store=None)  # type: ignore[arg-type]
         self.client = client
         self.key = keys.key("metadata")
         self.revision = 0  # mod_revision of the document this copy reflects
-        self.new_partitions: ExtraWrites | None = None
+        self._new_partitions = new_partitions  # writes that go with new partitions
         # topic ids of the last document known to be in etcd (self.topics may also hold
         # a change in flight)
         self.committed_ids: set[bytes] = set()
@@ -90,7 +92,7 @@ class EtcdMetadataStore(MetadataStore):
                 for i in range(t.partitions)
                 if (t.topic_id, i) not in had
             ]
-            extra = self.new_partitions(added) if added and self.new_partitions else []
+            extra = self._new_partitions(added) if added and self._new_partitions else []
             t = self.client.transactions
             try:
                 ok, responses = await self.client.transaction(

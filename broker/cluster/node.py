@@ -38,8 +38,11 @@ from s3stream.aio import run_to_completion, wait_event
 if TYPE_CHECKING:
     from broker.app import Broker
     from broker.partition import Partition
+    from protocol.records import BatchHeader
 
 log = logging.getLogger(__name__)
+
+Adoption = tuple["Partition", int, int]  # a partition to open, at this epoch, from this source
 
 
 class ClusterNode:
@@ -52,25 +55,49 @@ class ClusterNode:
         host, port = c.advertised
         self.info = BrokerInfo(c.broker_id, host, port, c.rack or None)
         self.membership = Membership(
-            self.client, c.cluster_name, self.info, ttl=c.lease_ttl_ms / 1000
+            self.client,
+            c.cluster_name,
+            self.info,
+            ttl=c.lease_ttl_ms / 1000,
+            on_change=lambda _: self._changed(),
         )
-        self.election = ControllerElection(
-            self.client, c.cluster_name, c.broker_id, lease=self.membership
+        self.meta = EtcdMetadataStore(
+            self.client, self.keys, new_partitions=self._initial_assignments
         )
-        self.meta = EtcdMetadataStore(self.client, self.keys)
-        self.meta.new_partitions = self._initial_assignments
         self.assignments: dict[Key, Assignment] = {}
         self._partitions = PrefixMirror(self.client, asg.prefix(self.keys), self._on_partitions)
         self._metadata = PrefixMirror(self.client, self.meta.key, self._on_metadata)
         self.controller = Controller(
-            self,
-            c.max_partition_moves,
-            c.retention_check_interval_ms / 1000,
-            c.object_delete_delay_ms / 1000,
+            self.client,
+            self.keys,
+            self.meta,
+            broker.store,
+            broker_id=c.broker_id,
+            live=self.membership.live,
+            assignments=lambda: self.assignments,
+            max_moves=c.max_partition_moves,
+            sweep_interval=c.retention_check_interval_ms / 1000,
+            delete_delay=c.object_delete_delay_ms / 1000,
         )
-        self.orphans = OrphanRecovery(self)
-        self.election.on_gain(self.controller.start)
-        self.election.on_loss(self.controller.stop)
+        self.election = ControllerElection(
+            self.client,
+            c.cluster_name,
+            c.broker_id,
+            lease=self.membership,
+            on_gain=self.controller.start,
+            on_loss=self.controller.stop,
+        )
+        # the log is built after this node (it needs `meta`): reached when called
+        self.orphans = OrphanRecovery(
+            self.client,
+            self.keys,
+            broker.store,
+            broker_id=c.broker_id,
+            find=self._partition,
+            serves=self.serves,
+            append=self._append_orphan,
+            wait_acked=lambda wal_end: self.broker.logs.wait_acked(wal_end),
+        )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._token = 0  # the lease under which this broker's leaderships are confirmed
@@ -106,7 +133,6 @@ class ClusterNode:
         return a is not None and a.leader != self.broker_id and a.source == self.broker_id
 
     async def start(self) -> None:
-        self.membership.on_change(lambda _: self._changed())
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="cluster")
         await self.orphans.start()
         await self.election.start()
@@ -182,6 +208,18 @@ class ClusterNode:
             for i, k in enumerate(added)
         ]
 
+    # --- the log, for orphan recovery (built after this node: reached when called) ---
+
+    def _partition(self, topic_id: bytes, index: int) -> Partition | None:
+        state = self.broker.logs.topics_by_id.get(topic_id)
+        if state is None or index >= len(state.partitions):
+            return None
+        return state.partitions[index]
+
+    def _append_orphan(self, p: Partition, batch: bytes, header: BatchHeader) -> int:
+        logs = self.broker.logs
+        return logs.append(logs.topics_by_id[p.topic_id], p, batch, header).wal_end or 0
+
     # --- following etcd ---------------------------------------------------------------
 
     def _on_partitions(self, items: dict[bytes, aetcd.KeyValue]) -> None:
@@ -215,16 +253,28 @@ class ClusterNode:
                 self._wake.set()
 
     async def _reconcile(self) -> None:
-        logs = self.broker.logs
-        me = self.broker_id
         if self.membership.lease_id != self._token:
             if not self.membership.lease_id:
                 return  # not registered at the moment
             await self._confirm_after_lost_lease()
-        adopt: list[tuple[Partition, int, int]] = []
+        adopt, hand_off, resume = await self._sort_out()
+        if resume:
+            await self._resume(resume)
+        if hand_off:
+            me = self.broker_id
+            await self._release(hand_off, lambda a: a.handed_to(a.target, me))
+        if adopt and self.lease_ok():
+            await self._adopt(adopt)
+
+    async def _sort_out(self) -> tuple[list[Adoption], list[Partition], list[Partition]]:
+        """Compare each partition of the log with its assignment: those to open (with
+        the epoch and source), to hand over, and to lead again; drops those another
+        broker took without a hand-off."""
+        me = self.broker_id
+        adopt: list[Adoption] = []
         hand_off: list[Partition] = []
         resume: list[Partition] = []
-        for state in list(logs.topics.values()):
+        for state in list(self.broker.logs.topics.values()):
             for p in state.partitions:
                 a = self.assignments.get((p.topic_id, p.index))
                 mine = a is not None and a.leader == me
@@ -240,17 +290,17 @@ class ClusterNode:
                         resume.append(p)
                 elif mine:
                     adopt.append((p, a.epoch, a.source))
-        if resume:
-            with contextlib.suppress(Exception):
-                await logs.delete_handoffs(resume)
-            for p in resume:
-                logs.lead(p)
-        if hand_off:
-            await self._release(hand_off, lambda a: a.handed_to(a.target, me))
-        if adopt and self.lease_ok():
-            await self._adopt(adopt)
+        return adopt, hand_off, resume
 
-    async def _adopt(self, wanted: list[tuple[Partition, int, int]]) -> None:
+    async def _resume(self, parts: list[Partition]) -> None:
+        """Lead again partitions whose hand-off did not happen."""
+        logs = self.broker.logs
+        with contextlib.suppress(Exception):
+            await logs.delete_handoffs(parts)
+        for p in parts:
+            logs.lead(p)
+
+    async def _adopt(self, wanted: list[Adoption]) -> None:
         """Open partitions, record in etcd that their log is stored here now (so a
         failover reopens them from this broker's catalog), then lead them."""
         logs = self.broker.logs

@@ -22,11 +22,12 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aetcd
 
-from broker.cluster.etcd import PrefixMirror, cancel_within, describe, pack, unpack
+from broker.cluster.etcd import KeySpace, PrefixMirror, cancel_within, describe, pack, unpack
 from protocol import records
 from s3stream.aio import wait_event
 from s3stream.object_format import (
@@ -40,18 +41,49 @@ from s3stream.object_format import (
 from s3stream.store import ObjectNotFound
 
 if TYPE_CHECKING:
-    from broker.cluster.node import ClusterNode
+    from broker.partition import Partition
+    from s3stream.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 Orphan = tuple[bytes, int, int, bytes]  # topic id, partition, base offset, batch
 
 
+# the partition `(topic id, index)` of this broker's log, if the topic has it
+FindPartition = Callable[[bytes, int], "Partition | None"]
+# append a batch to a partition this broker leads; returns its WAL end (0: none)
+AppendBatch = Callable[["Partition", bytes, records.BatchHeader], int]
+
+
 class OrphanRecovery:
-    def __init__(self, node: ClusterNode) -> None:
-        self.node = node
-        self.prefix = node.keys.key("orphans", "")
-        self._mirror = PrefixMirror(node.client, self.prefix, lambda _: self._wake.set())
+    """Keeps this broker's orphans, and appends again those of partitions it serves.
+
+    Given what it acts on rather than the node: the etcd client and key space, the
+    object store, and callables into this broker's log (find a partition, whether this
+    broker serves it, append a batch, wait until appended batches are acknowledged).
+    """
+
+    def __init__(
+        self,
+        client: aetcd.Client,
+        keys: KeySpace,
+        store: ObjectStore,
+        *,
+        broker_id: int,
+        find: FindPartition,
+        serves: Callable[[Partition], bool],
+        append: AppendBatch,
+        wait_acked: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.broker_id = broker_id
+        self._find = find
+        self._serves = serves
+        self._append_batch = append
+        self._wait_acked = wait_acked
+        self.prefix = keys.key("orphans", "")
+        self._mirror = PrefixMirror(client, self.prefix, lambda _: self._wake.set())
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.kept = 0  # batches this broker found orphaned and stored
@@ -87,9 +119,9 @@ class OrphanRecovery:
         for (topic_id, partition), batches in sorted(by_partition.items()):
             builder.add_partition(topic_id, partition, sorted(batches, key=lambda b: b.base_offset))
         body = await asyncio.to_thread(builder.finish)
-        key = f"orphans/b{self.node.broker_id}/{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.obj"
-        await self.node.broker.store.put(key, body)
-        await self.node.client.put(self.prefix + key.encode(), pack(sorted(by_partition)))
+        key = f"orphans/b{self.broker_id}/{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.obj"
+        await self.store.put(key, body)
+        await self.client.put(self.prefix + key.encode(), pack(sorted(by_partition)))
         self.kept += len(orphans)
         log.warning(
             "%d acknowledged batches (%d bytes) of %d partitions were never uploaded before "
@@ -116,21 +148,17 @@ class OrphanRecovery:
                     log.warning("recovering orphans of %r failed (%s); retrying", ekey, describe(e))
 
     async def _recover(self, ekey: bytes, kv: aetcd.KeyValue) -> None:
-        node = self.node
-        logs = node.broker.logs
         pending = [tuple(x) for x in unpack(kv.value)]
         mine = []
         for topic_id, partition in pending:
-            state = logs.topics_by_id.get(topic_id)
-            if state is None or partition >= len(state.partitions):
-                mine.append((topic_id, partition))  # the topic is gone: nothing to do
-            elif node.serves(state.partitions[partition]):
+            p = self._find(topic_id, partition)
+            if p is None or self._serves(p):  # (p is None: gone with its topic, nothing to do)
                 mine.append((topic_id, partition))
         if not mine:
             return
         key = ekey[len(self.prefix) :].decode()
         try:
-            body = await node.broker.store.get(key)
+            body = await self.store.get(key)
         except ObjectNotFound:
             body = None
         if body is not None:
@@ -142,21 +170,19 @@ class OrphanRecovery:
             for topic_id, partition in mine:
                 await self._append(topic_id, partition, body, entries)
         left = [tp for tp in pending if tp not in mine]
-        t = node.client.transactions
+        t = self.client.transactions
         ops = [t.put(ekey, pack(left))] if left else [t.delete(ekey)]
-        ok, _ = await node.client.transaction(
+        ok, _ = await self.client.transaction(
             compare=[t.mod(ekey) == kv.mod_revision], success=ops, failure=[]
         )
         if ok and not left:
             with contextlib.suppress(Exception):
-                await node.broker.store.delete([key])
+                await self.store.delete([key])
 
     async def _append(self, topic_id: bytes, partition: int, body: bytes, entries) -> None:
-        logs = self.node.broker.logs
-        state = logs.topics_by_id.get(topic_id)
-        if state is None or partition >= len(state.partitions):
+        p = self._find(topic_id, partition)
+        if p is None:
             return
-        p = state.partitions[partition]
         wal_end = 0
         appended = duplicates = 0
         for e in entries:
@@ -169,11 +195,10 @@ class OrphanRecovery:
                     duplicates += 1  # its producer retried it here after the failover
                     continue
                 data = records.without_producer(batch) if h.is_idempotent else bytes(batch)
-                result = logs.append(state, p, data, records.parse_header(data))
-                wal_end = max(wal_end, result.wal_end or 0)
+                wal_end = max(wal_end, self._append_batch(p, data, records.parse_header(data)))
                 appended += 1
         if wal_end:
-            await logs.wait_acked(wal_end)
+            await self._wait_acked(wal_end)
         self.recovered += appended
         self.duplicates += duplicates
         log.warning(

@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from broker.groups.group import Group, GroupState, Member
 from protocol.errors import ErrorCode
@@ -97,62 +98,83 @@ class GroupCoordinator:
         protocols: list[tuple[str, bytes]],
         require_known_member_id: bool,
     ) -> dict:
-        s = self.settings
-        if not group_id:
-            return _error(ErrorCode.invalid_group_id, member_id)
-        if not s.min_session_timeout_ms <= session_timeout_ms <= s.max_session_timeout_ms:
-            return _error(ErrorCode.invalid_session_timeout, member_id)
+        error = self._join_error(group_id, session_timeout_ms, protocol_type, protocols)
+        if error is not None:
+            return _error(error, member_id)
         group = self.group(group_id, create=True)
         assert group is not None
-        names = [name for name, _ in protocols]
-        if not group.supports(protocol_type, names):
-            return _error(ErrorCode.inconsistent_group_protocol, member_id)
-
-        def new_member(mid: str) -> Member:
-            return Member(
-                mid,
-                group_instance_id,
-                client_id,
-                client_host,
-                session_timeout_ms,
-                rebalance_timeout_ms,
-                protocol_type,
-                list(protocols),
-            )
-
+        # the member this request describes, once its id is known
+        new_member = partial(
+            Member,
+            group_instance_id=group_instance_id,
+            client_id=client_id,
+            client_host=client_host,
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            protocol_type=protocol_type,
+            protocols=list(protocols),
+        )
         if not member_id:
             new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
-            if group_instance_id:
-                existing = group.static_members.get(group_instance_id)
-                if existing is not None:
-                    return await self._replace_static_member(group, existing, new_member(new_id))
-            elif require_known_member_id:  # KIP-394: hand out an id, the client rejoins with it
-                group.pending_members[new_id] = time.monotonic() + session_timeout_ms / 1000
-                return _error(ErrorCode.member_id_required, new_id)
-            return await self._add_and_wait(group, new_member(new_id))
-
-        if group_instance_id:
-            known = group.static_members.get(group_instance_id)
-            if known is not None and known != member_id:
-                return _error(ErrorCode.fenced_instance_id, member_id)
+            return await self._join_unknown(group, new_member(new_id), require_known_member_id)
+        holder = group.static_members.get(group_instance_id) if group_instance_id else None
+        if holder is not None and holder != member_id:
+            return _error(ErrorCode.fenced_instance_id, member_id)
         if member_id in group.pending_members:
             del group.pending_members[member_id]
             return await self._add_and_wait(group, new_member(member_id))
         member = group.members.get(member_id)
         if member is None:
             return _error(ErrorCode.unknown_member_id, member_id)
+        return await self._rejoin(group, member, new_member(member_id))
 
-        changed = member.protocols != list(protocols)
-        member.protocols = list(protocols)
-        member.session_timeout_ms = session_timeout_ms
-        member.rebalance_timeout_ms = rebalance_timeout_ms
+    def _join_error(
+        self,
+        group_id: str,
+        session_timeout_ms: int,
+        protocol_type: str,
+        protocols: list[tuple[str, bytes]],
+    ) -> ErrorCode | None:
+        """Why a JoinGroup is refused before any member is looked at (None: it is not)."""
+        s = self.settings
+        if not group_id:
+            return ErrorCode.invalid_group_id
+        if not s.min_session_timeout_ms <= session_timeout_ms <= s.max_session_timeout_ms:
+            return ErrorCode.invalid_session_timeout
+        group = self.group(group_id, create=True)
+        assert group is not None
+        if not group.supports(protocol_type, [name for name, _ in protocols]):
+            return ErrorCode.inconsistent_group_protocol
+        return None
+
+    async def _join_unknown(self, group: Group, member: Member, require_known_id: bool) -> dict:
+        """A member joining without an id: a static one takes its old place, KIP-394 hands
+        out an id to rejoin with, else it joins at once."""
+        instance_id = member.group_instance_id
+        if instance_id:
+            existing = group.static_members.get(instance_id)
+            if existing is not None:
+                return await self._replace_static_member(group, existing, member)
+        elif require_known_id:  # KIP-394: hand out an id, the client rejoins with it
+            timeout = member.session_timeout_ms / 1000
+            group.pending_members[member.member_id] = time.monotonic() + timeout
+            return _error(ErrorCode.member_id_required, member.member_id)
+        return await self._add_and_wait(group, member)
+
+    async def _rejoin(self, group: Group, member: Member, request: Member) -> dict:
+        """A known member joins again: it takes the request's protocols and timeouts; an
+        unchanged one in a settled group gets the current answer, else a rebalance."""
+        changed = member.protocols != request.protocols
+        member.protocols = request.protocols
+        member.session_timeout_ms = request.session_timeout_ms
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms
         member.last_heartbeat = time.monotonic()
         if group.state == GroupState.COMPLETING_REBALANCE and not changed:
             return self._join_response(group, member)  # it lost the response: same answer
-        if group.state == GroupState.STABLE and not changed and member_id != group.leader_id:
+        if group.state == GroupState.STABLE and not changed and member.member_id != group.leader_id:
             return self._join_response(group, member)
         if group.state != GroupState.PREPARING_REBALANCE:
-            self._prepare_rebalance(group, f"member {member_id} rejoined")
+            self._prepare_rebalance(group, f"member {member.member_id} rejoined")
         return await self._wait_join(group, member)
 
     async def _add_and_wait(self, group: Group, member: Member) -> dict:
