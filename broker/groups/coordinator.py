@@ -21,6 +21,15 @@ from protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
+# what a JoinGroup or SyncGroup gets at once: its answer, or a future of it while the
+# request waits for the rest of the group (it holds no state while it waits)
+Answer = dict | asyncio.Future[dict]
+
+
+async def _settled(answer: Answer) -> dict:
+    return await answer if isinstance(answer, asyncio.Future) else answer
+
+
 SWEEP_INTERVAL = 0.1
 
 
@@ -85,7 +94,11 @@ class GroupCoordinator:
 
     # --- JoinGroup --------------------------------------------------------------------
 
-    async def join(
+    async def join(self, *args, **kwargs) -> dict:
+        """JoinGroup, waiting for the rebalance to complete; see start_join."""
+        return await _settled(self.start_join(*args, **kwargs))
+
+    def start_join(
         self,
         group_id: str,
         member_id: str,
@@ -97,7 +110,9 @@ class GroupCoordinator:
         protocol_type: str,
         protocols: list[tuple[str, bytes]],
         require_known_member_id: bool,
-    ) -> dict:
+    ) -> Answer:
+        """Apply a JoinGroup now; the answer, or (while the rebalance completes) a future
+        of it. Everything the request changes is done before this returns."""
         error = self._join_error(group_id, session_timeout_ms, protocol_type, protocols)
         if error is not None:
             return _error(error, member_id)
@@ -116,17 +131,17 @@ class GroupCoordinator:
         )
         if not member_id:
             new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
-            return await self._join_unknown(group, new_member(new_id), require_known_member_id)
+            return self._join_unknown(group, new_member(new_id), require_known_member_id)
         holder = group.static_members.get(group_instance_id) if group_instance_id else None
         if holder is not None and holder != member_id:
             return _error(ErrorCode.fenced_instance_id, member_id)
         if member_id in group.pending_members:
             del group.pending_members[member_id]
-            return await self._add_and_wait(group, new_member(member_id))
+            return self._add_and_wait(group, new_member(member_id))
         member = group.members.get(member_id)
         if member is None:
             return _error(ErrorCode.unknown_member_id, member_id)
-        return await self._rejoin(group, member, new_member(member_id))
+        return self._rejoin(group, member, new_member(member_id))
 
     def _join_error(
         self,
@@ -147,21 +162,21 @@ class GroupCoordinator:
             return ErrorCode.inconsistent_group_protocol
         return None
 
-    async def _join_unknown(self, group: Group, member: Member, require_known_id: bool) -> dict:
+    def _join_unknown(self, group: Group, member: Member, require_known_id: bool) -> Answer:
         """A member joining without an id: a static one takes its old place, KIP-394 hands
         out an id to rejoin with, else it joins at once."""
         instance_id = member.group_instance_id
         if instance_id:
             existing = group.static_members.get(instance_id)
             if existing is not None:
-                return await self._replace_static_member(group, existing, member)
+                return self._replace_static_member(group, existing, member)
         elif require_known_id:  # KIP-394: hand out an id, the client rejoins with it
             timeout = member.session_timeout_ms / 1000
             group.pending_members[member.member_id] = time.monotonic() + timeout
             return _error(ErrorCode.member_id_required, member.member_id)
-        return await self._add_and_wait(group, member)
+        return self._add_and_wait(group, member)
 
-    async def _rejoin(self, group: Group, member: Member, request: Member) -> dict:
+    def _rejoin(self, group: Group, member: Member, request: Member) -> Answer:
         """A known member joins again: it takes the request's protocols and timeouts; an
         unchanged one in a settled group gets the current answer, else a rebalance."""
         changed = member.protocols != request.protocols
@@ -175,9 +190,9 @@ class GroupCoordinator:
             return self._join_response(group, member)
         if group.state != GroupState.PREPARING_REBALANCE:
             self._prepare_rebalance(group, f"member {member.member_id} rejoined")
-        return await self._wait_join(group, member)
+        return self._wait_join(group, member)
 
-    async def _add_and_wait(self, group: Group, member: Member) -> dict:
+    def _add_and_wait(self, group: Group, member: Member) -> Answer:
         group.add(member)
         now = time.monotonic()
         if group.state == GroupState.PREPARING_REBALANCE and group.delay_until is not None:
@@ -187,17 +202,17 @@ class GroupCoordinator:
             )
         elif group.state != GroupState.PREPARING_REBALANCE:
             self._prepare_rebalance(group, f"new member {member.member_id} joined")
-        return await self._wait_join(group, member)
+        return self._wait_join(group, member)
 
-    async def _wait_join(self, group: Group, member: Member) -> dict:
+    def _wait_join(self, group: Group, member: Member) -> Answer:
         if member.join_waiter is not None and not member.join_waiter.done():
             member.join_waiter.set_result(_error(ErrorCode.rebalance_in_progress, member.member_id))
         member.join_waiter = asyncio.get_running_loop().create_future()
         waiter = member.join_waiter
         self._maybe_complete_join(group)
-        return await waiter
+        return waiter
 
-    async def _replace_static_member(self, group: Group, old_id: str, member: Member) -> dict:
+    def _replace_static_member(self, group: Group, old_id: str, member: Member) -> Answer:
         """KIP-345: a static member rejoining with a new id takes its old place, no rebalance."""
         old = group.members[old_id]
         _release(old, ErrorCode.fenced_instance_id)
@@ -222,7 +237,7 @@ class GroupCoordinator:
             return response
         if group.state != GroupState.PREPARING_REBALANCE:
             self._prepare_rebalance(group, f"static member {member.group_instance_id} changed")
-        return await self._wait_join(group, member)
+        return self._wait_join(group, member)
 
     def _join_response(self, group: Group, member: Member) -> dict:
         is_leader = member.member_id == group.leader_id
@@ -338,7 +353,11 @@ class GroupCoordinator:
             return ErrorCode.illegal_generation
         return None
 
-    async def sync(
+    async def sync(self, *args, **kwargs) -> dict:
+        """SyncGroup, waiting for the leader's assignment; see start_sync."""
+        return await _settled(self.start_sync(*args, **kwargs))
+
+    def start_sync(
         self,
         group_id: str,
         generation_id: int,
@@ -347,7 +366,9 @@ class GroupCoordinator:
         protocol_type: str | None,
         protocol_name: str | None,
         assignments: dict[str, bytes],
-    ) -> dict:
+    ) -> Answer:
+        """Apply a SyncGroup now; the answer, or a future of it until the leader's
+        assignment arrives."""
         group = self.group(group_id)
         error = self._member_error(group, member_id, group_instance_id, generation_id)
         if error is not None:
@@ -379,7 +400,7 @@ class GroupCoordinator:
                 if w is not None and not w.done():
                     w.set_result(self._sync_response(group, m))
             log.info("group %s: stable at generation %d", group.group_id, group.generation_id)
-        return await waiter
+        return waiter
 
     def _sync_response(self, group: Group, member: Member) -> dict:
         return {

@@ -3,12 +3,12 @@ ListGroups and DeleteGroups: thin shells over broker.groups.coordinator."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
-from broker.groups.coordinator import join_error, sync_error
+from broker.groups.coordinator import Answer, join_error, sync_error
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -72,8 +72,16 @@ def _peer_host(request: Request) -> str:
     return request.peer.rsplit(":", 1)[0] if request.peer else ""
 
 
-async def _answer(parked: Awaitable[dict]) -> dict:
+async def _when_done(parked: asyncio.Future[dict]) -> dict:
     return {"throttle_time": 0, **await parked}
+
+
+def _answer(answer: Answer) -> dict | Deferred:
+    """The request has taken effect; a member parked until the rebalance completes
+    holds no state while it waits, so its wait is deferred."""
+    if isinstance(answer, asyncio.Future):
+        return Deferred(_when_done(answer))
+    return {"throttle_time": 0, **answer}
 
 
 async def handle_join(broker: Broker, request: Request) -> dict | Deferred:
@@ -83,7 +91,7 @@ async def handle_join(broker: Broker, request: Request) -> dict | Deferred:
     session = int(b.session_timeout.total_seconds() * 1000)
     rebalance = getattr(b, "rebalance_timeout", None)
     rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None else session
-    parked = broker.groups.join(
+    answer = broker.groups.start_join(
         group_id=b.group_id,
         member_id=b.member_id,
         group_instance_id=getattr(b, "group_instance_id", None),
@@ -95,14 +103,14 @@ async def handle_join(broker: Broker, request: Request) -> dict | Deferred:
         protocols=[(p.name, p.metadata) for p in b.protocols],
         require_known_member_id=request.header.api_version >= 4,
     )
-    return Deferred(_answer(parked))
+    return _answer(answer)
 
 
 async def handle_sync(broker: Broker, request: Request) -> dict | Deferred:
     b = request.body
     if not broker.coordinates(b.group_id):
         return {"throttle_time": 0, **sync_error(_NOT_COORDINATOR)}
-    parked = broker.groups.sync(
+    answer = broker.groups.start_sync(
         b.group_id,
         b.generation_id,
         b.member_id,
@@ -111,7 +119,7 @@ async def handle_sync(broker: Broker, request: Request) -> dict | Deferred:
         getattr(b, "protocol_name", None),
         {a.member_id: a.assignment for a in b.assignments},
     )
-    return Deferred(_answer(parked))
+    return _answer(answer)
 
 
 async def handle_heartbeat(broker: Broker, request: Request) -> dict:
