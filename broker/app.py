@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OFFSETS_TOPIC, OffsetStore
@@ -42,10 +43,12 @@ class Broker:
             wal_segment_bytes=config.wal_segment_bytes,
             store=self.store,
             objects=config.object_tier(),
-            topic_defaults=config.topic_defaults(),
             broker_id=config.broker_id,
             meta=self.cluster.meta if self.cluster else None,
         )
+        # Kafka's names for the settings, with the live broker defaults from the metadata
+        self.settings = BrokerSettings(config, self.logs.meta, self.logs.wal.directory)
+        self.logs.topic_defaults = self.settings.topic_defaults
         self.logs.on_partition_dropped.append(self._partition_dropped)
         if self.cluster is not None:
             self.logs.orphan_sink = self.cluster.orphans.keep
@@ -192,7 +195,7 @@ class Broker:
 
     async def auto_create_topic(self, name: str) -> TopicState:
         try:
-            return await self.logs.create_topic(name, self.config.num_partitions, {})
+            return await self.logs.create_topic(name, self.settings.num_partitions, {})
         except FileExistsError:
             return self.logs.topics[name]
 

@@ -56,6 +56,8 @@ class MetadataStore:
         self.producer_id_limit = 0  # ids below this are handed out or reserved
         self._object = VersionedObject(store, METADATA_KEY)
         self._lock = asyncio.Lock()
+        # dynamic broker configs by scope: "" the cluster default, "<id>" one broker
+        self.broker_configs: dict[str, dict[str, str]] = {}
         self.created = False  # load() found no metadata and started a new cluster
 
     async def load(self, legacy: Path | None = None) -> None:
@@ -117,6 +119,9 @@ class MetadataStore:
             rec.log_start = {int(p): o for p, o in t.get("log_start", {}).items()}
             topics[rec.name] = rec
         self.topics = topics
+        self.broker_configs = {
+            str(scope): dict(configs) for scope, configs in doc.get("broker_configs", {}).items()
+        }
 
     def document(self) -> dict:
         return {
@@ -134,6 +139,7 @@ class MetadataStore:
                 }
                 for t in self.topics.values()
             ],
+            "broker_configs": {scope: dict(c) for scope, c in self.broker_configs.items()},
         }
 
     def encode(self) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 ConfigValue = str
 
@@ -134,12 +134,13 @@ _TYPES = {
 
 def describe_topic_configs(
     configs: dict[str, str],
-    broker_defaults: dict[str, str],
+    broker_layers: Sequence[tuple[int, Mapping[str, str]]] = (),
     keys: set[str] | None = None,
     synonyms: bool = False,
 ) -> list[dict]:
     """DescribeConfigs entries for a topic: each key's value, where it comes from, and
-    (with `synonyms`) the chain topic > broker > default behind it."""
+    (with `synonyms`) the chain topic > broker layers (dynamic, then static) > default
+    behind it. `broker_layers` is (config_source, topic key -> value) per layer."""
     out = []
     for key, (default, _) in sorted(TOPIC_CONFIGS.items()):
         if keys is not None and key not in keys:
@@ -147,14 +148,11 @@ def describe_topic_configs(
         chain = []
         if key in configs:
             chain.append({"name": key, "value": configs[key], "source": SOURCE_TOPIC})
-        if key in broker_defaults:
-            chain.append(
-                {
-                    "name": BROKER_SYNONYMS.get(key, key),
-                    "value": broker_defaults[key],
-                    "source": SOURCE_STATIC_BROKER,
-                }
-            )
+        for source, layer in broker_layers:
+            if key in layer:
+                chain.append(
+                    {"name": BROKER_SYNONYMS.get(key, key), "value": layer[key], "source": source}
+                )
         chain.append(
             {"name": BROKER_SYNONYMS.get(key, key), "value": default, "source": SOURCE_DEFAULT}
         )

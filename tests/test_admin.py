@@ -50,7 +50,8 @@ def test_describe_configs_shows_values_and_sources(shared_broker) -> None:
     broker_res = ConfigResource(ConfigResource.Type.BROKER, "0")
     broker_configs = admin.describe_configs([broker_res])[broker_res].result(10)
     assert broker_configs["num.partitions"].value == "1"
-    assert broker_configs["num.partitions"].is_read_only
+    assert not broker_configs["num.partitions"].is_read_only  # a live broker default
+    assert broker_configs["broker.id"].is_read_only
 
 
 @pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")  # Kafka's CLI still uses it

@@ -1,17 +1,18 @@
-"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and broker reads).
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and brokers.
 
-Topic configs change live: handlers read them at each request, so a change applies
-to the next produce or fetch, and it is persisted before it is acknowledged.
+Topic configs and the live broker defaults change live: handlers read them at each
+request, so a change applies to the next produce or fetch, and it is persisted before
+it is acknowledged. Broker resources are named "" (the cluster-wide default,
+`kafka-configs --entity-default`) or this broker's id; see broker.broker_configs.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from typing import TYPE_CHECKING
 
+from broker.broker_configs import ReadOnlyConfig
 from broker.topic_config import (
-    SOURCE_STATIC_BROKER,
     TOPIC_CONFIGS,
     InvalidConfig,
     describe_topic_configs,
@@ -45,29 +46,6 @@ def _topic(broker: Broker, name: str) -> TopicState:
     return state
 
 
-def _broker_entries(broker: Broker, keys: set[str] | None) -> list[dict]:
-    """The broker's settings, read-only: Strata's broker configuration is static."""
-    out = []
-    for f in fields(broker.config):
-        name = f.name.replace("_", ".")
-        if keys is not None and name not in keys:
-            continue
-        value = getattr(broker.config, f.name)
-        out.append(
-            {
-                "name": name,
-                "value": str(value).lower() if isinstance(value, bool) else str(value),
-                "read_only": True,
-                "config_source": SOURCE_STATIC_BROKER,
-                "is_sensitive": False,
-                "synonyms": [],
-                "config_type": 2,
-                "documentation": f.metadata.get("help"),
-            }
-        )
-    return out
-
-
 async def handle_describe(broker: Broker, request: Request) -> dict:
     b = request.body
     synonyms = getattr(b, "include_synonyms", False)
@@ -85,12 +63,11 @@ async def handle_describe(broker: Broker, request: Request) -> dict:
             if r.resource_type == TOPIC:
                 state = _topic(broker, r.resource_name)
                 entry["configs"] = describe_topic_configs(
-                    state.record.configs, broker.config.topic_defaults(), keys, synonyms
+                    state.record.configs, broker.settings.topic_default_layers(), keys, synonyms
                 )
             elif r.resource_type == BROKER:
-                if r.resource_name not in ("", str(broker.config.broker_id)):
-                    raise _Refused(ErrorCode.invalid_request, f"No broker {r.resource_name} here")
-                entry["configs"] = _broker_entries(broker, keys)
+                _broker_scope(broker, r.resource_name)
+                entry["configs"] = broker.settings.describe(keys, synonyms)
             else:
                 raise _Refused(
                     ErrorCode.invalid_request, f"Resource type {r.resource_type} unsupported"
@@ -99,6 +76,53 @@ async def handle_describe(broker: Broker, request: Request) -> dict:
             entry.update(error_code=e.error, error_message=str(e))
         results.append(entry)
     return {"throttle_time": 0, "results": results}
+
+
+def _broker_scope(broker: Broker, name: str) -> str:
+    try:
+        return broker.settings.check_scope(name)
+    except InvalidConfig as e:
+        raise _Refused(ErrorCode.invalid_request, str(e)) from None
+
+
+def _incremental_broker(current: dict[str, str], changes) -> dict[str, str | None]:
+    """A dynamic broker layer after `changes`; None marks a key deleted (validated by
+    the caller). Kafka's broker settings that take lists are not alterable here."""
+    out: dict[str, str | None] = dict(current)
+    for c in changes:
+        if c.config_operation == SET:
+            out[c.name] = c.value
+        elif c.config_operation == DELETE:
+            out[c.name] = None
+        else:
+            raise _Refused(ErrorCode.invalid_config, f"{c.name} is not a list")
+    return out
+
+
+async def _alter_broker(broker: Broker, r, incremental: bool, validate_only: bool) -> None:
+    scope = _broker_scope(broker, r.resource_name)
+    settings = broker.settings
+
+    def edit(current: dict[str, str]) -> dict[str, str | None]:
+        if incremental:
+            return _incremental_broker(current, r.configs)
+        return {c.name: c.value for c in r.configs}  # AlterConfigs: the whole layer
+
+    try:
+        if validate_only:
+            settings.validated(edit(dict(broker.logs.meta.broker_configs.get(scope, {}))))
+        else:
+            await settings.alter(scope, edit)
+    except ReadOnlyConfig as e:
+        raise _Refused(ErrorCode.invalid_request, str(e)) from None
+    except InvalidConfig as e:
+        raise _Refused(ErrorCode.invalid_config, str(e)) from None
+    if not validate_only:
+        log.info(
+            "broker configs %s now %s",
+            "default" if scope == "" else f"of broker {scope}",
+            broker.logs.meta.broker_configs.get(scope, {}),
+        )
 
 
 def _incremental(current: dict[str, str], changes) -> dict[str, str]:
@@ -138,10 +162,9 @@ async def _alter(broker: Broker, request: Request, incremental: bool) -> dict:
         }
         try:
             if r.resource_type == BROKER:
-                raise _Refused(
-                    ErrorCode.invalid_request,
-                    "Broker settings are static: set them in the config file or flags",
-                )
+                await _alter_broker(broker, r, incremental, b.validate_only)
+                responses.append(entry)
+                continue
             if r.resource_type != TOPIC:
                 raise _Refused(
                     ErrorCode.invalid_request, f"Resource type {r.resource_type} unsupported"

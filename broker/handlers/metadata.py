@@ -65,7 +65,7 @@ async def handle(broker: Broker, request: Request) -> dict:
     if version == 0 and not requested:
         requested = None  # v0: an empty list means every topic
     allow_auto = (
-        getattr(body, "allow_auto_topic_creation", True) and broker.config.auto_create_topics
+        getattr(body, "allow_auto_topic_creation", True) and broker.settings.auto_create_topics
     )
 
     topics: list[dict] = []

@@ -27,7 +27,7 @@ class _Refused(Exception):
 
 
 def _config_entries(broker: Broker, configs: dict[str, str]) -> list[dict]:
-    return describe_topic_configs(configs, broker.config.topic_defaults())
+    return describe_topic_configs(configs, broker.settings.topic_default_layers())
 
 
 def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]:
@@ -49,7 +49,7 @@ def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]
             )
         partitions = len(t.assignments)
     elif partitions == -1:
-        partitions = broker.config.num_partitions
+        partitions = broker.settings.num_partitions
     if partitions <= 0:
         raise _Refused(ErrorCode.invalid_partitions, "Number of partitions must be larger than 0.")
     replication = t.replication_factor
