@@ -21,7 +21,7 @@ def test_unknown_api_versions_version_gets_v0_answer_with_ranges(shared_broker) 
         assert correlation == 77
         assert body.error_code == ErrorCode.unsupported_version
         ranges = {k.api_key: (k.min_version, k.max_version) for k in body.api_keys}
-        assert ranges[18] == (0, 4) and ranges[0][0] == 0 and ranges[1] == (4, 17)
+        assert ranges[18] == (0, 4) and ranges[0][0] == 0 and ranges[1] == (4, 18)
         # the connection is still usable: the client retries with a version we speak
         v3 = c.call(18, 3, {"client_software_name": "t", "client_software_version": "1"})
         assert v3.error_code == ErrorCode.none

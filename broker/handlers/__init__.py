@@ -10,8 +10,11 @@ from broker.handlers import (
     list_offsets,
     metadata,
     offsets,
+    partitions,
     produce,
     producer_id,
+    quorum,
+    reassignments,
     topics,
 )
 from protocol.versions import ApiKey
@@ -44,4 +47,11 @@ HANDLERS = {
     ApiKey.DELETE_RECORDS: admin.handle_delete_records,
     ApiKey.DESCRIBE_CLUSTER: admin.handle_describe_cluster,
     ApiKey.DESCRIBE_LOG_DIRS: admin.handle_describe_log_dirs,
+    ApiKey.ALTER_REPLICA_LOG_DIRS: admin.handle_alter_replica_log_dirs,
+    ApiKey.DESCRIBE_TOPIC_PARTITIONS: partitions.handle,
+    ApiKey.ALTER_PARTITION_REASSIGNMENTS: reassignments.handle_alter_reassignments,
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: reassignments.handle_list_reassignments,
+    ApiKey.ELECT_LEADERS: reassignments.handle_elect_leaders,
+    ApiKey.DESCRIBE_QUORUM: quorum.handle,
+    ApiKey.LIST_CONFIG_RESOURCES: configs.handle_list_config_resources,
 }

@@ -1,9 +1,10 @@
-"""CreatePartitions, DeleteRecords, DescribeCluster and DescribeLogDirs."""
+"""CreatePartitions, DeleteRecords, DescribeCluster, DescribeLogDirs and AlterReplicaLogDirs."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protocol.codec import Request
@@ -121,4 +122,29 @@ async def handle_describe_log_dirs(broker: Broker, request: Request) -> dict:
                 "is_cordoned": False,
             }
         ],
+    }
+
+
+async def handle_alter_replica_log_dirs(broker: Broker, request: Request) -> dict:
+    """The WAL is the one log directory: a partition "moved" to it is already there; any
+    other directory gets Kafka's LOG_DIR_NOT_FOUND."""
+    ours = broker.logs.wal.directory.resolve()
+    results: dict[str, list[dict]] = {}
+    for d in request.body.dirs:
+        here = Path(d.path).resolve() == ours
+        for t in d.topics:
+            state = broker.logs.topics.get(t.name)
+            for i in t.partitions:
+                if not here:
+                    error = ErrorCode.log_dir_not_found
+                elif state is None or not 0 <= i < len(state.partitions):
+                    error = ErrorCode.unknown_topic_or_partition
+                else:
+                    error = ErrorCode.none
+                results.setdefault(t.name, []).append({"partition_index": i, "error_code": error})
+        if not here:
+            log.info("AlterReplicaLogDirs to %s refused: the one log directory is %s", d.path, ours)
+    return {
+        "throttle_time": 0,
+        "results": [{"topic_name": n, "partitions": parts} for n, parts in results.items()],
     }

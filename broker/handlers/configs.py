@@ -196,3 +196,32 @@ async def handle_alter(broker: Broker, request: Request) -> dict:
 
 async def handle_incremental_alter(broker: Broker, request: Request) -> dict:
     return await _alter(broker, request, incremental=True)
+
+
+_GROUP = 32
+_CLIENT_METRICS = 16
+
+
+async def handle_list_config_resources(broker: Broker, request: Request) -> dict:
+    """ListConfigResources (`kafka-configs --list`): topics, brokers and groups; v0 (client
+    metrics only) and client metrics ask for none Strata has."""
+    wanted = set(request.body.resource_types)
+    if request.header.api_version == 0:
+        wanted = {_CLIENT_METRICS}
+    elif not wanted:
+        wanted = {TOPIC, BROKER, _GROUP}
+    unknown = wanted - {TOPIC, BROKER, _GROUP, _CLIENT_METRICS}
+    if unknown:
+        return {
+            "throttle_time": 0,
+            "error_code": ErrorCode.unsupported_version,
+            "config_resources": [],
+        }
+    out = []
+    if TOPIC in wanted:
+        out += [{"resource_name": n, "resource_type": TOPIC} for n in sorted(broker.logs.topics)]
+    if BROKER in wanted:
+        out += [{"resource_name": str(b[0]), "resource_type": BROKER} for b in broker.brokers()]
+    if _GROUP in wanted:
+        out += [{"resource_name": g, "resource_type": _GROUP} for g in sorted(broker.groups.groups)]
+    return {"throttle_time": 0, "error_code": ErrorCode.none, "config_resources": out}

@@ -22,6 +22,10 @@ LATEST = -1
 EARLIEST = -2
 MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
+# Kafka's tiered-storage offsets (v9 and v11): a topic without remote.storage.enable,
+# as every Strata topic reports, answers them with offset -1, as Kafka does
+LATEST_TIERED = -5
+EARLIEST_PENDING_UPLOAD = -6
 
 
 async def _lookup(
@@ -32,6 +36,8 @@ async def _lookup(
         return -1, p.high_watermark
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return -1, p.log_start_offset
+    if timestamp in (LATEST_TIERED, EARLIEST_PENDING_UPLOAD):
+        return -1, -1
     idx = p.batches
     hw = p.high_watermark
     if timestamp == MAX_TIMESTAMP:
@@ -97,7 +103,7 @@ async def handle(broker: Broker, request: Request) -> dict:
                     error = ErrorCode.unknown_leader_epoch
                 elif 0 <= current < p.leader_epoch:
                     error = ErrorCode.fenced_leader_epoch
-                elif lp.timestamp < EARLIEST_LOCAL:
+                elif lp.timestamp < EARLIEST_PENDING_UPLOAD:
                     error = ErrorCode.invalid_request
                 else:
                     try:
