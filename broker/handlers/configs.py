@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 TOPIC = 2
 BROKER = 4
+_GROUP = 32
+_CLIENT_METRICS = 16
 
 SET, DELETE, APPEND, SUBTRACT = range(4)
 
@@ -68,6 +70,8 @@ async def handle_describe(broker: Broker, request: Request) -> dict:
             elif r.resource_type == BROKER:
                 _broker_scope(broker, r.resource_name)
                 entry["configs"] = broker.settings.describe(keys, synonyms)
+            elif r.resource_type == _GROUP:
+                entry["configs"] = []  # no group-level configs (KIP-848's) in Strata yet
             else:
                 raise _Refused(
                     ErrorCode.invalid_request, f"Resource type {r.resource_type} unsupported"
@@ -196,10 +200,6 @@ async def handle_alter(broker: Broker, request: Request) -> dict:
 
 async def handle_incremental_alter(broker: Broker, request: Request) -> dict:
     return await _alter(broker, request, incremental=True)
-
-
-_GROUP = 32
-_CLIENT_METRICS = 16
 
 
 async def handle_list_config_resources(broker: Broker, request: Request) -> dict:
