@@ -103,6 +103,9 @@ def _fixed(name: str, kind: int, value: str, check=None, doc: str = "") -> Setti
     return Setting(name, kind, lambda c: value, None, check, doc)
 
 
+_LONG_MAX = str(2**63 - 1)
+
+
 def _advertised(c: BrokerConfig) -> str:
     host, port = c.advertised
     return _listener(f"{host}:{port}")
@@ -160,6 +163,15 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
         "retention.bytes of topics that set none",
     ),
     _field("log.retention.check.interval.ms", LONG, "retention_check_interval_ms"),
+    # kafka-reassign-partitions sets and clears these; no replication to throttle here
+    *(
+        _fixed(name, LONG, _LONG_MAX, _check_int(0), "accepted; no effect: no replication")
+        for name in (
+            "leader.replication.throttled.rate",
+            "follower.replication.throttled.rate",
+            "replica.alter.log.dirs.io.max.bytes.per.second",
+        )
+    ),
     _field("offsets.topic.num.partitions", INT, "offsets_topic_num_partitions"),
     _field("group.initial.rebalance.delay.ms", INT, "group_initial_rebalance_delay_ms"),
     _field("group.min.session.timeout.ms", INT, "group_min_session_timeout_ms"),

@@ -49,7 +49,9 @@ TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str], None]]] = {
     "file.delete.delay.ms": ("60000", _int(0)),
     "flush.messages": ("9223372036854775807", _int(1)),
     "flush.ms": ("9223372036854775807", _int(0)),
+    "follower.replication.throttled.replicas": ("", _anything),  # no followers: no effect
     "index.interval.bytes": ("4096", _int(0)),
+    "leader.replication.throttled.replicas": ("", _anything),  # no followers: no effect
     "local.retention.bytes": ("-2", _int(-2)),
     "local.retention.ms": ("-2", _int(-2)),
     "max.compaction.lag.ms": ("9223372036854775807", _int(1)),
@@ -118,6 +120,8 @@ BROKER_SYNONYMS = {
 # DescribeConfigs config_type values: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7
 _TYPES = {
     "cleanup.policy": 7,
+    "follower.replication.throttled.replicas": 7,
+    "leader.replication.throttled.replicas": 7,
     "compression.type": 2,
     "message.timestamp.type": 2,
     "preallocate": 1,
