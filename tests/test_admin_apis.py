@@ -27,6 +27,7 @@ from kafka.protocol.admin import ElectionType
 from kafka.structs import OffsetAndMetadata, TopicPartitionReplica
 
 from tests.kafka_cli import TOPIC_COMMAND, KafkaCli
+from tests.wire import WireClient
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand"
@@ -130,6 +131,9 @@ def test_describe_quorum_and_list_config_resources_on_the_embedded_broker(
     assert topic in listed["topic"] and listed["broker"] == ["0"]
     assert group in listed["group"]
     assert admin.list_config_resources(["BROKER"]) == {"broker": ["0"]}
+    with WireClient(shared_broker.bootstrap) as c:  # v0 lists client-metrics resources only
+        v0 = c.call(74, 0, {})
+        assert v0.error_code == 0 and v0.config_resources == ()
 
 
 @pytest.mark.timeout(300)

@@ -205,7 +205,7 @@ async def handle_incremental_alter(broker: Broker, request: Request) -> dict:
 async def handle_list_config_resources(broker: Broker, request: Request) -> dict:
     """ListConfigResources (`kafka-configs --list`): topics, brokers and groups; v0 (client
     metrics only) and client metrics ask for none Strata has."""
-    wanted = set(request.body.resource_types)
+    wanted = set(getattr(request.body, "resource_types", ()))
     if request.header.api_version == 0:
         wanted = {_CLIENT_METRICS}
     elif not wanted:
