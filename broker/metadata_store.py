@@ -149,8 +149,6 @@ class MetadataStore:
         try:
             await self._object.write(self.encode())
         except ConflictingWrite as e:
-            if e.stored is None:
-                raise
             log.error("%s was written by someone else; taking its state", METADATA_KEY)
             self._apply(msgpack.unpackb(e.stored, strict_map_key=False))
             self._object.seen(e.stored, e.etag)

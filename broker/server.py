@@ -9,14 +9,19 @@ per connection at a time):
 - Only waits that hold no state overlap. A handler whose request has taken effect and
   now only waits returns a `Deferred` (a produce waiting for its fsync or upload after
   its append, a long-poll Fetch, a parked JoinGroup or SyncGroup); the reader moves on
-  to the next request meanwhile. This keeps pipelined produce as fast as before.
-- Answers go back in request order.
+  to the next request meanwhile. Produces pipeline behind each other this way, as fast
+  as before. A produce's last effect, the high watermark moving, comes with its ack, so
+  a request other than a produce first waits for the acks of the produces before it.
+- Answers go back in request order. A handler that fails unexpectedly closes the
+  connection after the answers to the requests before it; the requests after it are
+  dropped (never applied).
 - A request that has started runs to its end whatever happens to the connection: a
   client that leaves mid-request, or the broker shutting down, never cancels a
   handler half way through a change (a metadata write whose ETag is then lost, a
   rollback of what storage already holds). Only its answer is dropped. Deferred waits
   are cancelled when nobody is left to answer; requests read but not started are
-  dropped, as Kafka drops what it had not read yet.
+  dropped, as Kafka drops what it had not read yet. A stopping server waits for
+  requests under way for a while, then drops their connections.
 """
 
 from __future__ import annotations
@@ -99,53 +104,84 @@ class Connection:
         )
         self._budget = _ByteBudget(broker.config.max_inflight_bytes_per_connection)
         self._serve_task: asyncio.Task[None] | None = None
+        self._reading = True  # until the reader cleans up
+        # deferred produce acks not answered yet: a later request other than a produce
+        # waits for them, so it sees their high watermark (see the module docstring)
+        self._unacked: list[asyncio.Future] = []
+
+    def abort(self) -> None:
+        """Drop the connection at once (a stopping server whose requests are stuck)."""
+        self.writer.transport.abort()
 
     async def serve(self) -> None:
         self._serve_task = asyncio.current_task()
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
+        responder.add_done_callback(self._responder_done)
         decoder = FrameDecoder(self.broker.config.max_request_bytes)
-        flush_first = False  # answer the requests before a bad one, then close
-        closing = False  # _CLOSE is queued already
+        closing = False  # _CLOSE is queued: answer the requests before it, then close
         try:
-            while not responder.done():
-                data = await self.reader.read(_READ_SIZE)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    await self._budget.take(len(frame))  # stop reading while too much is owed
-                    item = await self._apply(frame)
-                    await self._queue.put((len(frame), item))
-                    if item is _CLOSE:  # a handler failed: answer what came before, close
-                        closing = True
-                        break
-                if closing:
-                    break
-                if decoder.error is not None:
-                    raise decoder.error
+            closing = await self._read_requests(decoder, responder)
         except ProtocolError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
-            flush_first = True
+            if not responder.done():
+                await self._queue.put((0, _CLOSE))
+                closing = True
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            flush_first = flush_first or closing
-            # on EOF, a reset or shutdown nobody is left to answer: deferred waits
-            # (produce acks, long polls, joins) are cancelled rather than waited for;
-            # every request that had started has been applied already
-            if flush_first and not responder.done():
+            self._reading = False
+            try:
+                # on EOF, a reset or shutdown nobody is left to answer: deferred waits
+                # (produce acks, long polls, joins) are cancelled rather than waited for;
+                # every request that had started has been applied already
                 if not closing:
-                    await self._queue.put((0, _CLOSE))
-            else:
-                responder.cancel()
-                while not self._queue.empty():  # requests nobody will answer: stop them
-                    _, item = self._queue.get_nowait()
+                    self._stop_responder(responder)
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await responder
+            finally:
+                self._stop_responder(responder)
+                self.writer.close()
+                with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                    await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+    async def _read_requests(self, decoder: FrameDecoder, responder: asyncio.Task) -> bool:
+        """Read, apply and queue requests until EOF; True if a handler failed (its
+        earlier answers are still to be sent, then the connection closes)."""
+        while not responder.done():
+            data = await self.reader.read(_READ_SIZE)
+            if not data:
+                return False
+            for frame in decoder.feed(data):
+                await self._budget.take(len(frame))  # stop reading while too much is owed
+                item = await self._apply(frame)
+                try:
+                    await self._queue.put((len(frame), item))
+                except asyncio.CancelledError:
                     if isinstance(item, asyncio.Future):
-                        item.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await responder
-            self.writer.close()
-            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+                        item.cancel()  # queued nowhere: nobody else would stop it
+                    raise
+                if item is _CLOSE:  # a handler failed: answer what came before, close
+                    return True
+            if decoder.error is not None:
+                raise decoder.error
+        return False
+
+    def _stop_responder(self, responder: asyncio.Task) -> None:
+        responder.cancel()
+        while not self._queue.empty():  # requests nobody will answer: stop them
+            _, item = self._queue.get_nowait()
+            if isinstance(item, asyncio.Future):
+                item.cancel()
+                if item.done() and not item.cancelled():
+                    item.exception()  # failed before it was stopped: already logged
+
+    def _responder_done(self, responder: asyncio.Task) -> None:
+        """The responder ended (the client went away, or an answer failed): wake the
+        reader if it waits for queue or budget space, so the connection is cleaned up."""
+        if not responder.cancelled() and responder.exception() is not None:
+            log.info("connection from %s lost: %r", self.peer, responder.exception())
+        if self._reading and self._serve_task is not None:
+            self._serve_task.cancel()
 
     async def _apply(self, frame: bytes) -> object:
         """Decode a request and run its handler until the request has taken effect;
@@ -170,14 +206,21 @@ class Connection:
         except ProtocolError:
             self.metrics.rejected(api_key)
             raise
+        if api_key != ApiKey.PRODUCE and self._unacked:
+            await asyncio.wait(self._unacked)  # holds nothing yet: safe to cancel
+            self._unacked.clear()
         # its own task, awaited to the end even if this connection is cancelled meanwhile
         applying = asyncio.ensure_future(self._handle(handler, request))
         try:
-            return await run_to_completion(applying)
+            item = await run_to_completion(applying)
         except asyncio.CancelledError:
             if not applying.cancelled() and isinstance(applying.result(), asyncio.Future):
                 applying.result().cancel()  # its deferred wait: nobody is left to answer
             raise
+        if api_key == ApiKey.PRODUCE and isinstance(item, asyncio.Future):
+            self._unacked = [f for f in self._unacked if not f.done()]
+            self._unacked.append(item)
+        return item
 
     async def _handle(self, handler: Handler, request: Request) -> object:
         h = request.header
@@ -185,28 +228,31 @@ class Connection:
         started = stats.begin()
         try:
             body = await handler(self.broker, request)
-        except Exception as e:
+            if isinstance(body, Deferred):
+                return asyncio.ensure_future(self._finish(request, body.wait, stats, started))
+            encoded = self._encode(request, body)
+        except (Exception, asyncio.CancelledError) as e:
+            # this task is never cancelled from outside (run_to_completion): a
+            # cancellation here came from inside the handler, a failure like any other
             stats.end(started, True)
             self._failed(request, e)
             return _CLOSE
-        if isinstance(body, Deferred):
-            return asyncio.ensure_future(self._finish(request, body.wait, stats, started))
         stats.end(started, False)
-        return self._encode(request, body)
+        return encoded
 
     async def _finish(self, request: Request, wait, stats, started) -> memoryview | None:
         """A deferred wait, then its answer; raises _RequestFailed if it fails."""
         try:
-            body = await wait
+            encoded = self._encode(request, await wait)
         except asyncio.CancelledError:
-            stats.end(started, False)
+            stats.end(started, False)  # nobody is left to answer
             raise
         except Exception as e:
             stats.end(started, True)
             self._failed(request, e)
             raise _RequestFailed() from e
         stats.end(started, False)
-        return self._encode(request, body)
+        return encoded
 
     @staticmethod
     def _encode(request: Request, body: dict | None) -> memoryview | None:
@@ -215,7 +261,7 @@ class Connection:
         h = request.header
         return encode_response(h.correlation_id, build_response(h.api_key, h.api_version, body))
 
-    def _failed(self, request: Request, e: Exception) -> None:
+    def _failed(self, request: Request, e: BaseException) -> None:
         h = request.header
         if isinstance(e, CloseConnection):
             log.info("closing connection from %s (client %s): %s", self.peer, h.client_id, e)
@@ -239,20 +285,13 @@ class Connection:
                         await self.writer.drain()
                 return
             try:
-                if item is None:
-                    continue
-                if isinstance(item, bytes | memoryview):
-                    self.writer.write(item)
-                else:
+                data = item if item is None or isinstance(item, bytes | memoryview) else None
+                if isinstance(item, asyncio.Future):
                     try:
-                        data = await item  # type: ignore[misc]
+                        data = await item
                     except _RequestFailed:
-                        self.writer.close()
-                        if self._serve_task is not None:  # the reader may be parked on a
-                            self._serve_task.cancel()  # full queue: wake it to clean up
-                        return
-                    if data is None:
-                        continue
+                        return  # logged; the reader is woken and closes the connection
+                if data is not None:
                     self.writer.write(data)
             finally:
                 self._budget.give(size)
@@ -265,7 +304,7 @@ class Server:
         self.broker = broker
         self.handlers = handlers
         self._server: asyncio.base_events.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], Connection] = {}
 
     async def start(self, host: str, port: int) -> int:
         # a large stream limit keeps multi-MB produce requests from pausing the reader
@@ -277,15 +316,16 @@ class Server:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        connection = Connection(self.broker, self.handlers, reader, writer)
+        self._connections[task] = connection
         try:
-            await Connection(self.broker, self.handlers, reader, writer).serve()
+            await connection.serve()
         except asyncio.CancelledError:
             pass  # shutdown: end quietly (asyncio would log a cancelled callback task)
         except Exception:
             log.exception("connection failed")
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -295,6 +335,10 @@ class Server:
         if self._connections:
             _, stuck = await asyncio.wait(set(self._connections), timeout=_STOP_GRACE_S)
             if stuck:
-                log.warning("%d connections still busy after %.0fs", len(stuck), _STOP_GRACE_S)
+                log.warning(
+                    "%d connections still busy after %.0fs: dropped", len(stuck), _STOP_GRACE_S
+                )
+                for task in stuck:
+                    self._connections[task].abort()
         if self._server is not None:
             await self._server.wait_closed()

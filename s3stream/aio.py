@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
@@ -33,7 +35,7 @@ async def run_to_completion(aw: Awaitable[T]) -> T:
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller is gone, the outcome was logged or kept
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%r failed after its caller was cancelled", task, exc_info=task.exception())
         raise asyncio.CancelledError()
     return task.result()

@@ -9,7 +9,8 @@ where both are handled once:
   the next write then finds an ETag it does not know. It reads the object again; if
   the object holds a document this writer wrote, that ETag is adopted and the write
   retried. Anything else is another writer's: `ConflictingWrite`, carrying what is
-  stored so the caller can reconcile, never a stale ETag left behind.
+  stored so the caller can reconcile, never a stale ETag left behind. An object that
+  vanished is written again.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ _KEEP = 4  # documents written whose outcome may be unknown
 
 
 class ConflictingWrite(PreconditionFailed):
-    """The object holds a document this writer never wrote (or is gone)."""
+    """The object holds a document this writer never wrote."""
 
-    def __init__(self, key: str, stored: bytes | None, etag: str | None) -> None:
+    def __init__(self, key: str, stored: bytes, etag: str) -> None:
         super().__init__(f"{key} was changed by another writer")
         self.stored = stored
         self.etag = etag
@@ -58,7 +59,12 @@ class VersionedObject:
                 stored, etag = await self.store.get_with_etag(self.key)
             except ObjectNotFound:
                 stored, etag = None, None
-            if stored is None or stored not in self._written:
+            if stored is None:  # deleted under us: ours to write again, never a wedge
+                log.error("%s vanished from the object store; writing it again", self.key)
+                self.etag = await replace_if_match(self.store, self.key, data, None)
+                self._written = [data]
+                return
+            if stored not in self._written:
                 raise ConflictingWrite(self.key, stored, etag) from None
             log.warning("%s: a write of ours landed unseen (ETag %s); adopting it", self.key, etag)
             self.etag = await replace_if_match(self.store, self.key, data, etag)

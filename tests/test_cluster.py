@@ -462,12 +462,12 @@ def test_clients_leaving_mid_change_during_hand_offs_leave_later_changes_working
                 with contextlib.suppress(OSError):
                     WireClient(cluster.brokers[1].bootstrap).send_and_leave(*body)
             i += 1
-            time.sleep(0.05)
+            time.sleep(0.25)
 
     leaver = threading.Thread(target=leave_repeatedly, daemon=True)
     leaver.start()
     cluster.start(2)  # partitions move to it while the clients keep leaving
-    assert wait_for(lambda: list(cluster.leaders("leavers").values()).count(2) >= 3, timeout=20)
+    assert wait_for(lambda: list(cluster.leaders("leavers").values()).count(2) >= 3, timeout=40)
     time.sleep(1)
     stop.set()
     leaver.join(30)
@@ -494,7 +494,7 @@ def test_clients_leaving_mid_change_during_hand_offs_leave_later_changes_working
         assert cluster.brokers[i].stop() == 0
     for i in (1, 2):
         cluster.restart(i)
-    assert wait_for(lambda: _cluster_state(cluster) == before, timeout=20), (
+    assert wait_for(lambda: _cluster_state(cluster) == before, timeout=40), (
         _cluster_state(cluster),
         before,
     )

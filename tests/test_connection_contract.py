@@ -4,11 +4,12 @@ the broker, and requests on one connection take effect in the order they were se
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -24,22 +25,28 @@ from tests.wire import (
     DELETE_RECORDS,
     DELETE_TOPICS,
     DESCRIBE_CONFIGS,
+    FETCH,
     INCREMENTAL_ALTER_CONFIGS,
+    JOIN_GROUP,
     LIST_OFFSETS,
     METADATA,
     OFFSET_COMMIT,
     OFFSET_FETCH,
+    PRODUCE,
     WireClient,
     alter_topic_configs_body,
     create_topics_body,
     delete_records_body,
     delete_topics_body,
     describe_topic_configs_body,
+    fetch_body,
+    join_group_body,
     list_offsets_body,
     make_batch,
     metadata_body,
     offset_commit_body,
     offset_fetch_body,
+    produce_body,
 )
 
 ROUNDS = 5  # each leave is repeated: the race it covers is won or lost per request
@@ -252,3 +259,66 @@ def test_librdkafka_admin_requests_sent_without_waiting_see_each_other(broker) -
         altered[GROUP].result(15)
         (tp,) = [p for p in listed[GROUP].result(15).topic_partitions if p.topic == t]
         assert tp.offset == offset
+
+
+def test_pipelined_produce_is_seen_by_the_next_list_offsets(broker) -> None:
+    """The high watermark moves when the produce is durable; a later request on the same
+    connection sees it, as on Kafka."""
+    with WireClient(broker.bootstrap) as c:
+        t = _new_topic(c, records=1)
+        for n in range(2, 2 + ROUNDS):
+            produced, latest = c.pipeline(
+                [
+                    (*PRODUCE, produce_body(t, 0, make_batch([b"x"]))),
+                    (*LIST_OFFSETS, list_offsets_body(t, 0, -1)),
+                ]
+            )
+            assert produced.responses[0].partition_responses[0].error_code == 0
+            assert latest.topics[0].partitions[0].offset == n
+
+
+def test_a_client_that_leaves_a_parked_long_poll_leaves_nothing_behind(broker) -> None:
+    with WireClient(broker.bootstrap) as c:
+        t = f"poll-{uuid.uuid4().hex[:8]}"
+        assert c.create_topic(t).error_code == 0
+    for _ in range(ROUNDS):  # each parks waiting for data, then is gone
+        WireClient(broker.bootstrap).send_and_leave(*FETCH, fetch_body(t, {0: 0}, 5000))
+    with WireClient(broker.bootstrap) as c:
+        assert c.produce(t, 0, make_batch([b"after"])).error_code == 0
+        (part,) = c.fetch_many(t, {0: 0}, max_wait_ms=5000)
+        assert part.error_code == 0 and part.records
+    assert broker.stop() == 0  # nothing left parked holds the shutdown
+    assert "Traceback" not in broker.log() and "request failed" not in broker.log()
+
+
+def test_a_member_that_leaves_while_its_join_is_parked_does_not_stall_the_group(broker) -> None:
+    """A JoinGroup parks until the rebalance completes; its client leaving meanwhile
+    leaves a member that expires with its session, and a real consumer of the same
+    group still gets the partitions and reads."""
+    group = f"parked-{uuid.uuid4().hex[:8]}"
+    with WireClient(broker.bootstrap) as c:
+        t = _new_topic(c, records=3)
+        first = c.call(*JOIN_GROUP, join_group_body(group, t))
+        assert first.error_code == 79  # MEMBER_ID_REQUIRED (KIP-394): join again with it
+    WireClient(broker.bootstrap).send_and_leave(
+        *JOIN_GROUP, join_group_body(group, t, first.member_id)
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    try:
+        consumer.subscribe([t])
+        got = []
+        deadline = time.monotonic() + 45
+        while len(got) < 3 and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        assert got == [b"0", b"1", b"2"]
+    finally:
+        consumer.close()

@@ -1335,7 +1335,12 @@ def _leave_request(op: str, topic: str, n: int) -> tuple[int, int, dict]:
             wire.alter_topic_configs_body(topic, {"retention.ms": str(3_600_000 + n)}),
         ),
         "commit": lambda: (*wire.OFFSET_COMMIT, wire.offset_commit_body("fuzz-g", topic, 0, n)),
-        "delete-records": lambda: (*wire.DELETE_RECORDS, wire.delete_records_body(topic, 0, 0)),
+        "produce": lambda: (*wire.PRODUCE, wire.produce_body(topic, 0, make_batch([b"a", b"b"]))),
+        # up to the high watermark (-1) or a point that may lie beyond it (refused)
+        "delete-records": lambda: (
+            *wire.DELETE_RECORDS,
+            wire.delete_records_body(topic, 0, -1 if n % 2 else n % 7),
+        ),
     }[op]()
 
 
@@ -1344,7 +1349,7 @@ def _leave_request(op: str, topic: str, n: int) -> tuple[int, int, dict]:
     steps=st.lists(
         st.tuples(
             st.sampled_from(
-                ["create", "delete", "auto-create", "alter", "commit", "delete-records"]
+                ["create", "delete", "auto-create", "alter", "commit", "produce", "delete-records"]
             ),
             st.sampled_from(LEAVE_TOPICS),
             st.integers(0, 1000),

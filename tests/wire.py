@@ -91,18 +91,7 @@ class WireClient:
         return r.producer_id, r.producer_epoch
 
     def produce(self, topic: str, partition: int, records: bytes, acks: int = -1) -> Any:
-        r = self.call(
-            0,
-            9,
-            {
-                "transactional_id": None,
-                "acks": acks,
-                "timeout": 10000,
-                "topic_data": [
-                    {"name": topic, "partition_data": [{"index": partition, "records": records}]}
-                ],
-            },
-        )
+        r = self.call(*PRODUCE, produce_body(topic, partition, records, acks))
         return r.responses[0].partition_responses[0]
 
     def fetch(self, topic: str, partition: int, offset: int, max_wait_ms: int = 100) -> Any:
@@ -117,37 +106,8 @@ class WireClient:
         max_bytes: int = 50_000_000,
     ) -> list[Any]:
         """Fetch v11 of several partitions of one topic; the partition responses in order."""
-        r = self.call(
-            1,
-            11,
-            {
-                "replica_id": -1,
-                "max_wait": max_wait_ms,
-                "min_bytes": 1,
-                "max_bytes": max_bytes,
-                "isolation_level": 0,
-                "session_id": 0,
-                "session_epoch": -1,
-                "topics": [
-                    {
-                        "topic": topic,
-                        "partitions": [
-                            {
-                                "partition": partition,
-                                "current_leader_epoch": -1,
-                                "fetch_offset": offset,
-                                "log_start_offset": -1,
-                                "partition_max_bytes": partition_max_bytes,
-                            }
-                            for partition, offset in offsets.items()
-                        ],
-                    }
-                ],
-                "forgotten_topics_data": [],
-                "rack_id": "",
-            },
-        )
-        return list(r.responses[0].partitions)
+        body = fetch_body(topic, offsets, max_wait_ms, partition_max_bytes, max_bytes)
+        return list(self.call(*FETCH, body).responses[0].partitions)
 
     def list_offset(self, topic: str, partition: int, timestamp: int) -> Any:
         r = self.call(*LIST_OFFSETS, list_offsets_body(topic, partition, timestamp))
@@ -182,6 +142,9 @@ class WireClient:
 
 # --- request bodies: (api key, version) and a builder each ------------------------------
 
+PRODUCE = (0, 9)
+FETCH = (1, 11)
+JOIN_GROUP = (11, 5)
 CREATE_TOPICS = (19, 7)
 DELETE_TOPICS = (20, 6)
 METADATA = (3, 12)
@@ -192,6 +155,70 @@ OFFSET_FETCH = (9, 8)
 DESCRIBE_CONFIGS = (32, 4)
 INCREMENTAL_ALTER_CONFIGS = (44, 1)
 TOPIC_RESOURCE = 2
+
+
+def produce_body(topic: str, partition: int, records: bytes, acks: int = -1) -> dict[str, Any]:
+    return {
+        "transactional_id": None,
+        "acks": acks,
+        "timeout": 10000,
+        "topic_data": [
+            {"name": topic, "partition_data": [{"index": partition, "records": records}]}
+        ],
+    }
+
+
+def fetch_body(
+    topic: str,
+    offsets: dict[int, int],
+    max_wait_ms: int = 100,
+    partition_max_bytes: int = 10_000_000,
+    max_bytes: int = 50_000_000,
+) -> dict[str, Any]:
+    return {
+        "replica_id": -1,
+        "max_wait": max_wait_ms,
+        "min_bytes": 1,
+        "max_bytes": max_bytes,
+        "isolation_level": 0,
+        "session_id": 0,
+        "session_epoch": -1,
+        "topics": [
+            {
+                "topic": topic,
+                "partitions": [
+                    {
+                        "partition": partition,
+                        "current_leader_epoch": -1,
+                        "fetch_offset": offset,
+                        "log_start_offset": -1,
+                        "partition_max_bytes": partition_max_bytes,
+                    }
+                    for partition, offset in offsets.items()
+                ],
+            }
+        ],
+        "forgotten_topics_data": [],
+        "rack_id": "",
+    }
+
+
+def join_group_body(
+    group: str, topic: str, member_id: str = "", session_ms: int = 6000
+) -> dict[str, Any]:
+    """JoinGroup v5 of a consumer group member subscribed to `topic` (range assignor)."""
+    name = topic.encode()
+    # ConsumerProtocolSubscription v0: version, topics, user data (null)
+    subscription = struct.pack(">hih", 0, 1, len(name)) + name + struct.pack(">i", -1)
+    return {
+        "group_id": group,
+        "session_timeout": session_ms,
+        "rebalance_timeout": session_ms,
+        "member_id": member_id,
+        "group_instance_id": None,
+        "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": subscription}],
+    }
 
 
 def create_topics_body(

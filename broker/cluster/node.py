@@ -33,7 +33,7 @@ from broker.cluster.etcd import KeySpace, PrefixMirror, cancel_within, connect, 
 from broker.cluster.membership import BrokerIdInUse, BrokerInfo, Membership
 from broker.cluster.metadata import EtcdMetadataStore
 from broker.cluster.orphans import OrphanRecovery
-from s3stream.aio import run_to_completion, wait_event
+from s3stream.aio import wait_event
 
 if TYPE_CHECKING:
     from broker.app import Broker
@@ -242,9 +242,10 @@ class ClusterNode:
             await wait_event(self._wake, 1.0)
             self._wake.clear()
             try:
-                # to its end even when stopping: a swap etcd committed but this broker
-                # never recorded would leave a partition fenced and half handed over
-                await run_to_completion(self._reconcile())
+                # cancellable (it may wait for uploads): a swap etcd committed that this
+                # broker never recorded comes back through the assignment watch, and
+                # the next reconcile drops or leads the partition accordingly
+                await self._reconcile()
             except asyncio.CancelledError:
                 raise
             except Exception as e:

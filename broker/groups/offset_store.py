@@ -54,6 +54,14 @@ class CommitFenced(Exception):
     """The commit's offsets partition moved to another broker without a hand-off."""
 
 
+class CommitTimedOut(Exception):
+    """The commit was not durable within offsets.commit.timeout.ms; it may still be
+    applied later (as in Kafka, the client does not know and retries)."""
+
+
+COMMIT_TIMEOUT_MS = 5000  # Kafka's offsets.commit.timeout.ms
+
+
 class OffsetStore:
     def __init__(self, logs: LogManager, partitions: int) -> None:
         self.logs = logs
@@ -130,7 +138,12 @@ class OffsetStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    async def _write(self, group_id: str, entries: list[tuple[bytes, bytes | None]]) -> None:
+    async def _write(
+        self,
+        group_id: str,
+        entries: list[tuple[bytes, bytes | None]],
+        timeout_ms: int | None = None,
+    ) -> None:
         """Append records for one group and wait until they are durable, then apply them.
         Raises CommitFenced if the partition was taken away meanwhile (cluster mode)."""
         topic = await self.ensure_topic()
@@ -152,8 +165,15 @@ class OffsetStore:
             finally:
                 self._inflight[index] -= 1
 
-        # shielded: a client that disconnects must not leave a durable commit unapplied
-        await asyncio.shield(asyncio.ensure_future(apply_when_durable()))
+        # its own task: a client that leaves, or a commit that times out, never leaves a
+        # durable commit unapplied
+        durable = asyncio.ensure_future(apply_when_durable())
+        durable.add_done_callback(_outcome_seen)
+        try:
+            timeout = None if timeout_ms is None else timeout_ms / 1000
+            await asyncio.wait_for(asyncio.shield(durable), timeout)
+        except TimeoutError:
+            raise CommitTimedOut(f"{p}: not durable within {timeout_ms} ms") from None
 
     def _records_of(self, group_id: str) -> list[tuple[bytes, bytes | None]]:
         """The records that recreate a group's current state."""
@@ -221,7 +241,7 @@ class OffsetStore:
         ]
         if protocol_type and self.group_types.get(group_id) != protocol_type:
             entries.append(_type_record(group_id, protocol_type))
-        await self._write(group_id, entries)
+        await self._write(group_id, entries, COMMIT_TIMEOUT_MS)
 
     async def delete(self, group_id: str, keys: list[TopicPartitionKey]) -> None:
         present = [k for k in keys if k in self.offsets.get(group_id, {})]
@@ -250,3 +270,10 @@ class OffsetStore:
 
     def of_group(self, group_id: str) -> dict[TopicPartitionKey, CommittedOffset]:
         return dict(self.offsets.get(group_id, {}))
+
+
+def _outcome_seen(write: asyncio.Future) -> None:
+    """A commit's failure is answered to its client; one nobody waits for any more (it
+    timed out, or the client left) is only logged."""
+    if not write.cancelled() and write.exception() is not None:
+        log.info("offset commit not applied: %s", write.exception())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from broker.groups.group import GroupState
-from broker.groups.offset_store import CommitFenced, CommittedOffset
+from broker.groups.offset_store import CommitFenced, CommittedOffset, CommitTimedOut
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from wal import WalFailure
@@ -58,12 +58,11 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
             await broker.offsets.commit(
                 b.group_id, to_commit, group.protocol_type if group else None
             )
-        except (WalFailure, CommitFenced) as e:  # not stored: the client retries
-            code = (
-                ErrorCode.not_coordinator
-                if isinstance(e, CommitFenced)
-                else ErrorCode.coordinator_not_available
-            )
+        except (WalFailure, CommitFenced, CommitTimedOut) as e:  # the client retries
+            code = {
+                CommitFenced: ErrorCode.not_coordinator,
+                CommitTimedOut: ErrorCode.request_timed_out,
+            }.get(type(e), ErrorCode.coordinator_not_available)
             for t in topics:
                 for part in t["partitions"]:
                     if (t["name"], part["partition_index"]) in to_commit:
