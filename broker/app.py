@@ -11,10 +11,12 @@ from broker.config import BrokerConfig
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OFFSETS_TOPIC, OffsetStore
 from broker.handlers import HANDLERS
+from broker.handlers.context import HandlerContext
+from broker.leadership import EmbeddedLeadership, Leadership
 from broker.log_manager import LogManager, TopicState
 from broker.metrics import BrokerMetrics
 from broker.partition import Partition
-from broker.server import Server
+from broker.server import ConnectionLimits, Server
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
 
@@ -33,10 +35,13 @@ class Broker:
             )
         )
         self.cluster = None
+        self.leadership: Leadership = EmbeddedLeadership(config)
         if config.etcd:
+            from broker.cluster.leadership import ClusterLeadership
             from broker.cluster.node import ClusterNode
 
             self.cluster = ClusterNode(self)
+            self.leadership = ClusterLeadership(self.cluster)
         self.logs = LogManager(
             config.data_dir,
             tail_cache_bytes=config.tail_cache_bytes,
@@ -53,8 +58,9 @@ class Broker:
         if self.cluster is not None:
             self.logs.orphan_sink = self.cluster.orphans.keep
             self.logs.uploader.may_upload = self.cluster.lease_ok
-        self.offsets = OffsetStore(self.logs, config.offsets_topic_num_partitions)
-        self.offsets.may_ack = self.may_ack
+        self.offsets = OffsetStore(
+            self.logs, config.offsets_topic_num_partitions, self.leadership.may_ack
+        )
         self.groups = GroupCoordinator(
             GroupSettings(
                 min_session_timeout_ms=config.group_min_session_timeout_ms,
@@ -63,7 +69,20 @@ class Broker:
             )
         )
         self.metrics = BrokerMetrics(self)
-        self.server = Server(self, HANDLERS)
+        context = HandlerContext(
+            logs=self.logs,
+            groups=self.groups,
+            offsets=self.offsets,
+            leadership=self.leadership,
+            settings=self.settings,
+            counters=self.metrics,
+        )
+        limits = ConnectionLimits(
+            max_request_bytes=config.max_request_bytes,
+            max_inflight_requests=config.max_inflight_per_connection,
+            max_inflight_bytes=config.max_inflight_bytes_per_connection,
+        )
+        self.server = Server(context, HANDLERS, limits, self.metrics)
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -132,57 +151,6 @@ class Broker:
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
 
-    # --- who answers for what (always this broker, embedded) ----------------------------
-
-    def serves(self, p: Partition) -> bool:
-        """Whether this broker takes writes and serves reads for `p` now."""
-        return p.leading if self.cluster is None else self.cluster.serves(p)
-
-    def may_ack(self) -> bool:
-        """Whether writes appended here may still be acknowledged (cluster mode: the
-        lease is surely alive, so no other broker can have taken the partitions)."""
-        return self.cluster is None or self.cluster.lease_ok()
-
-    def brokers(self) -> list[tuple[int, str, int, str | None]]:
-        """(id, host, port, rack) of every live broker, as clients should reach them."""
-        if self.cluster is None:
-            host, port = self.config.advertised
-            return [(self.config.broker_id, host, port, self.config.rack or None)]
-        return [
-            (b.broker_id, b.host, b.port, b.rack) for _, b in sorted(self.cluster.live().items())
-        ]
-
-    @property
-    def controller_id(self) -> int:
-        if self.cluster is None:
-            return self.config.broker_id
-        leader = self.cluster.election.leader_id
-        return -1 if leader is None else leader
-
-    def leader_of(self, p: Partition) -> tuple[int, int]:
-        """(leader broker id or -1, leader epoch) of a partition."""
-        if self.cluster is None:
-            return self.config.broker_id, p.leader_epoch
-        return self.cluster.leader_of(p.topic_id, p.index)
-
-    def coordinator_of(self, group_id: str) -> tuple[int, str, int] | None:
-        """(id, host, port) of the broker coordinating a group: the leader of its
-        offsets partition; None while that has no live leader."""
-        topic = self.logs.topics.get(OFFSETS_TOPIC)
-        if topic is None:
-            return None
-        leader, _ = self.leader_of(topic.partitions[self.offsets.partition_for(group_id)])
-        for b, host, port, _ in self.brokers():
-            if b == leader:
-                return b, host, port
-        return None
-
-    def coordinates(self, group_id: str) -> bool:
-        topic = self.logs.topics.get(OFFSETS_TOPIC)
-        if topic is None:
-            return False
-        return self.serves(topic.partitions[self.offsets.partition_for(group_id)])
-
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
         if topic.name != OFFSETS_TOPIC:
             return
@@ -192,12 +160,6 @@ class Broker:
             self.groups.unload(g)
         if groups:
             log.info("no longer coordinating %d groups of %s", len(groups), p)
-
-    async def auto_create_topic(self, name: str) -> TopicState:
-        try:
-            return await self.logs.create_topic(name, self.settings.num_partitions, {})
-        except FileExistsError:
-            return self.logs.topics[name]
 
 
 async def run(config: BrokerConfig) -> None:

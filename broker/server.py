@@ -30,7 +30,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from broker.deferred import Deferred
 from broker.errors import CloseConnection
@@ -48,15 +49,30 @@ from protocol.versions import ApiKey, is_supported
 from s3stream.aio import run_to_completion
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Broker", Request], Awaitable[dict | Deferred | None]]
+Handler = Callable[["HandlerContext", Request], Awaitable[dict | Deferred | None]]
 _READ_SIZE = 1024 * 1024
 _STREAM_LIMIT = 8 * 1024 * 1024
 _CLOSE = object()
 _STOP_GRACE_S = 10.0  # how long a stopping server waits for requests under way
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_request_bytes: int
+    max_inflight_requests: int  # decoded and queued, per connection
+    max_inflight_bytes: int
+
+
+class ApiCounters(Protocol):
+    """What the front end counts per API (broker.metrics)."""
+
+    def api(self, api_key: int): ...
+
+    def rejected(self, api_key: int) -> None: ...
 
 
 class _ByteBudget:
@@ -87,22 +103,22 @@ class _RequestFailed(Exception):
 class Connection:
     def __init__(
         self,
-        broker: Broker,
-        handlers: dict[int, Handler],
+        front: _Front,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        self.broker = broker
-        self.handlers = handlers
-        self.metrics = broker.metrics
+        self.context = front.context
+        self.handlers = front.handlers
+        self.limits = front.limits
+        self.metrics = front.metrics
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue(
-            broker.config.max_inflight_per_connection
+            front.limits.max_inflight_requests
         )
-        self._budget = _ByteBudget(broker.config.max_inflight_bytes_per_connection)
+        self._budget = _ByteBudget(front.limits.max_inflight_bytes)
         self._serve_task: asyncio.Task[None] | None = None
         self._reading = True  # until the reader cleans up
         # deferred produce acks not answered yet: a later request other than a produce
@@ -117,7 +133,7 @@ class Connection:
         self._serve_task = asyncio.current_task()
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
         responder.add_done_callback(self._responder_done)
-        decoder = FrameDecoder(self.broker.config.max_request_bytes)
+        decoder = FrameDecoder(self.limits.max_request_bytes)
         closing = False  # _CLOSE is queued: answer the requests before it, then close
         try:
             closing = await self._read_requests(decoder, responder)
@@ -227,7 +243,7 @@ class Connection:
         stats = self.metrics.api(h.api_key)
         started = stats.begin()
         try:
-            body = await handler(self.broker, request)
+            body = await handler(self.context, request)
             if isinstance(body, Deferred):
                 return asyncio.ensure_future(self._finish(request, body.wait, stats, started))
             encoded = self._encode(request, body)
@@ -299,10 +315,25 @@ class Connection:
                 await self.writer.drain()
 
 
+@dataclass(frozen=True, slots=True)
+class _Front:
+    """What every connection shares."""
+
+    context: HandlerContext
+    handlers: dict[int, Handler]
+    limits: ConnectionLimits
+    metrics: ApiCounters
+
+
 class Server:
-    def __init__(self, broker: Broker, handlers: dict[int, Handler]) -> None:
-        self.broker = broker
-        self.handlers = handlers
+    def __init__(
+        self,
+        context: HandlerContext,
+        handlers: dict[int, Handler],
+        limits: ConnectionLimits,
+        metrics: ApiCounters,
+    ) -> None:
+        self._front = _Front(context, handlers, limits, metrics)
         self._server: asyncio.base_events.Server | None = None
         self._connections: dict[asyncio.Task[None], Connection] = {}
 
@@ -316,7 +347,7 @@ class Server:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        connection = Connection(self.broker, self.handlers, reader, writer)
+        connection = Connection(self._front, reader, writer)
         self._connections[task] = connection
         try:
             await connection.serve()

@@ -19,13 +19,10 @@ from typing import TYPE_CHECKING
 
 from broker.cluster import assignment as asg
 from broker.cluster.assignment import NONE, Assignment, Key
+from broker.leadership import MoveRefused
 
 if TYPE_CHECKING:
     from broker.cluster.node import ClusterNode
-
-
-class MoveRefused(Exception):
-    """A move that cannot start; the message says why."""
 
 
 def preferred_leader(live: list[int], index: int) -> int:

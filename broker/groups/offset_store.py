@@ -63,10 +63,10 @@ COMMIT_TIMEOUT_MS = 5000  # Kafka's offsets.commit.timeout.ms
 
 
 class OffsetStore:
-    def __init__(self, logs: LogManager, partitions: int) -> None:
+    def __init__(self, logs: LogManager, partitions: int, may_ack: Callable[[], bool]) -> None:
         self.logs = logs
-        # cluster mode: whether this broker's lease surely holds (see Broker.may_ack)
-        self.may_ack: Callable[[], bool] = lambda: True
+        # cluster mode: whether this broker's lease surely holds (Leadership.may_ack)
+        self.may_ack = may_ack
         self.partitions = partitions
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
         self.group_types: dict[str, str] = {}  # protocol type of groups that had members

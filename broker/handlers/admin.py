@@ -7,23 +7,25 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broker.handlers.resolve import leader_error, partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
+    from broker.log_manager import TopicState
 
 log = logging.getLogger(__name__)
 
 _NO_AUTH_OPS = -2147483648
 
 
-async def handle_create_partitions(broker: Broker, request: Request) -> dict:
+async def handle_create_partitions(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
     results = []
     for t in b.topics:
         error, message = ErrorCode.none, None
-        state = broker.logs.topics.get(t.name)
+        state = ctx.logs.topics.get(t.name)
         if state is None:
             error, message = ErrorCode.unknown_topic_or_partition, f"Topic {t.name} does not exist"
         elif state.record.internal:
@@ -37,32 +39,37 @@ async def handle_create_partitions(broker: Broker, request: Request) -> dict:
                 "One assignment per new partition",
             )
         elif not b.validate_only:
-            await broker.logs.add_partitions(state, t.count)
+            await ctx.logs.add_partitions(state, t.count)
         results.append({"name": t.name, "error_code": error, "error_message": message})
     return {"throttle_time": 0, "results": results}
 
 
-async def handle_delete_records(broker: Broker, request: Request) -> dict:
+async def _delete_records(
+    ctx: HandlerContext, state: TopicState | None, index: int, offset: int
+) -> tuple[ErrorCode, int]:
+    """(error, low watermark) of one partition's DeleteRecords (offset -1: the high
+    watermark)."""
+    p = partition(state, index)
+    if state is None or p is None:
+        return ErrorCode.unknown_topic_or_partition, -1
+    if state.record.internal:  # it would drop committed offsets
+        return ErrorCode.invalid_topic_exception, -1
+    target = p.high_watermark if offset == -1 else offset
+    error = leader_error(ctx.leadership, p)
+    if error == ErrorCode.none and not 0 <= target <= p.high_watermark:
+        error = ErrorCode.offset_out_of_range
+    if error == ErrorCode.none:
+        await ctx.logs.delete_records(state, p, target)
+    return error, p.log_start_offset
+
+
+async def handle_delete_records(ctx: HandlerContext, request: Request) -> dict:
     topics = []
     for t in request.body.topics:
-        state = broker.logs.topics.get(t.name)
+        state = ctx.logs.topics.get(t.name)
         parts = []
         for rp in t.partitions:
-            error, low = ErrorCode.none, -1
-            if state is None or not 0 <= rp.partition_index < len(state.partitions):
-                error = ErrorCode.unknown_topic_or_partition
-            elif state.record.internal:  # it would drop committed offsets
-                error = ErrorCode.invalid_topic_exception
-            else:
-                p = state.partitions[rp.partition_index]
-                target = p.high_watermark if rp.offset == -1 else rp.offset
-                if not broker.serves(p):
-                    error = ErrorCode.not_leader_or_follower
-                elif target < 0 or target > p.high_watermark:
-                    error = ErrorCode.offset_out_of_range
-                else:
-                    await broker.logs.delete_records(state, p, target)
-                low = p.log_start_offset
+            error, low = await _delete_records(ctx, state, rp.partition_index, rp.offset)
             parts.append(
                 {"partition_index": rp.partition_index, "low_watermark": low, "error_code": error}
             )
@@ -70,26 +77,26 @@ async def handle_delete_records(broker: Broker, request: Request) -> dict:
     return {"throttle_time": 0, "topics": topics}
 
 
-async def handle_describe_cluster(broker: Broker, request: Request) -> dict:
+async def handle_describe_cluster(ctx: HandlerContext, request: Request) -> dict:
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,
         "error_message": None,
         "endpoint_type": 1,
-        "cluster_id": broker.logs.meta.cluster_id,
-        "controller_id": broker.controller_id,
+        "cluster_id": ctx.logs.meta.cluster_id,
+        "controller_id": ctx.leadership.controller_id(),
         "brokers": [
             {"broker_id": b, "host": host, "port": port, "rack": rack, "is_fenced": False}
-            for b, host, port, rack in broker.brokers()
+            for b, host, port, rack in ctx.leadership.brokers()
         ],
         "cluster_authorized_operations": _NO_AUTH_OPS,
     }
 
 
-async def handle_describe_log_dirs(broker: Broker, request: Request) -> dict:
+async def handle_describe_log_dirs(ctx: HandlerContext, request: Request) -> dict:
     """One log directory: the WAL. Partition sizes are the bytes of their batches the WAL
     holds (deleted records included until the WAL is trimmed); no object store yet."""
-    logs = broker.logs
+    logs = ctx.logs
     wanted = None
     if request.body.topics is not None:
         wanted = {t.topic: set(t.partitions) for t in request.body.topics}
@@ -125,19 +132,19 @@ async def handle_describe_log_dirs(broker: Broker, request: Request) -> dict:
     }
 
 
-async def handle_alter_replica_log_dirs(broker: Broker, request: Request) -> dict:
+async def handle_alter_replica_log_dirs(ctx: HandlerContext, request: Request) -> dict:
     """The WAL is the one log directory: a partition "moved" to it is already there; any
     other directory gets Kafka's LOG_DIR_NOT_FOUND."""
-    ours = broker.logs.wal.directory.resolve()
+    ours = ctx.logs.wal.directory.resolve()
     results: dict[str, list[dict]] = {}
     for d in request.body.dirs:
         here = Path(d.path).resolve() == ours
         for t in d.topics:
-            state = broker.logs.topics.get(t.name)
+            state = ctx.logs.topics.get(t.name)
             for i in t.partitions:
                 if not here:
                     error = ErrorCode.log_dir_not_found
-                elif state is None or not 0 <= i < len(state.partitions):
+                elif partition(state, i) is None:
                     error = ErrorCode.unknown_topic_or_partition
                 else:
                     error = ErrorCode.none

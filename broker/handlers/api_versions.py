@@ -9,7 +9,7 @@ from protocol.errors import ErrorCode
 from protocol.versions import SUPPORTED
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 
 def api_versions_body(error: ErrorCode = ErrorCode.none) -> dict:
@@ -28,5 +28,5 @@ def api_versions_body(error: ErrorCode = ErrorCode.none) -> dict:
 _BODY = api_versions_body()
 
 
-async def handle(broker: Broker, request: Request) -> dict:
+async def handle(ctx: HandlerContext, request: Request) -> dict:
     return _BODY

@@ -22,7 +22,7 @@ from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
     from broker.log_manager import TopicState
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,14 @@ class _Refused(Exception):
         self.error = error
 
 
-def _topic(broker: Broker, name: str) -> TopicState:
-    state = broker.logs.topics.get(name)
+def _topic(ctx: HandlerContext, name: str) -> TopicState:
+    state = ctx.logs.topics.get(name)
     if state is None:
         raise _Refused(ErrorCode.unknown_topic_or_partition, f"Topic {name} does not exist")
     return state
 
 
-async def handle_describe(broker: Broker, request: Request) -> dict:
+async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
     synonyms = getattr(b, "include_synonyms", False)
     results = []
@@ -63,13 +63,13 @@ async def handle_describe(broker: Broker, request: Request) -> dict:
         }
         try:
             if r.resource_type == TOPIC:
-                state = _topic(broker, r.resource_name)
+                state = _topic(ctx, r.resource_name)
                 entry["configs"] = describe_topic_configs(
-                    state.record.configs, broker.settings.topic_default_layers(), keys, synonyms
+                    state.record.configs, ctx.settings.topic_default_layers(), keys, synonyms
                 )
             elif r.resource_type == BROKER:
-                _broker_scope(broker, r.resource_name)
-                entry["configs"] = broker.settings.describe(keys, synonyms)
+                _broker_scope(ctx, r.resource_name)
+                entry["configs"] = ctx.settings.describe(keys, synonyms)
             elif r.resource_type == _GROUP:
                 entry["configs"] = []  # no group-level configs (KIP-848's) in Strata yet
             else:
@@ -82,9 +82,9 @@ async def handle_describe(broker: Broker, request: Request) -> dict:
     return {"throttle_time": 0, "results": results}
 
 
-def _broker_scope(broker: Broker, name: str) -> str:
+def _broker_scope(ctx: HandlerContext, name: str) -> str:
     try:
-        return broker.settings.check_scope(name)
+        return ctx.settings.check_scope(name)
     except InvalidConfig as e:
         raise _Refused(ErrorCode.invalid_request, str(e)) from None
 
@@ -103,9 +103,9 @@ def _incremental_broker(current: dict[str, str], changes) -> dict[str, str | Non
     return out
 
 
-async def _alter_broker(broker: Broker, r, incremental: bool, validate_only: bool) -> None:
-    scope = _broker_scope(broker, r.resource_name)
-    settings = broker.settings
+async def _alter_broker(ctx: HandlerContext, r, incremental: bool, validate_only: bool) -> None:
+    scope = _broker_scope(ctx, r.resource_name)
+    settings = ctx.settings
 
     def edit(current: dict[str, str]) -> dict[str, str | None]:
         if incremental:
@@ -114,7 +114,7 @@ async def _alter_broker(broker: Broker, r, incremental: bool, validate_only: boo
 
     try:
         if validate_only:
-            settings.validated(edit(dict(broker.logs.meta.broker_configs.get(scope, {}))))
+            settings.validated(edit(dict(ctx.logs.meta.broker_configs.get(scope, {}))))
         else:
             await settings.alter(scope, edit)
     except ReadOnlyConfig as e:
@@ -125,7 +125,7 @@ async def _alter_broker(broker: Broker, r, incremental: bool, validate_only: boo
         log.info(
             "broker configs %s now %s",
             "default" if scope == "" else f"of broker {scope}",
-            broker.logs.meta.broker_configs.get(scope, {}),
+            ctx.logs.meta.broker_configs.get(scope, {}),
         )
 
 
@@ -154,7 +154,7 @@ def _incremental(current: dict[str, str], changes) -> dict[str, str]:
     return out
 
 
-async def _alter(broker: Broker, request: Request, incremental: bool) -> dict:
+async def _alter(ctx: HandlerContext, request: Request, incremental: bool) -> dict:
     b = request.body
     responses = []
     for r in b.resources:
@@ -166,14 +166,14 @@ async def _alter(broker: Broker, request: Request, incremental: bool) -> dict:
         }
         try:
             if r.resource_type == BROKER:
-                await _alter_broker(broker, r, incremental, b.validate_only)
+                await _alter_broker(ctx, r, incremental, b.validate_only)
                 responses.append(entry)
                 continue
             if r.resource_type != TOPIC:
                 raise _Refused(
                     ErrorCode.invalid_request, f"Resource type {r.resource_type} unsupported"
                 )
-            state = _topic(broker, r.resource_name)
+            state = _topic(ctx, r.resource_name)
             if state.record.internal:
                 raise _Refused(ErrorCode.invalid_request, f"{state.name} is internal")
             if incremental:
@@ -185,7 +185,7 @@ async def _alter(broker: Broker, request: Request, incremental: bool) -> dict:
             except InvalidConfig as e:
                 raise _Refused(ErrorCode.invalid_config, str(e)) from None
             if not b.validate_only:
-                await broker.logs.set_topic_configs(state, configs)
+                await ctx.logs.set_topic_configs(state, configs)
         except _Refused as e:
             log.info("config change for %s refused: %s", r.resource_name, e)
             entry.update(error_code=e.error, error_message=str(e))
@@ -193,16 +193,16 @@ async def _alter(broker: Broker, request: Request, incremental: bool) -> dict:
     return {"throttle_time": 0, "responses": responses}
 
 
-async def handle_alter(broker: Broker, request: Request) -> dict:
+async def handle_alter(ctx: HandlerContext, request: Request) -> dict:
     """AlterConfigs: the given set replaces the topic's explicit configs."""
-    return await _alter(broker, request, incremental=False)
+    return await _alter(ctx, request, incremental=False)
 
 
-async def handle_incremental_alter(broker: Broker, request: Request) -> dict:
-    return await _alter(broker, request, incremental=True)
+async def handle_incremental_alter(ctx: HandlerContext, request: Request) -> dict:
+    return await _alter(ctx, request, incremental=True)
 
 
-async def handle_list_config_resources(broker: Broker, request: Request) -> dict:
+async def handle_list_config_resources(ctx: HandlerContext, request: Request) -> dict:
     """ListConfigResources (`kafka-configs --list`): topics, brokers and groups; v0 (client
     metrics only) and client metrics ask for none Strata has."""
     wanted = set(getattr(request.body, "resource_types", ()))
@@ -219,9 +219,10 @@ async def handle_list_config_resources(broker: Broker, request: Request) -> dict
         }
     out = []
     if TOPIC in wanted:
-        out += [{"resource_name": n, "resource_type": TOPIC} for n in sorted(broker.logs.topics)]
+        out += [{"resource_name": n, "resource_type": TOPIC} for n in sorted(ctx.logs.topics)]
     if BROKER in wanted:
-        out += [{"resource_name": str(b[0]), "resource_type": BROKER} for b in broker.brokers()]
+        brokers = ctx.leadership.brokers()
+        out += [{"resource_name": str(b.broker_id), "resource_type": BROKER} for b in brokers]
     if _GROUP in wanted:
-        out += [{"resource_name": g, "resource_type": _GROUP} for g in sorted(broker.groups.groups)]
+        out += [{"resource_name": g, "resource_type": _GROUP} for g in sorted(ctx.groups.groups)]
     return {"throttle_time": 0, "error_code": ErrorCode.none, "config_resources": out}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
+from broker.handlers.resolve import served
 from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -21,7 +22,7 @@ from s3stream.store import ObjectNotFound, ObjectStoreError
 from wal import TrimmedRead
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ class _Wanted:
     leader_epoch: int
 
 
-def _resolve(broker: Broker, request: Request) -> list[tuple[dict, list[_Wanted]]]:
-    logs = broker.logs
+def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wanted]]]:
+    logs = ctx.logs
     by_id = request.header.api_version >= 13
     plan = []
     for t in request.body.topics:
@@ -45,35 +46,21 @@ def _resolve(broker: Broker, request: Request) -> list[tuple[dict, list[_Wanted]
         missing = ErrorCode.unknown_topic_id if by_id else ErrorCode.unknown_topic_or_partition
         wanted = []
         for fp in t.partitions:
-            p = None
-            error = missing if state is None else ErrorCode.unknown_topic_or_partition
-            if state is not None and 0 <= fp.partition < len(state.partitions):
-                p, error = state.partitions[fp.partition], ErrorCode.none
-                epoch = getattr(fp, "current_leader_epoch", -1)
-                if not broker.serves(p):
-                    error = ErrorCode.not_leader_or_follower
-                elif epoch > p.leader_epoch:
-                    error = ErrorCode.unknown_leader_epoch
-                elif 0 <= epoch < p.leader_epoch:
-                    error = ErrorCode.fenced_leader_epoch
+            epoch = getattr(fp, "current_leader_epoch", -1)
+            p, error = served(ctx, state, fp.partition, epoch)
+            if state is None:
+                error = missing
             wanted.append(
-                _Wanted(
-                    fp.partition,
-                    p,
-                    error,
-                    fp.fetch_offset,
-                    fp.partition_max_bytes,
-                    getattr(fp, "current_leader_epoch", -1),
-                )
+                _Wanted(fp.partition, p, error, fp.fetch_offset, fp.partition_max_bytes, epoch)
             )
         key = {"topic_id": t.topic_id} if by_id else {"topic": t.topic}
         plan.append((key, wanted))
     return plan
 
 
-async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], int, bool]:
+async def _read_all(ctx: HandlerContext, plan, max_bytes: int) -> tuple[list[dict], int, bool]:
     """One pass over the wanted partitions: (topic responses, bytes, any error)."""
-    logs = broker.logs
+    logs = ctx.logs
     remaining = max_bytes
     total = 0
     any_error = False
@@ -87,7 +74,7 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
             if p is not None and error == ErrorCode.none:
                 if p.deleted:
                     error = ErrorCode.unknown_topic_or_partition
-                elif not broker.serves(p):  # handed over while the fetch waited
+                elif not ctx.leadership.serves(p):  # handed over while the fetch waited
                     error = ErrorCode.not_leader_or_follower
                 elif w.fetch_offset < p.log_start_offset or w.fetch_offset > p.log_end_offset:
                     error = ErrorCode.offset_out_of_range
@@ -129,11 +116,11 @@ async def _read_all(broker: Broker, plan, max_bytes: int) -> tuple[list[dict], i
     return responses, total, any_error
 
 
-def _count(broker: Broker, plan, responses: list[dict], total: int, any_error: bool) -> None:
+def _count(ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool) -> None:
     """Bytes sent per topic and error codes, for the response that goes out."""
     if not total and not any_error:
         return
-    metrics = broker.metrics
+    metrics = ctx.counters
     for (_, wanted), t in zip(plan, responses, strict=True):
         for w, part in zip(wanted, t["partitions"], strict=True):
             if part["records"]:
@@ -142,7 +129,7 @@ def _count(broker: Broker, plan, responses: list[dict], total: int, any_error: b
                 metrics.partition_error(ApiKey.FETCH, part["error_code"])
 
 
-async def handle(broker: Broker, request: Request) -> dict | Deferred:
+async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred:
     """Read at once; when that is less than min_bytes, the long poll is a Deferred (it
     holds no state), so the connection's next request need not wait for it."""
     body = request.body
@@ -155,18 +142,18 @@ async def handle(broker: Broker, request: Request) -> dict | Deferred:
             "node_endpoints": [],
         }
     max_bytes = getattr(body, "max_bytes", 2**31 - 1)
-    plan = _resolve(broker, request)
+    plan = _resolve(ctx, request)
     deadline = time.monotonic() + body.max_wait.total_seconds()
-    responses, total, any_error = await _read_all(broker, plan, max_bytes)
+    responses, total, any_error = await _read_all(ctx, plan, max_bytes)
     watched = [w.partition for _, ws in plan for w in ws if w.partition is not None]
     if total < body.min_bytes and not any_error and watched and deadline > time.monotonic():
         first = (responses, total, any_error)
-        return Deferred(_long_poll(broker, plan, max_bytes, body.min_bytes, deadline, first))
-    return _answer(broker, plan, responses, total, any_error)
+        return Deferred(_long_poll(ctx, plan, max_bytes, body.min_bytes, deadline, first))
+    return _answer(ctx, plan, responses, total, any_error)
 
 
 async def _long_poll(
-    broker: Broker, plan, max_bytes: int, min_bytes: int, deadline: float, first
+    ctx: HandlerContext, plan, max_bytes: int, min_bytes: int, deadline: float, first
 ) -> dict:
     """Wait for appends to the watched partitions until min_bytes or the deadline; the
     answer is the last read."""
@@ -176,19 +163,19 @@ async def _long_poll(
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        fut = broker.logs.watch(watched)
+        fut = ctx.logs.watch(watched)
         try:
             await asyncio.wait_for(fut, left)
         except TimeoutError:
             break
         finally:
-            broker.logs.unwatch(fut, watched)
-        responses, total, any_error = await _read_all(broker, plan, max_bytes)
-    return _answer(broker, plan, responses, total, any_error)
+            ctx.logs.unwatch(fut, watched)
+        responses, total, any_error = await _read_all(ctx, plan, max_bytes)
+    return _answer(ctx, plan, responses, total, any_error)
 
 
-def _answer(broker: Broker, plan, responses: list[dict], total: int, any_error: bool) -> dict:
-    _count(broker, plan, responses, total, any_error)
+def _answer(ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool) -> dict:
+    _count(ctx, plan, responses, total, any_error)
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
 from broker.groups.coordinator import Answer, join_error, sync_error
+from broker.handlers.resolve import coordinates, coordinator_of
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
@@ -35,36 +36,35 @@ def _no_coordinator(key: str, error: ErrorCode, message: str) -> dict:
     }
 
 
-def _coordinator_entry(broker: Broker, key: str, key_type: int) -> dict:
+def _coordinator_entry(ctx: HandlerContext, key: str, key_type: int) -> dict:
     if key_type != GROUP_KEY:
         return _no_coordinator(
             key, ErrorCode.coordinator_not_available, "transactions are not supported yet"
         )
     if not key:
         return _no_coordinator(key, ErrorCode.invalid_request, "empty group id")
-    node = broker.coordinator_of(key)
+    node = coordinator_of(ctx, key)
     if node is None:  # its offsets partition has no live leader right now
         return _no_coordinator(
             key, ErrorCode.coordinator_not_available, "the group's coordinator is moving; retry"
         )
-    node_id, host, port = node
     return {
         "key": key,
-        "node_id": node_id,
-        "host": host,
-        "port": port,
+        "node_id": node.broker_id,
+        "host": node.host,
+        "port": node.port,
         "error_code": ErrorCode.none,
         "error_message": None,
     }
 
 
-async def handle_find_coordinator(broker: Broker, request: Request) -> dict:
+async def handle_find_coordinator(ctx: HandlerContext, request: Request) -> dict:
     body = request.body
     key_type = getattr(body, "key_type", GROUP_KEY)
     if request.header.api_version >= 4:
-        entries = [_coordinator_entry(broker, key, key_type) for key in body.coordinator_keys]
+        entries = [_coordinator_entry(ctx, key, key_type) for key in body.coordinator_keys]
         return {"throttle_time": 0, "coordinators": entries}
-    entry = _coordinator_entry(broker, body.key, key_type)
+    entry = _coordinator_entry(ctx, body.key, key_type)
     return {"throttle_time": 0, **entry}
 
 
@@ -84,14 +84,14 @@ def _answer(answer: Answer) -> dict | Deferred:
     return {"throttle_time": 0, **answer}
 
 
-async def handle_join(broker: Broker, request: Request) -> dict | Deferred:
+async def handle_join(ctx: HandlerContext, request: Request) -> dict | Deferred:
     b = request.body
-    if not broker.coordinates(b.group_id):
+    if not coordinates(ctx, b.group_id):
         return {"throttle_time": 0, **join_error(_NOT_COORDINATOR, b.member_id)}
     session = int(b.session_timeout.total_seconds() * 1000)
     rebalance = getattr(b, "rebalance_timeout", None)
     rebalance_ms = int(rebalance.total_seconds() * 1000) if rebalance is not None else session
-    answer = broker.groups.start_join(
+    answer = ctx.groups.start_join(
         group_id=b.group_id,
         member_id=b.member_id,
         group_instance_id=getattr(b, "group_instance_id", None),
@@ -106,11 +106,11 @@ async def handle_join(broker: Broker, request: Request) -> dict | Deferred:
     return _answer(answer)
 
 
-async def handle_sync(broker: Broker, request: Request) -> dict | Deferred:
+async def handle_sync(ctx: HandlerContext, request: Request) -> dict | Deferred:
     b = request.body
-    if not broker.coordinates(b.group_id):
+    if not coordinates(ctx, b.group_id):
         return {"throttle_time": 0, **sync_error(_NOT_COORDINATOR)}
-    answer = broker.groups.start_sync(
+    answer = ctx.groups.start_sync(
         b.group_id,
         b.generation_id,
         b.member_id,
@@ -122,27 +122,27 @@ async def handle_sync(broker: Broker, request: Request) -> dict | Deferred:
     return _answer(answer)
 
 
-async def handle_heartbeat(broker: Broker, request: Request) -> dict:
+async def handle_heartbeat(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
-    if not broker.coordinates(b.group_id):
+    if not coordinates(ctx, b.group_id):
         return {"throttle_time": 0, "error_code": _NOT_COORDINATOR}
-    error = broker.groups.heartbeat(
+    error = ctx.groups.heartbeat(
         b.group_id, b.generation_id, b.member_id, getattr(b, "group_instance_id", None)
     )
     return {"throttle_time": 0, "error_code": error}
 
 
-async def handle_leave(broker: Broker, request: Request) -> dict:
+async def handle_leave(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
-    if not broker.coordinates(b.group_id):
+    if not coordinates(ctx, b.group_id):
         if request.header.api_version < 3:
             return {"throttle_time": 0, "error_code": _NOT_COORDINATOR}
         return {"throttle_time": 0, "error_code": _NOT_COORDINATOR, "members": []}
     if request.header.api_version < 3:
-        (error,) = broker.groups.leave(b.group_id, [(b.member_id, None)])
+        (error,) = ctx.groups.leave(b.group_id, [(b.member_id, None)])
         return {"throttle_time": 0, "error_code": error}
     leaving = [(m.member_id, m.group_instance_id) for m in b.members]
-    errors = broker.groups.leave(b.group_id, leaving)
+    errors = ctx.groups.leave(b.group_id, leaving)
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,
@@ -153,34 +153,34 @@ async def handle_leave(broker: Broker, request: Request) -> dict:
     }
 
 
-async def handle_describe(broker: Broker, request: Request) -> dict:
+async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
     groups = []
     for g in request.body.groups:
-        entry = broker.groups.describe(g)
-        if not broker.coordinates(g):
+        entry = ctx.groups.describe(g)
+        if not coordinates(ctx, g):
             entry = {**entry, "error_code": _NOT_COORDINATOR, "group_state": "", "members": []}
         groups.append(entry)
     return {"throttle_time": 0, "groups": groups}
 
 
-async def handle_list(broker: Broker, request: Request) -> dict:
+async def handle_list(ctx: HandlerContext, request: Request) -> dict:
     states = {s.lower() for s in getattr(request.body, "states_filter", ())} or None
     types = {t.lower() for t in getattr(request.body, "types_filter", ())}
-    groups = broker.groups.listing(states)
+    groups = ctx.groups.listing(states)
     if types and "classic" not in types:
         groups = []
     return {"throttle_time": 0, "error_code": ErrorCode.none, "groups": groups}
 
 
-async def handle_delete(broker: Broker, request: Request) -> dict:
+async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
     results = []
     for group_id in request.body.groups_names:
-        error = broker.groups.delete_error(group_id)
-        if not broker.coordinates(group_id):
+        error = ctx.groups.delete_error(group_id)
+        if not coordinates(ctx, group_id):
             error = _NOT_COORDINATOR
         elif error is None:
-            broker.groups.forget(group_id)  # first: a join arriving meanwhile starts afresh
-            await broker.offsets.delete_group(group_id)
+            ctx.groups.forget(group_id)  # first: a join arriving meanwhile starts afresh
+            await ctx.offsets.delete_group(group_id)
             log.info("deleted group %s", group_id)
             error = ErrorCode.none
         results.append({"group_id": group_id, "error_code": error})

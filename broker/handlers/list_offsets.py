@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from broker.handlers.resolve import served
 from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -14,7 +15,7 @@ from s3stream.store import ObjectNotFound, ObjectStoreError
 from wal import TrimmedRead
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ EARLIEST_PENDING_UPLOAD = -6
 
 
 async def _lookup(
-    broker: Broker, p: Partition, timestamp: int, attempt: int = 0
+    ctx: HandlerContext, p: Partition, timestamp: int, attempt: int = 0
 ) -> tuple[int, int]:
     """(timestamp, offset) answering `timestamp`; (-1, -1) when no record qualifies."""
     if timestamp == LATEST:
@@ -60,10 +61,10 @@ async def _lookup(
     else:
         raise ValueError(timestamp)
     try:
-        batches = await broker.logs.read_entry(idx.ref(i), p)
+        batches = await ctx.logs.read_entry(idx.ref(i), p)
     except (TrimmedRead, ObjectNotFound):
         if attempt < 2:  # uploaded or compacted meanwhile: look again
-            return await _lookup(broker, p, timestamp, attempt + 1)
+            return await _lookup(ctx, p, timestamp, attempt + 1)
         return -1, -1  # deleted by retention meanwhile
     exact = timestamp == MAX_TIMESTAMP
 
@@ -83,34 +84,31 @@ async def _lookup(
         return ref.max_timestamp, ref.base_offset
 
 
-async def handle(broker: Broker, request: Request) -> dict:
-    logs = broker.logs
+async def _offset_at(ctx: HandlerContext, p: Partition, timestamp: int) -> tuple[int, int, int]:
+    """(error, timestamp, offset) answering one partition's query."""
+    if timestamp < EARLIEST_PENDING_UPLOAD:
+        return ErrorCode.invalid_request, -1, -1
+    try:
+        ts, offset = await _lookup(ctx, p, timestamp)
+    except ObjectStoreError as e:  # the store is down: retriable
+        log.warning("list offsets %s: object store: %r", p, e)
+        return ErrorCode.kafka_storage_error, -1, -1
+    return ErrorCode.none, ts, offset
+
+
+async def handle(ctx: HandlerContext, request: Request) -> dict:
+    logs = ctx.logs
     topics = []
     for t in request.body.topics:
         state = logs.topics.get(t.name)
         parts = []
         for lp in t.partitions:
-            error, ts, offset, epoch = ErrorCode.none, -1, -1, -1
-            if state is None or not 0 <= lp.partition_index < len(state.partitions):
-                error = ErrorCode.unknown_topic_or_partition
-            else:
-                p = state.partitions[lp.partition_index]
-                epoch = p.leader_epoch
-                current = getattr(lp, "current_leader_epoch", -1)
-                if not broker.serves(p):
-                    error = ErrorCode.not_leader_or_follower
-                elif current > p.leader_epoch:
-                    error = ErrorCode.unknown_leader_epoch
-                elif 0 <= current < p.leader_epoch:
-                    error = ErrorCode.fenced_leader_epoch
-                elif lp.timestamp < EARLIEST_PENDING_UPLOAD:
-                    error = ErrorCode.invalid_request
-                else:
-                    try:
-                        ts, offset = await _lookup(broker, p, lp.timestamp)
-                    except ObjectStoreError as e:  # the store is down: retriable
-                        log.warning("list offsets %s: object store: %r", p, e)
-                        error = ErrorCode.kafka_storage_error
+            current = getattr(lp, "current_leader_epoch", -1)
+            p, error = served(ctx, state, lp.partition_index, current)
+            epoch = -1 if p is None else p.leader_epoch
+            ts, offset = -1, -1
+            if p is not None and error == ErrorCode.none:
+                error, ts, offset = await _offset_at(ctx, p, lp.timestamp)
             parts.append(
                 {
                     "partition_index": lp.partition_index,

@@ -13,7 +13,7 @@ from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ _NO_AUTH_OPS = -2147483648
 _ZERO_UUID = uuid.UUID(int=0)
 
 
-def _partition_entry(broker: Broker, p: Partition) -> dict:
+def _partition_entry(ctx: HandlerContext, p: Partition) -> dict:
     """The bucket is the only replica; a partition's one replica is its leader."""
-    leader, epoch = broker.leader_of(p)
+    leader, epoch = ctx.leadership.leader_of(p)
     return {
         "error_code": ErrorCode.none if leader >= 0 else ErrorCode.leader_not_available,
         "partition_index": p.index,
@@ -35,13 +35,13 @@ def _partition_entry(broker: Broker, p: Partition) -> dict:
     }
 
 
-def topic_entry(broker: Broker, state: TopicState) -> dict:
+def topic_entry(ctx: HandlerContext, state: TopicState) -> dict:
     return {
         "error_code": ErrorCode.none,
         "name": state.name,
         "topic_id": state.record.uuid,
         "is_internal": state.record.internal,
-        "partitions": [_partition_entry(broker, p) for p in state.partitions],
+        "partitions": [_partition_entry(ctx, p) for p in state.partitions],
         "topic_authorized_operations": _NO_AUTH_OPS,
     }
 
@@ -57,20 +57,27 @@ def _error_entry(name: str | None, topic_id: uuid.UUID | None, error: ErrorCode)
     }
 
 
-async def handle(broker: Broker, request: Request) -> dict:
+async def _auto_create(ctx: HandlerContext, name: str) -> TopicState:
+    try:
+        return await ctx.logs.create_topic(name, ctx.settings.num_partitions, {})
+    except FileExistsError:  # created meanwhile by another request or broker
+        return ctx.logs.topics[name]
+
+
+async def handle(ctx: HandlerContext, request: Request) -> dict:
     body = request.body
     version = request.header.api_version
-    logs = broker.logs
+    logs = ctx.logs
     requested = body.topics
     if version == 0 and not requested:
         requested = None  # v0: an empty list means every topic
     allow_auto = (
-        getattr(body, "allow_auto_topic_creation", True) and broker.settings.auto_create_topics
+        getattr(body, "allow_auto_topic_creation", True) and ctx.settings.auto_create_topics
     )
 
     topics: list[dict] = []
     if requested is None:
-        topics = [topic_entry(broker, t) for t in list(logs.topics.values())]
+        topics = [topic_entry(ctx, t) for t in list(logs.topics.values())]
     else:
         for t in requested:
             name = getattr(t, "name", None)
@@ -80,7 +87,7 @@ async def handle(broker: Broker, request: Request) -> dict:
                 if state is None:
                     topics.append(_error_entry(None, topic_id, ErrorCode.unknown_topic_id))
                 else:
-                    topics.append(topic_entry(broker, state))
+                    topics.append(topic_entry(ctx, state))
                 continue
             state = logs.topics.get(name) if name is not None else None
             if state is None:
@@ -91,17 +98,17 @@ async def handle(broker: Broker, request: Request) -> dict:
                 if not allow_auto:
                     topics.append(_error_entry(name, None, ErrorCode.unknown_topic_or_partition))
                     continue
-                state = await broker.auto_create_topic(name)
-            topics.append(topic_entry(broker, state))
+                state = await _auto_create(ctx, name)
+            topics.append(topic_entry(ctx, state))
 
     return {
         "throttle_time": 0,
         "brokers": [
             {"node_id": b, "host": host, "port": port, "rack": rack}
-            for b, host, port, rack in broker.brokers()
+            for b, host, port, rack in ctx.leadership.brokers()
         ],
         "cluster_id": logs.meta.cluster_id,
-        "controller_id": broker.controller_id,
+        "controller_id": ctx.leadership.controller_id(),
         "topics": topics,
         "cluster_authorized_operations": _NO_AUTH_OPS,
         "error_code": ErrorCode.none,

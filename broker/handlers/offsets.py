@@ -6,29 +6,29 @@ from typing import TYPE_CHECKING
 
 from broker.groups.group import GroupState
 from broker.groups.offset_store import CommitFenced, CommittedOffset, CommitTimedOut
+from broker.handlers.resolve import coordinates, partition, served
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from wal import WalFailure
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 MAX_METADATA = 4096  # offset.metadata.max.bytes
 
 
-def _partition_exists(broker: Broker, topic: str, partition: int) -> bool:
-    state = broker.logs.topics.get(topic)
-    return state is not None and 0 <= partition < len(state.partitions)
+def _partition_exists(ctx: HandlerContext, topic: str, index: int) -> bool:
+    return partition(ctx.logs.topics.get(topic), index) is not None
 
 
-async def handle_commit(broker: Broker, request: Request) -> dict:
+async def handle_commit(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
     if not b.group_id:
         refusal: ErrorCode | None = ErrorCode.invalid_group_id
-    elif not broker.coordinates(b.group_id):
+    elif not coordinates(ctx, b.group_id):
         refusal = ErrorCode.not_coordinator
     else:
-        refusal = broker.groups.commit_error(
+        refusal = ctx.groups.commit_error(
             b.group_id,
             b.generation_id_or_member_epoch,
             b.member_id,
@@ -42,7 +42,7 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
             error = refusal or ErrorCode.none
             metadata = p.committed_metadata or ""
             if error == ErrorCode.none:
-                if not _partition_exists(broker, t.name, p.partition_index):
+                if not _partition_exists(ctx, t.name, p.partition_index):
                     error = ErrorCode.unknown_topic_or_partition
                 elif len(metadata.encode()) > MAX_METADATA:
                     error = ErrorCode.offset_metadata_too_large
@@ -53,11 +53,9 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
             parts.append({"partition_index": p.partition_index, "error_code": error})
         topics.append({"name": t.name, "partitions": parts})
     if to_commit:
-        group = broker.groups.group(b.group_id)
+        group = ctx.groups.group(b.group_id)
         try:
-            await broker.offsets.commit(
-                b.group_id, to_commit, group.protocol_type if group else None
-            )
+            await ctx.offsets.commit(b.group_id, to_commit, group.protocol_type if group else None)
         except (WalFailure, CommitFenced, CommitTimedOut) as e:  # the client retries
             code = {
                 CommitFenced: ErrorCode.not_coordinator,
@@ -70,10 +68,10 @@ async def handle_commit(broker: Broker, request: Request) -> dict:
     return {"throttle_time": 0, "topics": topics}
 
 
-def _fetch_group(broker: Broker, group_id: str, topics) -> tuple[list[dict], ErrorCode]:
-    if not broker.coordinates(group_id):
+def _fetch_group(ctx: HandlerContext, group_id: str, topics) -> tuple[list[dict], ErrorCode]:
+    if not coordinates(ctx, group_id):
         return [], ErrorCode.not_coordinator
-    store = broker.offsets
+    store = ctx.offsets
     if topics is None:  # every partition the group has offsets for
         by_topic: dict[str, list[int]] = {}
         for topic, partition in sorted(store.of_group(group_id)):
@@ -99,24 +97,24 @@ def _fetch_group(broker: Broker, group_id: str, topics) -> tuple[list[dict], Err
     return out, ErrorCode.none
 
 
-async def handle_fetch(broker: Broker, request: Request) -> dict:
+async def handle_fetch(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
     if request.header.api_version >= 8:
         groups = []
         for g in b.groups:
-            topics, error = _fetch_group(broker, g.group_id, g.topics)
+            topics, error = _fetch_group(ctx, g.group_id, g.topics)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return {"throttle_time": 0, "groups": groups}
-    topics, error = _fetch_group(broker, b.group_id, b.topics)
+    topics, error = _fetch_group(ctx, b.group_id, b.topics)
     return {"throttle_time": 0, "topics": topics, "error_code": error}
 
 
-async def handle_delete(broker: Broker, request: Request) -> dict:
+async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
-    if not broker.coordinates(b.group_id):
+    if not coordinates(ctx, b.group_id):
         return {"error_code": ErrorCode.not_coordinator, "throttle_time": 0, "topics": []}
-    group = broker.groups.group(b.group_id)
-    if group is None and not broker.offsets.of_group(b.group_id):
+    group = ctx.groups.group(b.group_id)
+    if group is None and not ctx.offsets.of_group(b.group_id):
         return {"error_code": ErrorCode.group_id_not_found, "throttle_time": 0, "topics": []}
     subscribed: set[str] = set()
     if group is not None and group.state != GroupState.EMPTY:
@@ -132,44 +130,35 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
             error = ErrorCode.none
             if t.name in subscribed:
                 error = ErrorCode.group_subscribed_to_topic
-            elif not _partition_exists(broker, t.name, p.partition_index):
+            elif not _partition_exists(ctx, t.name, p.partition_index):
                 error = ErrorCode.unknown_topic_or_partition
             else:
                 deleting.append((t.name, p.partition_index))
             parts.append({"partition_index": p.partition_index, "error_code": error})
         topics.append({"name": t.name, "partitions": parts})
-    await broker.offsets.delete(b.group_id, deleting)
+    await ctx.offsets.delete(b.group_id, deleting)
     return {"error_code": ErrorCode.none, "throttle_time": 0, "topics": topics}
 
 
-async def handle_leader_epoch(broker: Broker, request: Request) -> dict:
+async def handle_leader_epoch(ctx: HandlerContext, request: Request) -> dict:
     """The current epoch ends at the log end; an earlier one where the current one began,
     as far as this broker knows (never earlier than it really ended, so no truncation is
     reported falsely). A consumer that read past that point from a broker that failed
     over in wal mode (records the new leader never had) is told so, and resets."""
     topics = []
     for t in request.body.topics:
-        state = broker.logs.topics.get(t.topic)
+        state = ctx.logs.topics.get(t.topic)
         parts = []
         for p in t.partitions:
+            part, error = served(ctx, state, p.partition, getattr(p, "current_leader_epoch", -1))
             entry = {
                 "partition": p.partition,
-                "error_code": ErrorCode.none,
+                "error_code": error,
                 "leader_epoch": -1,
                 "end_offset": -1,
             }
-            if state is None or not 0 <= p.partition < len(state.partitions):
-                entry["error_code"] = ErrorCode.unknown_topic_or_partition
-            else:
-                part = state.partitions[p.partition]
-                current = getattr(p, "current_leader_epoch", -1)
-                if not broker.serves(part):
-                    entry["error_code"] = ErrorCode.not_leader_or_follower
-                elif current > part.leader_epoch:
-                    entry["error_code"] = ErrorCode.unknown_leader_epoch
-                elif 0 <= current < part.leader_epoch:
-                    entry["error_code"] = ErrorCode.fenced_leader_epoch
-                elif p.leader_epoch < part.leader_epoch:
+            if part is not None and error == ErrorCode.none:
+                if p.leader_epoch < part.leader_epoch:
                     # an earlier epoch ended where the current one began (at most)
                     entry["leader_epoch"] = p.leader_epoch
                     entry["end_offset"] = part.epoch_start_offset

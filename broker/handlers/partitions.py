@@ -15,15 +15,15 @@ from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 _NO_AUTH_OPS = -2147483648
 _DEFAULT_LIMIT = 2000
 
 
-async def handle(broker: Broker, request: Request) -> dict:
+async def handle(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
-    logs = broker.logs
+    logs = ctx.logs
     names = sorted({t.name for t in b.topics} if b.topics else logs.topics)
     limit = b.response_partition_limit if b.response_partition_limit > 0 else _DEFAULT_LIMIT
     cursor = b.cursor
@@ -48,7 +48,7 @@ async def handle(broker: Broker, request: Request) -> dict:
         if limit <= 0:
             next_cursor = {"topic_name": name, "partition_index": start}
             break
-        entry = topic_entry(broker, state)
+        entry = topic_entry(ctx, state)
         parts = entry["partitions"][start : start + limit]
         for p in parts:
             p["eligible_leader_replicas"] = ()

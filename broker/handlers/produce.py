@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
 from broker.errors import CloseConnection
+from broker.handlers.resolve import leader_error, partition
 from broker.partition import Partition
 from protocol import records
 from protocol.codec import Request
@@ -25,7 +26,7 @@ from protocol.versions import ApiKey
 from wal import WalFailure
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
@@ -58,36 +59,36 @@ class _Appended:
     results: list[tuple[dict, Partition, int]] = field(default_factory=list)
 
 
-async def handle(broker: Broker, request: Request) -> dict | Deferred | None:
+async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred | None:
     """Validate and append (the request takes effect, in arrival order), then defer the
     wait for durability, so the connection's next request starts meanwhile."""
     body = request.body
-    responses, appended = _append_all(broker, request)
+    responses, appended = _append_all(ctx, request)
     if body.acks == 0:
         failed = [r for t in responses for r in t["partition_responses"] if r["error_code"]]
         if failed:
             raise CloseConnection(f"acks=0 produce failed: {failed[0]['error_code'].name}")
         return None
     if not appended.wal_end:
-        return _answer(broker, responses)
-    return Deferred(_acknowledge(broker, body.timeout.total_seconds(), responses, appended))
+        return _answer(ctx, responses)
+    return Deferred(_acknowledge(ctx, body.timeout.total_seconds(), responses, appended))
 
 
-def _append_all(broker: Broker, request: Request) -> tuple[list[dict], _Appended]:
+def _append_all(ctx: HandlerContext, request: Request) -> tuple[list[dict], _Appended]:
     """Validate every partition's batch and append the good ones; never awaits."""
     body = request.body
     by_id = request.header.api_version >= 13
-    logs = broker.logs
+    logs = ctx.logs
     appended = _Appended()
     responses = []
     for t in body.topic_data:
         state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.name)
         results = []
         for pd in t.partition_data:
-            result, p = _check_partition(broker, body.acks, by_id, state, pd.index)
+            result, p = _check_partition(ctx, body.acks, by_id, state, pd.index)
             if result is None:
                 assert p is not None
-                result = _append_one(broker, state, p, pd)
+                result = _append_one(ctx, state, p, pd)
                 wal_end = result.pop("_wal_end", None)
                 if wal_end is not None:
                     appended.wal_end = max(appended.wal_end, wal_end)
@@ -99,12 +100,13 @@ def _append_all(broker: Broker, request: Request) -> tuple[list[dict], _Appended
 
 
 def _check_partition(
-    broker: Broker, acks: int, by_id: bool, state, index: int
+    ctx: HandlerContext, acks: int, by_id: bool, state, index: int
 ) -> tuple[dict | None, Partition | None]:
     """(an error result, None), or (None, the partition) when it may be appended to."""
     if acks not in (0, 1, -1):
         return _partition_result(index, ErrorCode.invalid_required_acks), None
-    if state is None or not 0 <= index < len(state.partitions):
+    p = partition(state, index)
+    if state is None or p is None:
         unknown = (
             ErrorCode.unknown_topic_id
             if by_id and state is None
@@ -114,18 +116,18 @@ def _check_partition(
     if state.record.internal:
         message = f"{state.name} is written by the broker only"
         return _partition_result(index, ErrorCode.invalid_topic_exception, message=message), None
-    p = state.partitions[index]
-    if not broker.serves(p):
-        return _partition_result(index, ErrorCode.not_leader_or_follower), None
+    error = leader_error(ctx.leadership, p)
+    if error != ErrorCode.none:
+        return _partition_result(index, error), None
     return None, p
 
 
 async def _acknowledge(
-    broker: Broker, timeout_s: float, responses: list[dict], appended: _Appended
+    ctx: HandlerContext, timeout_s: float, responses: list[dict], appended: _Appended
 ) -> dict:
     """Wait until the appended batches are durable by the broker's contract, then answer;
     a failed or timed-out wait, or a partition lost meanwhile, turns them into errors."""
-    logs = broker.logs
+    logs = ctx.logs
     error: tuple[ErrorCode, str | None] | None = None
     try:
         ack = logs.wait_acked(appended.wal_end)
@@ -143,30 +145,30 @@ async def _acknowledge(
     # cluster mode: if the lease may have expired meanwhile, or a partition was taken
     # away without a hand-off, another broker may lead it from a log without these
     # batches: never acknowledge them
-    may_ack = broker.may_ack()
+    may_ack = ctx.leadership.may_ack()
     for r, p, fenced in appended.results:
         if error is not None:
             r.update(error_code=error[0], base_offset=-1, error_message=error[1])
         elif r["error_code"] == ErrorCode.none and (not may_ack or p.fenced != fenced):
             r.update(error_code=ErrorCode.not_leader_or_follower, base_offset=-1)
-    return _answer(broker, responses)
+    return _answer(ctx, responses)
 
 
-def _answer(broker: Broker, responses: list[dict]) -> dict:
-    _count_errors(broker, responses)
+def _answer(ctx: HandlerContext, responses: list[dict]) -> dict:
+    _count_errors(ctx, responses)
     return {"responses": responses, "throttle_time": 0}
 
 
-def _count_errors(broker: Broker, responses: list[dict]) -> None:
+def _count_errors(ctx: HandlerContext, responses: list[dict]) -> None:
     for t in responses:
         for r in t["partition_responses"]:
             if r["error_code"]:
-                broker.metrics.partition_error(ApiKey.PRODUCE, r["error_code"])
+                ctx.counters.partition_error(ApiKey.PRODUCE, r["error_code"])
 
 
-def _append_one(broker: Broker, state, p, pd) -> dict:
+def _append_one(ctx: HandlerContext, state, p, pd) -> dict:
     """Validate and append one partition's records; never awaits."""
-    logs = broker.logs
+    logs = ctx.logs
     data = pd.records
     if not data:
         return _partition_result(pd.index, ErrorCode.invalid_record, message="no records")
@@ -223,7 +225,7 @@ def _append_one(broker: Broker, state, p, pd) -> dict:
         appended = logs.append(state, p, batch, h)
     except WalFailure as e:
         return _partition_result(pd.index, ErrorCode.kafka_storage_error, message=str(e))
-    broker.metrics.topic(state.name).appended(len(batch), h.record_count)
+    ctx.counters.topic(state.name).appended(len(batch), h.record_count)
     result = _partition_result(
         pd.index, ErrorCode.none, appended.base_offset, p.log_start_offset, appended.log_append_time
     )

@@ -9,14 +9,14 @@ from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
 _MAX_EPOCH = 32767
 
 
-async def handle(broker: Broker, request: Request) -> dict:
+async def handle(ctx: HandlerContext, request: Request) -> dict:
     body = request.body
     if body.transactional_id is not None:
         log.info(
@@ -31,7 +31,7 @@ async def handle(broker: Broker, request: Request) -> dict:
         }
     pid = getattr(body, "producer_id", -1)
     epoch = getattr(body, "producer_epoch", -1)
-    if 0 <= pid < broker.logs.meta.producer_id_limit and 0 <= epoch < _MAX_EPOCH - 1:
+    if 0 <= pid < ctx.logs.meta.producer_id_limit and 0 <= epoch < _MAX_EPOCH - 1:
         # KIP-360: an idempotent producer re-initialising keeps its id with a bumped epoch.
         return {
             "throttle_time": 0,
@@ -39,7 +39,7 @@ async def handle(broker: Broker, request: Request) -> dict:
             "producer_id": pid,
             "producer_epoch": epoch + 1,
         }
-    pid = await broker.logs.allocate_producer_id()
+    pid = await ctx.logs.allocate_producer_id()
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,

@@ -18,11 +18,10 @@ from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 METADATA_TOPIC = "__cluster_metadata"
 _ZERO_UUID = uuid.UUID(int=0)
-_INT32_MAX = 2**31 - 1
 
 
 def _replica(broker_id: int, offset: int, now_ms: int) -> dict:
@@ -35,23 +34,10 @@ def _replica(broker_id: int, offset: int, now_ms: int) -> dict:
     }
 
 
-def _state(broker: Broker) -> tuple[int, int, int]:
-    """(leader, epoch, high watermark) of the metadata 'quorum'."""
-    if broker.cluster is None:
-        return broker.config.broker_id, 1, 0
-    election = broker.cluster.election
-    leader = election.leader_id
-    return (
-        -1 if leader is None else leader,
-        min(election.epoch, _INT32_MAX),
-        broker.cluster.meta.revision,
-    )
-
-
-async def handle(broker: Broker, request: Request) -> dict:
-    leader, epoch, hw = _state(broker)
+async def handle(ctx: HandlerContext, request: Request) -> dict:
+    leader, epoch, hw = ctx.leadership.quorum()
     now_ms = int(time.time() * 1000)
-    live = broker.brokers()
+    live = ctx.leadership.brokers()
     voters = [_replica(leader, hw, now_ms)] if leader >= 0 else []
     observers = [_replica(b, hw, now_ms) for b, _, _, _ in live if b != leader]
     topics = []

@@ -15,12 +15,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from broker.cluster.assignment import NONE
+from broker.handlers.resolve import partition
+from broker.leadership import MoveRefused
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
     from broker.log_manager import TopicState
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,14 @@ log = logging.getLogger(__name__)
 _MAX_WAIT_S = 30.0
 
 
-def _partition(broker: Broker, topic: str, index: int) -> tuple[TopicState | None, str | None]:
-    state = broker.logs.topics.get(topic)
-    if state is None or not 0 <= index < len(state.partitions):
+def _partition(ctx: HandlerContext, topic: str, index: int) -> tuple[TopicState | None, str | None]:
+    state = ctx.logs.topics.get(topic)
+    if partition(state, index) is None:
         return None, f"{topic}-{index} does not exist"
     return state, None
 
 
-async def _reassign(broker: Broker, state: TopicState, index: int, replicas) -> tuple:
+async def _reassign(ctx: HandlerContext, state: TopicState, index: int, replicas) -> tuple:
     """(error, message) of one partition's reassignment (replicas None: cancel)."""
     if replicas is not None and len(replicas) != 1:
         return (
@@ -44,21 +45,8 @@ async def _reassign(broker: Broker, state: TopicState, index: int, replicas) -> 
             "the partition's next leader",
         )
     target = None if replicas is None else replicas[0]
-    if broker.cluster is None:
-        if target is None:
-            return ErrorCode.no_reassignment_in_progress, "No reassignment is in progress"
-        if target != broker.config.broker_id:
-            return (
-                ErrorCode.invalid_replica_assignment,
-                f"Strata runs embedded here: broker {broker.config.broker_id} is the only "
-                f"broker, there is no broker {target} to move {state.name}-{index} to",
-            )
-        return ErrorCode.none, None
-    from broker.cluster.reassignment import MoveRefused, move
-
-    p = state.partitions[index]
     try:
-        moved = await move(broker.cluster, (p.topic_id, index), target)
+        moved = await ctx.leadership.move(state.partitions[index], target)
     except MoveRefused as e:
         return ErrorCode.invalid_replica_assignment, str(e)
     if target is None and not moved:
@@ -70,16 +58,16 @@ async def _reassign(broker: Broker, state: TopicState, index: int, replicas) -> 
     return ErrorCode.none, None
 
 
-async def handle_alter_reassignments(broker: Broker, request: Request) -> dict:
+async def handle_alter_reassignments(ctx: HandlerContext, request: Request) -> dict:
     responses = []
     for t in request.body.topics:
         parts = []
         for rp in t.partitions:
-            state, missing = _partition(broker, t.name, rp.partition_index)
+            state, missing = _partition(ctx, t.name, rp.partition_index)
             if state is None:
                 error, message = ErrorCode.unknown_topic_or_partition, missing
             else:
-                error, message = await _reassign(broker, state, rp.partition_index, rp.replicas)
+                error, message = await _reassign(ctx, state, rp.partition_index, rp.replicas)
             parts.append(
                 {
                     "partition_index": rp.partition_index,
@@ -99,18 +87,14 @@ async def handle_alter_reassignments(broker: Broker, request: Request) -> dict:
     }
 
 
-async def handle_list_reassignments(broker: Broker, request: Request) -> dict:
+async def handle_list_reassignments(ctx: HandlerContext, request: Request) -> dict:
     """Moves in flight: replicas [target, leader], adding the target, removing the leader."""
-    moving = {}
-    if broker.cluster is not None:
-        from broker.cluster.reassignment import ongoing
-
-        moving = ongoing(broker.cluster)
+    moving = ctx.leadership.moves()
     wanted = None
     if request.body.topics is not None:
         wanted = {t.name: set(t.partition_indexes) for t in request.body.topics}
     topics = []
-    for name, state in broker.logs.topics.items():
+    for name, state in ctx.logs.topics.items():
         if wanted is not None and name not in wanted:
             continue
         parts = []
@@ -136,35 +120,12 @@ async def handle_list_reassignments(broker: Broker, request: Request) -> dict:
     }
 
 
-async def _start_election(broker: Broker, state: TopicState, index: int) -> tuple:
-    """(error, message, broker to wait for or None) of one partition's election."""
-    if broker.cluster is None:
-        return ErrorCode.election_not_needed, None, None
-    from broker.cluster.reassignment import MoveRefused, move, preferred_leader
-
-    node = broker.cluster
-    p = state.partitions[index]
-    k = (p.topic_id, index)
-    live = sorted(node.live())
-    a = node.assignments.get(k)
-    if not live or a is None:
-        return ErrorCode.eligible_leaders_not_available, "No live broker can lead it yet", None
-    want = preferred_leader(live, index)
-    if a.leader == want and a.target == NONE:
-        return ErrorCode.election_not_needed, None, None
-    try:
-        await move(node, k, want)
-    except MoveRefused as e:
-        return ErrorCode.preferred_leader_not_available, str(e), None
-    return ErrorCode.none, None, want
-
-
-async def handle_elect_leaders(broker: Broker, request: Request) -> dict:
+async def handle_elect_leaders(ctx: HandlerContext, request: Request) -> dict:
     """Every move starts first, then the answer waits for the hand-offs (bounded)."""
     b = request.body
     timeout = min(_MAX_WAIT_S, max(1.0, b.timeout.total_seconds())) if b.timeout else _MAX_WAIT_S
     if b.topic_partitions is None:
-        wanted = [(n, list(range(len(s.partitions)))) for n, s in broker.logs.topics.items()]
+        wanted = [(n, list(range(len(s.partitions)))) for n, s in ctx.logs.topics.items()]
     else:
         wanted = [(t.topic, list(t.partitions)) for t in b.topic_partitions]
     results = []
@@ -172,25 +133,22 @@ async def handle_elect_leaders(broker: Broker, request: Request) -> dict:
     for topic, indexes in wanted:
         parts = []
         for i in indexes:
-            state, missing = _partition(broker, topic, i)
+            state, missing = _partition(ctx, topic, i)
             if state is None:
                 error, message, want = ErrorCode.unknown_topic_or_partition, missing, None
             else:
-                error, message, want = await _start_election(broker, state, i)
+                error, message, want = await ctx.leadership.elect_preferred(state.partitions[i])
             entry = {"partition_id": i, "error_code": error, "error_message": message}
             if want is not None and state is not None:
                 waits.append((entry, state, i, want))
             parts.append(entry)
         results.append({"topic": topic, "partition_result": parts})
     if waits:
-        from broker.cluster.reassignment import led_by
-
-        assert broker.cluster is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout  # one bound for all: the moves run together
         for entry, state, i, want in waits:
-            k = (state.partitions[i].topic_id, i)
-            if await led_by(broker.cluster, k, want, max(0.0, deadline - loop.time())):
+            left = max(0.0, deadline - loop.time())
+            if await ctx.leadership.led_by(state.partitions[i], want, left):
                 log.info("%s-%d: preferred leader %d elected", state.name, i, want)
             else:
                 entry["error_code"] = ErrorCode.request_timed_out

@@ -12,7 +12,7 @@ from protocol.codec import Request
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.app import Broker
+    from broker.handlers.context import HandlerContext
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,11 @@ class _Refused(Exception):
         self.message = message
 
 
-def _config_entries(broker: Broker, configs: dict[str, str]) -> list[dict]:
-    return describe_topic_configs(configs, broker.settings.topic_default_layers())
+def _config_entries(ctx: HandlerContext, configs: dict[str, str]) -> list[dict]:
+    return describe_topic_configs(configs, ctx.settings.topic_default_layers())
 
 
-def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]:
+def _check(ctx: HandlerContext, t, seen: set[str]) -> tuple[int, int, dict[str, str]]:
     if t.name in seen:
         raise _Refused(
             ErrorCode.invalid_request, f"Topic {t.name} appears more than once in the request"
@@ -38,7 +38,7 @@ def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]
     problem = topic_name_error(t.name)
     if problem:
         raise _Refused(ErrorCode.invalid_topic_exception, problem)
-    if t.name in broker.logs.topics:
+    if t.name in ctx.logs.topics:
         raise _Refused(ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists.")
     partitions = t.num_partitions
     if t.assignments:
@@ -49,7 +49,7 @@ def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]
             )
         partitions = len(t.assignments)
     elif partitions == -1:
-        partitions = broker.settings.num_partitions
+        partitions = ctx.settings.num_partitions
     if partitions <= 0:
         raise _Refused(ErrorCode.invalid_partitions, "Number of partitions must be larger than 0.")
     replication = t.replication_factor
@@ -64,17 +64,17 @@ def _check(broker: Broker, t, seen: set[str]) -> tuple[int, int, dict[str, str]]
     return partitions, max(replication, 1), configs
 
 
-async def handle_create(broker: Broker, request: Request) -> dict:
+async def handle_create(ctx: HandlerContext, request: Request) -> dict:
     body = request.body
     results = []
     seen: set[str] = set()
     for t in body.topics:
         try:
-            partitions, replication, configs = _check(broker, t, seen)
+            partitions, replication, configs = _check(ctx, t, seen)
             topic_id = _ZERO_UUID
             if not body.validate_only:
                 try:
-                    state = await broker.logs.create_topic(t.name, partitions, configs)
+                    state = await ctx.logs.create_topic(t.name, partitions, configs)
                 except FileExistsError:
                     raise _Refused(
                         ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists."
@@ -88,7 +88,7 @@ async def handle_create(broker: Broker, request: Request) -> dict:
                     "error_message": None,
                     "num_partitions": partitions,
                     "replication_factor": replication,
-                    "configs": _config_entries(broker, configs),
+                    "configs": _config_entries(ctx, configs),
                 }
             )
         except _Refused as e:
@@ -108,9 +108,9 @@ async def handle_create(broker: Broker, request: Request) -> dict:
     return {"throttle_time": 0, "topics": results}
 
 
-async def handle_delete(broker: Broker, request: Request) -> dict:
+async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
     body = request.body
-    logs = broker.logs
+    logs = ctx.logs
     if request.header.api_version >= 6:
         wanted = [(t.name, t.topic_id) for t in body.topics]
     else:
@@ -135,7 +135,7 @@ async def handle_delete(broker: Broker, request: Request) -> dict:
             topic_id = logs.topics[name].record.uuid
             try:
                 await logs.delete_topic(name)
-                await broker.offsets.forget_topic(name)
+                await ctx.offsets.forget_topic(name)
             except KeyError:
                 error, message = (
                     ErrorCode.unknown_topic_or_partition,

@@ -1,0 +1,47 @@
+"""What a handler may use: the few collaborators it needs, built once in broker/app.py.
+
+Handlers get this instead of the broker, so what a handler can touch is listed here
+(the log, the groups and their offsets, who leads what, the settings and the request
+counters) rather than found by walking from one object to the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from broker.broker_configs import BrokerSettings
+    from broker.groups.coordinator import GroupCoordinator
+    from broker.groups.offset_store import OffsetStore
+    from broker.leadership import Leadership
+    from broker.log_manager import LogManager
+
+
+class TopicCounters(Protocol):
+    def appended(self, size: int, records: int) -> None: ...
+
+    @property
+    def bytes_out(self) -> _Counter: ...
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class RequestCounters(Protocol):
+    """The per-topic and per-error counters handlers keep (broker.metrics)."""
+
+    def topic(self, name: str) -> TopicCounters: ...
+
+    def partition_error(self, api_key: int, code: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    logs: LogManager
+    groups: GroupCoordinator
+    offsets: OffsetStore
+    leadership: Leadership
+    settings: BrokerSettings
+    counters: RequestCounters
