@@ -17,6 +17,16 @@ from dataclasses import dataclass
 from functools import partial
 
 from broker.groups.group import Group, GroupState, Member
+from broker.groups.rebalance import maybe_complete_join, member_error, overdue, prepare_rebalance
+from broker.groups.responses import (
+    describe,
+    join_error,
+    join_response,
+    listing,
+    release,
+    sync_error,
+    sync_response,
+)
 from protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -38,36 +48,6 @@ class GroupSettings:
     min_session_timeout_ms: int = 6000
     max_session_timeout_ms: int = 1_800_000
     initial_rebalance_delay_ms: int = 3000
-
-
-def _error(code: ErrorCode, member_id: str = "") -> dict:
-    return {
-        "error_code": code,
-        "generation_id": -1,
-        "protocol_type": None,
-        "protocol_name": "",
-        "leader": "",
-        "skip_assignment": False,
-        "member_id": member_id,
-        "members": [],
-    }
-
-
-def _sync_error(code: ErrorCode) -> dict:
-    return {"error_code": code, "protocol_type": None, "protocol_name": None, "assignment": b""}
-
-
-join_error = _error
-sync_error = _sync_error
-
-
-def _release(member: Member, code: ErrorCode) -> None:
-    """Answer a member's parked JoinGroup and SyncGroup, each in its own shape."""
-    if member.join_waiter is not None and not member.join_waiter.done():
-        member.join_waiter.set_result(_error(code, member.member_id))
-    if member.sync_waiter is not None and not member.sync_waiter.done():
-        member.sync_waiter.set_result(_sync_error(code))
-    member.join_waiter = member.sync_waiter = None
 
 
 class GroupCoordinator:
@@ -115,7 +95,7 @@ class GroupCoordinator:
         of it. Everything the request changes is done before this returns."""
         error = self._join_error(group_id, session_timeout_ms, protocol_type, protocols)
         if error is not None:
-            return _error(error, member_id)
+            return join_error(error, member_id)
         group = self.group(group_id, create=True)
         assert group is not None
         # the member this request describes, once its id is known
@@ -134,13 +114,13 @@ class GroupCoordinator:
             return self._join_unknown(group, new_member(new_id), require_known_member_id)
         holder = group.static_members.get(group_instance_id) if group_instance_id else None
         if holder is not None and holder != member_id:
-            return _error(ErrorCode.fenced_instance_id, member_id)
+            return join_error(ErrorCode.fenced_instance_id, member_id)
         if member_id in group.pending_members:
             del group.pending_members[member_id]
             return self._add_and_wait(group, new_member(member_id))
         member = group.members.get(member_id)
         if member is None:
-            return _error(ErrorCode.unknown_member_id, member_id)
+            return join_error(ErrorCode.unknown_member_id, member_id)
         return self._rejoin(group, member, new_member(member_id))
 
     def _join_error(
@@ -173,7 +153,7 @@ class GroupCoordinator:
         elif require_known_id:  # KIP-394: hand out an id, the client rejoins with it
             timeout = member.session_timeout_ms / 1000
             group.pending_members[member.member_id] = time.monotonic() + timeout
-            return _error(ErrorCode.member_id_required, member.member_id)
+            return join_error(ErrorCode.member_id_required, member.member_id)
         return self._add_and_wait(group, member)
 
     def _rejoin(self, group: Group, member: Member, request: Member) -> Answer:
@@ -185,9 +165,9 @@ class GroupCoordinator:
         member.rebalance_timeout_ms = request.rebalance_timeout_ms
         member.last_heartbeat = time.monotonic()
         if group.state == GroupState.COMPLETING_REBALANCE and not changed:
-            return self._join_response(group, member)  # it lost the response: same answer
+            return join_response(group, member)  # it lost the response: same answer
         if group.state == GroupState.STABLE and not changed and member.member_id != group.leader_id:
-            return self._join_response(group, member)
+            return join_response(group, member)
         if group.state != GroupState.PREPARING_REBALANCE:
             self._prepare_rebalance(group, f"member {member.member_id} rejoined")
         return self._wait_join(group, member)
@@ -206,16 +186,18 @@ class GroupCoordinator:
 
     def _wait_join(self, group: Group, member: Member) -> Answer:
         if member.join_waiter is not None and not member.join_waiter.done():
-            member.join_waiter.set_result(_error(ErrorCode.rebalance_in_progress, member.member_id))
+            member.join_waiter.set_result(
+                join_error(ErrorCode.rebalance_in_progress, member.member_id)
+            )
         member.join_waiter = asyncio.get_running_loop().create_future()
         waiter = member.join_waiter
-        self._maybe_complete_join(group)
+        maybe_complete_join(group)
         return waiter
 
     def _replace_static_member(self, group: Group, old_id: str, member: Member) -> Answer:
         """KIP-345: a static member rejoining with a new id takes its old place, no rebalance."""
         old = group.members[old_id]
-        _release(old, ErrorCode.fenced_instance_id)
+        release(old, ErrorCode.fenced_instance_id)
         same = old.protocols == member.protocols
         member.assignment = old.assignment
         was_leader = group.leader_id == old_id
@@ -232,126 +214,18 @@ class GroupCoordinator:
             member.member_id,
         )
         if group.state == GroupState.STABLE and same:
-            response = self._join_response(group, member)
+            response = join_response(group, member)
             response["skip_assignment"] = was_leader
             return response
         if group.state != GroupState.PREPARING_REBALANCE:
             self._prepare_rebalance(group, f"static member {member.group_instance_id} changed")
         return self._wait_join(group, member)
 
-    def _join_response(self, group: Group, member: Member) -> dict:
-        is_leader = member.member_id == group.leader_id
-        assert group.protocol_name is not None
-        return {
-            "error_code": ErrorCode.none,
-            "generation_id": group.generation_id,
-            "protocol_type": group.protocol_type,
-            "protocol_name": group.protocol_name,
-            "leader": group.leader_id or "",
-            "skip_assignment": False,
-            "member_id": member.member_id,
-            "members": [
-                {
-                    "member_id": m.member_id,
-                    "group_instance_id": m.group_instance_id,
-                    "metadata": m.metadata_for(group.protocol_name),
-                }
-                for m in group.members.values()
-            ]
-            if is_leader
-            else [],
-        }
-
     def _prepare_rebalance(self, group: Group, reason: str) -> None:
-        if group.state == GroupState.COMPLETING_REBALANCE:
-            for m in group.members.values():
-                if m.sync_waiter is not None and not m.sync_waiter.done():
-                    m.sync_waiter.set_result(_sync_error(ErrorCode.rebalance_in_progress))
-                m.sync_waiter = None
-        now = time.monotonic()
-        was_empty = group.state == GroupState.EMPTY
-        group.state = GroupState.PREPARING_REBALANCE
-        group.sync_deadline = None
-        timeout = group.max_rebalance_timeout_ms() / 1000
-        group.join_deadline = now + timeout
-        if was_empty and self.settings.initial_rebalance_delay_ms > 0:
-            group.delay_started = now
-            group.delay_until = min(
-                now + self.settings.initial_rebalance_delay_ms / 1000, now + timeout
-            )
-        else:
-            group.delay_until = None
+        prepare_rebalance(group, self.settings.initial_rebalance_delay_ms, reason)
         self.rebalances += 1
-        log.info(
-            "group %s: preparing rebalance (generation %d): %s",
-            group.group_id,
-            group.generation_id,
-            reason,
-        )
-
-    def _maybe_complete_join(self, group: Group, now: float | None = None) -> None:
-        if group.state != GroupState.PREPARING_REBALANCE:
-            return
-        now = time.monotonic() if now is None else now
-        if group.delay_until is not None and now < group.delay_until:
-            return
-        if group.all_joined() or (group.join_deadline is not None and now >= group.join_deadline):
-            self._complete_join(group)
-
-    def _complete_join(self, group: Group) -> None:
-        # dynamic members that did not rejoin in time go; static ones keep their place
-        # (KIP-345: a restarting static member should not cost another rebalance)
-        late = [mid for mid, m in group.members.items() if m.join_waiter is None]
-        for mid in late:
-            if group.members[mid].group_instance_id is None:
-                log.info("group %s: member %s did not rejoin in time; removed", group.group_id, mid)
-                group.remove(mid)
-        group.pending_members.clear()
-        group.generation_id += 1
-        group.join_deadline = group.delay_until = None
-        if not group.members:
-            group.state = GroupState.EMPTY
-            group.protocol_name = None
-            log.info("group %s: empty at generation %d", group.group_id, group.generation_id)
-            return
-        group.protocol_name = group.select_protocol()
-        group.state = GroupState.COMPLETING_REBALANCE
-        if group.leader_id not in group.members:
-            group.leader_id = next(iter(group.members))
-        now = time.monotonic()
-        group.sync_deadline = now + group.max_rebalance_timeout_ms() / 1000
-        for m in group.members.values():
-            m.assignment = b""
-            m.last_heartbeat = now
-            waiter, m.join_waiter = m.join_waiter, None
-            if waiter is not None and not waiter.done():
-                waiter.set_result(self._join_response(group, m))
-        log.info(
-            "group %s: generation %d with %d members, protocol %s, leader %s",
-            group.group_id,
-            group.generation_id,
-            len(group.members),
-            group.protocol_name,
-            group.leader_id,
-        )
 
     # --- SyncGroup, Heartbeat, LeaveGroup ---------------------------------------------
-
-    def _member_error(
-        self, group: Group | None, member_id: str, instance_id: str | None, generation_id: int
-    ) -> ErrorCode | None:
-        if group is None:
-            return ErrorCode.unknown_member_id
-        if instance_id:
-            known = group.static_members.get(instance_id)
-            if known is not None and known != member_id:
-                return ErrorCode.fenced_instance_id
-        member = group.members.get(member_id)
-        if member is None:
-            return ErrorCode.unknown_member_id
-        if generation_id != group.generation_id:
-            return ErrorCode.illegal_generation
-        return None
 
     async def sync(self, *args, **kwargs) -> dict:
         """SyncGroup, waiting for the leader's assignment; see start_sync."""
@@ -370,24 +244,24 @@ class GroupCoordinator:
         """Apply a SyncGroup now; the answer, or a future of it until the leader's
         assignment arrives."""
         group = self.group(group_id)
-        error = self._member_error(group, member_id, group_instance_id, generation_id)
+        error = member_error(group, member_id, group_instance_id, generation_id)
         if error is not None:
-            return _sync_error(error)
+            return sync_error(error)
         assert group is not None
         if (protocol_type and protocol_type != group.protocol_type) or (
             protocol_name and protocol_name != group.protocol_name
         ):
-            return _sync_error(ErrorCode.inconsistent_group_protocol)
+            return sync_error(ErrorCode.inconsistent_group_protocol)
         member = group.members[member_id]
         member.last_heartbeat = time.monotonic()
         if group.state == GroupState.PREPARING_REBALANCE:
-            return _sync_error(ErrorCode.rebalance_in_progress)
+            return sync_error(ErrorCode.rebalance_in_progress)
         if group.state == GroupState.STABLE:
-            return self._sync_response(group, member)
+            return sync_response(group, member)
         if group.state != GroupState.COMPLETING_REBALANCE:
-            return _sync_error(ErrorCode.unknown_member_id)
+            return sync_error(ErrorCode.unknown_member_id)
         if member.sync_waiter is not None and not member.sync_waiter.done():
-            member.sync_waiter.set_result(_sync_error(ErrorCode.rebalance_in_progress))
+            member.sync_waiter.set_result(sync_error(ErrorCode.rebalance_in_progress))
         member.sync_waiter = asyncio.get_running_loop().create_future()
         waiter = member.sync_waiter
         if member_id == group.leader_id:
@@ -398,23 +272,15 @@ class GroupCoordinator:
             for m in group.members.values():
                 w, m.sync_waiter = m.sync_waiter, None
                 if w is not None and not w.done():
-                    w.set_result(self._sync_response(group, m))
+                    w.set_result(sync_response(group, m))
             log.info("group %s: stable at generation %d", group.group_id, group.generation_id)
         return waiter
-
-    def _sync_response(self, group: Group, member: Member) -> dict:
-        return {
-            "error_code": ErrorCode.none,
-            "protocol_type": group.protocol_type,
-            "protocol_name": group.protocol_name,
-            "assignment": member.assignment,
-        }
 
     def heartbeat(
         self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None
     ) -> ErrorCode:
         group = self.group(group_id)
-        error = self._member_error(group, member_id, group_instance_id, generation_id)
+        error = member_error(group, member_id, group_instance_id, generation_id)
         if error is not None:
             return error
         assert group is not None
@@ -457,11 +323,11 @@ class GroupCoordinator:
         member = group.remove(member_id)
         if member is None:
             return
-        _release(member, ErrorCode.unknown_member_id)
+        release(member, ErrorCode.unknown_member_id)
         log.info("group %s: member %s %s", group.group_id, member_id, why)
         if group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
             self._prepare_rebalance(group, f"member {member_id} {why}")
-        self._maybe_complete_join(group)
+        maybe_complete_join(group)
 
     # --- offsets commit checks --------------------------------------------------------
 
@@ -477,7 +343,7 @@ class GroupCoordinator:
             return ErrorCode.illegal_generation
         if generation_id < 0 and group.state == GroupState.EMPTY:
             return None
-        error = self._member_error(group, member_id, group_instance_id, generation_id)
+        error = member_error(group, member_id, group_instance_id, generation_id)
         if error is not None:
             return error
         group.members[member_id].last_heartbeat = time.monotonic()
@@ -488,52 +354,10 @@ class GroupCoordinator:
     # --- admin --------------------------------------------------------------------------
 
     def describe(self, group_id: str) -> dict:
-        group = self.group(group_id)
-        if group is None:
-            return {
-                "error_code": ErrorCode.none,
-                "group_id": group_id,
-                "group_state": "Dead",
-                "protocol_type": "",
-                "protocol_data": "",
-                "members": [],
-                "authorized_operations": -2147483648,
-            }
-        stable = group.state == GroupState.STABLE
-        return {
-            "error_code": ErrorCode.none,
-            "group_id": group_id,
-            "group_state": group.state.value,
-            "protocol_type": group.protocol_type or "",
-            "protocol_data": group.protocol_name or "",
-            "members": [
-                {
-                    "member_id": m.member_id,
-                    "group_instance_id": m.group_instance_id,
-                    "client_id": m.client_id,
-                    "client_host": m.client_host,
-                    "member_metadata": m.metadata_for(group.protocol_name or "") if stable else b"",
-                    "member_assignment": m.assignment if stable else b"",
-                }
-                for m in group.members.values()
-            ],
-            "authorized_operations": -2147483648,
-        }
+        return describe(group_id, self.group(group_id))
 
     def listing(self, states: set[str] | None) -> list[dict]:
-        out = []
-        for g in self.groups.values():
-            if states and g.state.value.lower() not in states:
-                continue
-            out.append(
-                {
-                    "group_id": g.group_id,
-                    "protocol_type": g.protocol_type or "",
-                    "group_state": g.state.value,
-                    "group_type": "classic",
-                }
-            )
-        return out
+        return listing(self.groups.values(), states)
 
     def delete_error(self, group_id: str) -> ErrorCode | None:
         group = self.group(group_id)
@@ -555,7 +379,7 @@ class GroupCoordinator:
         if group is None:
             return
         for member in group.members.values():
-            _release(member, ErrorCode.not_coordinator)
+            release(member, ErrorCode.not_coordinator)
         group.state = GroupState.DEAD
 
     # --- timers -------------------------------------------------------------------------
@@ -570,20 +394,6 @@ class GroupCoordinator:
 
     def sweep(self, now: float) -> None:
         for group in list(self.groups.values()):
-            for mid, deadline in list(group.pending_members.items()):
-                if now >= deadline:
-                    del group.pending_members[mid]
-            for mid, m in list(group.members.items()):
-                waiting = m.join_waiter is not None or m.sync_waiter is not None
-                if not waiting and now - m.last_heartbeat > m.session_timeout_ms / 1000:
-                    self._remove_member(
-                        group, mid, "expired (no heartbeat within the session timeout)"
-                    )
-            if (
-                group.state == GroupState.COMPLETING_REBALANCE
-                and group.sync_deadline is not None
-                and now >= group.sync_deadline
-            ):
-                for mid in [mid for mid, m in group.members.items() if m.sync_waiter is None]:
-                    self._remove_member(group, mid, "did not send SyncGroup in time")
-            self._maybe_complete_join(group, now)
+            for mid, why in overdue(group, now):
+                self._remove_member(group, mid, why)
+            maybe_complete_join(group, now)

@@ -8,7 +8,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
-from broker.groups.coordinator import Answer, join_error, sync_error
+from broker.groups.coordinator import Answer
+from broker.groups.responses import join_error, sync_error
 from broker.handlers.resolve import coordinates, coordinator_of
 from protocol.codec import Request
 from protocol.errors import ErrorCode
