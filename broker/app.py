@@ -40,7 +40,7 @@ class Broker:
             from broker.cluster.leadership import ClusterLeadership
             from broker.cluster.node import ClusterNode
 
-            self.cluster = ClusterNode(self)
+            self.cluster = ClusterNode(config, self.store)
             self.leadership = ClusterLeadership(self.cluster)
         self.logs = LogManager(
             config.data_dir,
@@ -55,9 +55,13 @@ class Broker:
         self.settings = BrokerSettings(config, self.logs.meta, self.logs.wal.directory)
         self.logs.topic_defaults = self.settings.topic_defaults
         self.logs.on_partition_dropped.append(self._partition_dropped)
+        self.follower = None
         if self.cluster is not None:
+            from broker.cluster.follower import PartitionFollower
+
             self.logs.orphan_sink = self.cluster.orphans.keep
             self.logs.uploader.may_upload = self.cluster.lease_ok
+            self.follower = PartitionFollower(self.cluster, self.logs, self.store)
         self.offsets = OffsetStore(
             self.logs, config.offsets_topic_num_partitions, self.leadership.may_ack
         )
@@ -104,6 +108,8 @@ class Broker:
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
         if self.cluster is not None:
+            assert self.follower is not None
+            await self.follower.start()
             await self.cluster.start()
         self.metrics.ready = True
         host, port = self.config.advertised
@@ -130,7 +136,9 @@ class Broker:
         with contextlib.suppress(asyncio.CancelledError):
             await self._housekeeping
         if self.cluster is not None:
-            await self.cluster.stop()  # hand the partitions over while clients can follow
+            assert self.follower is not None
+            await self.follower.stop()  # hand the partitions over while clients can follow
+            await self.cluster.stop()
         await self.server.stop()
         await self.groups.stop()
         await self.logs.close()

@@ -405,8 +405,8 @@ class BrokerMetrics:
         ]
 
     def _cluster_families(self) -> list[Metric]:
-        node = self.broker.cluster
-        if node is None:
+        node, follower = self.broker.cluster, self.broker.follower
+        if node is None or follower is None:
             return []
         c = node.controller
         return [
@@ -417,7 +417,7 @@ class BrokerMetrics:
             CounterMetricFamily(
                 "strata_partitions_handed_over",
                 "Partitions this broker handed to another (moves, shutdown)",
-                value=node.handoffs,
+                value=follower.handoffs,
             ),
             CounterMetricFamily(
                 "strata_handoff_upload_bytes",
@@ -427,7 +427,7 @@ class BrokerMetrics:
             CounterMetricFamily(
                 "strata_partitions_adopted",
                 "Partitions this broker took over (opened from the bucket)",
-                value=node.adoptions,
+                value=follower.adoptions,
             ),
             CounterMetricFamily(
                 "strata_controller_moves", "Moves this controller started", value=c.moves_started
@@ -445,7 +445,7 @@ class BrokerMetrics:
             CounterMetricFamily(
                 "strata_orphaned_batches_recovered",
                 "Orphaned batches this broker appended again as their partition's leader",
-                value=node.orphans.recovered,
+                value=follower.recovery.recovered,
             ),
             CounterMetricFamily(
                 "strata_objects_swept",

@@ -27,6 +27,7 @@ per connection at a time):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,6 @@ from protocol.codec import (
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.framing import FrameDecoder
 from protocol.versions import ApiKey, is_supported
-from s3stream.aio import run_to_completion
 
 if TYPE_CHECKING:
     from broker.handlers.context import HandlerContext
@@ -121,9 +121,21 @@ class Connection:
         self._budget = _ByteBudget(front.limits.max_inflight_bytes)
         self._serve_task: asyncio.Task[None] | None = None
         self._reading = True  # until the reader cleans up
+        # a request is being applied: the reader is not cancelled meanwhile, only told to
+        # stop after it (see interrupt)
+        self._applying = False
+        self._interrupted = False
         # deferred produce acks not answered yet: a later request other than a produce
         # waits for them, so it sees their high watermark (see the module docstring)
-        self._unacked: list[asyncio.Future] = []
+        self._unacked: collections.deque[asyncio.Future] = collections.deque()
+
+    def interrupt(self) -> None:
+        """Stop reading: at once while the reader waits (for data, queue or budget space,
+        earlier acks), else right after the request it applies, so that request runs to
+        its end. The only way a connection is stopped, so nothing is cancelled midway."""
+        self._interrupted = True
+        if self._reading and not self._applying and self._serve_task is not None:
+            self._serve_task.cancel()
 
     def abort(self) -> None:
         """Drop the connection at once (a stopping server whose requests are stuck)."""
@@ -196,8 +208,7 @@ class Connection:
         reader if it waits for queue or budget space, so the connection is cleaned up."""
         if not responder.cancelled() and responder.exception() is not None:
             log.info("connection from %s lost: %r", self.peer, responder.exception())
-        if self._reading and self._serve_task is not None:
-            self._serve_task.cancel()
+        self.interrupt()
 
     async def _apply(self, frame: bytes) -> object:
         """Decode a request and run its handler until the request has taken effect;
@@ -225,17 +236,24 @@ class Connection:
         if api_key != ApiKey.PRODUCE and self._unacked:
             await asyncio.wait(self._unacked)  # holds nothing yet: safe to cancel
             self._unacked.clear()
-        # its own task, awaited to the end even if this connection is cancelled meanwhile
-        applying = asyncio.ensure_future(self._handle(handler, request))
+        if self._interrupted:
+            raise asyncio.CancelledError()  # not started: dropped
+        # applied in this task, which is not cancelled meanwhile (see interrupt): no task
+        # or loop turn per request, so a read buffer of produces is applied in one go
+        self._applying = True
         try:
-            item = await run_to_completion(applying)
-        except asyncio.CancelledError:
-            if not applying.cancelled() and isinstance(applying.result(), asyncio.Future):
-                applying.result().cancel()  # its deferred wait: nobody is left to answer
-            raise
+            item = await self._handle(handler, request)
+        finally:
+            self._applying = False
+        if self._interrupted:
+            if isinstance(item, asyncio.Future):
+                item.cancel()  # its deferred wait: nobody is left to answer
+            raise asyncio.CancelledError()
         if api_key == ApiKey.PRODUCE and isinstance(item, asyncio.Future):
-            self._unacked = [f for f in self._unacked if not f.done()]
-            self._unacked.append(item)
+            unacked = self._unacked
+            while unacked and unacked[0].done():  # acks come mostly in order: cheap
+                unacked.popleft()
+            unacked.append(item)
         return item
 
     async def _handle(self, handler: Handler, request: Request) -> object:
@@ -248,7 +266,7 @@ class Connection:
                 return asyncio.ensure_future(self._finish(request, body.wait, stats, started))
             encoded = self._encode(request, body)
         except (Exception, asyncio.CancelledError) as e:
-            # this task is never cancelled from outside (run_to_completion): a
+            # the reader is never cancelled while it applies (interrupt): a
             # cancellation here came from inside the handler, a failure like any other
             stats.end(started, True)
             self._failed(request, e)
@@ -361,8 +379,8 @@ class Server:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()  # requests under way still finish (see the module docstring)
+        for connection in list(self._connections.values()):
+            connection.interrupt()  # requests under way still finish (module docstring)
         if self._connections:
             _, stuck = await asyncio.wait(set(self._connections), timeout=_STOP_GRACE_S)
             if stuck:

@@ -30,7 +30,7 @@ def apply(assignments: Mapping[Key, Assignment], changes: list[Change]) -> dict[
 
 
 def complete_moves(assignments: Mapping[Key, Assignment]) -> dict[Key, Assignment]:
-    """Each leader asked to hand over does so (what ClusterNode._release writes)."""
+    """Each leader asked to hand over does so (what PartitionFollower._release writes)."""
     return {
         k: a.handed_to(a.target, a.leader) if a.target != NONE else a
         for k, a in assignments.items()

@@ -55,54 +55,18 @@ FindPartition = Callable[[bytes, int], "Partition | None"]
 AppendBatch = Callable[["Partition", bytes, records.BatchHeader], int]
 
 
-class OrphanRecovery:
-    """Keeps this broker's orphans, and appends again those of partitions it serves.
-
-    Given what it acts on rather than the node: the etcd client and key space, the
-    object store, and callables into this broker's log (find a partition, whether this
-    broker serves it, append a batch, wait until appended batches are acknowledged).
-    """
+class OrphanKeeper:
+    """Stores this broker's orphans and lists them in etcd; needs no log, so the log
+    is built with it (it hands over what a failover left out)."""
 
     def __init__(
-        self,
-        client: aetcd.Client,
-        keys: KeySpace,
-        store: ObjectStore,
-        *,
-        broker_id: int,
-        find: FindPartition,
-        serves: Callable[[Partition], bool],
-        append: AppendBatch,
-        wait_acked: Callable[[int], Awaitable[None]],
+        self, client: aetcd.Client, keys: KeySpace, store: ObjectStore, *, broker_id: int
     ) -> None:
         self.client = client
         self.store = store
         self.broker_id = broker_id
-        self._find = find
-        self._serves = serves
-        self._append_batch = append
-        self._wait_acked = wait_acked
         self.prefix = keys.key("orphans", "")
-        self._mirror = PrefixMirror(client, self.prefix, lambda _: self._wake.set())
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.kept = 0  # batches this broker found orphaned and stored
-        self.recovered = 0  # orphaned batches this broker appended again
-        self.duplicates = 0  # ... and found already there (retried by their producer)
-
-    async def start(self) -> None:
-        await self._mirror.start()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="orphans")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await cancel_within(task)
-        await self._mirror.stop()
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    # --- keeping ----------------------------------------------------------------------
 
     async def keep(self, orphans: list[Orphan]) -> None:
         """Store orphaned batches in the bucket and list them for their partitions'
@@ -132,6 +96,52 @@ class OrphanRecovery:
             len(by_partition),
             key,
         )
+
+
+class OrphanRecovery:
+    """Appends again the orphans of partitions this broker serves.
+
+    Given what it acts on rather than the node: the etcd client and key space, the
+    object store, and callables into this broker's log (find a partition, whether this
+    broker serves it, append a batch, wait until appended batches are acknowledged).
+    """
+
+    def __init__(
+        self,
+        client: aetcd.Client,
+        keys: KeySpace,
+        store: ObjectStore,
+        *,
+        wake: asyncio.Event,
+        find: FindPartition,
+        serves: Callable[[Partition], bool],
+        append: AppendBatch,
+        wait_acked: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self._find = find
+        self._serves = serves
+        self._append_batch = append
+        self._wait_acked = wait_acked
+        self.prefix = keys.key("orphans", "")
+        self._wake = wake  # set when the cluster changes, and by the watch of the list
+        self._mirror = PrefixMirror(client, self.prefix, lambda _: self._wake.set())
+        self._task: asyncio.Task[None] | None = None
+        self.recovered = 0  # orphaned batches this broker appended again
+        self.duplicates = 0  # ... and found already there (retried by their producer)
+
+    async def start(self) -> None:
+        await self._mirror.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="orphans")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_within(task)
+        await self._mirror.stop()
+
+    def poke(self) -> None:
+        self._wake.set()
 
     # --- recovering -------------------------------------------------------------------
 
