@@ -11,9 +11,9 @@ from broker.config import BrokerConfig
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OFFSETS_TOPIC, OffsetStore
 from broker.handlers import HANDLERS
-from broker.log_manager import LogManager, TopicState
+from broker.log.manager import LogManager, TopicState
+from broker.log.partition import Partition
 from broker.metrics import BrokerMetrics
-from broker.partition import Partition
 from broker.server import Server
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from aio.tasks import run_to_completion
 from broker.deferred import Deferred
 from broker.errors import CloseConnection
 from protocol.codec import (
@@ -45,7 +46,6 @@ from protocol.codec import (
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.framing import FrameDecoder
 from protocol.versions import ApiKey, is_supported
-from s3stream.aio import run_to_completion
 
 if TYPE_CHECKING:
     from broker.app import Broker

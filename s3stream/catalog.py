@@ -26,7 +26,7 @@ from s3stream.store import ObjectNotFound, ObjectStore
 from s3stream.versioned import VersionedObject
 
 if TYPE_CHECKING:
-    from broker.partition import BatchRef, Partition
+    from broker.log.partition import BatchRef, Partition
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from s3stream.object_format import ObjectBuilder, PendingBatch, refs_by_partitio
 from s3stream.store import ObjectStoreError
 
 if TYPE_CHECKING:
-    from broker.log_manager import LogManager
-    from broker.partition import BatchRef, Partition
+    from broker.log.manager import LogManager
+    from broker.log.partition import BatchRef, Partition
 
 log = logging.getLogger(__name__)
 

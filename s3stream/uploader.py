@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from s3stream.aio import wait_event
+from aio.events import wait_event
 from s3stream.catalog import Catalog
 from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch, refs_by_partition
 from s3stream.store import ObjectStoreError, PreconditionFailed, StoreUnavailable
 
 if TYPE_CHECKING:
-    from broker.log_manager import LogManager
-    from broker.partition import BatchRef, Partition, WalSlice
+    from broker.log.manager import LogManager
+    from broker.log.partition import BatchRef, Partition, WalSlice
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import aetcd
 
+from aio.events import wait_event
 from broker.cluster import assignment as asg
 from broker.cluster.assignment import NONE, Assignment, Key
 from broker.cluster.controller import Controller
@@ -33,11 +34,10 @@ from broker.cluster.etcd import KeySpace, PrefixMirror, cancel_within, connect, 
 from broker.cluster.membership import BrokerIdInUse, BrokerInfo, Membership
 from broker.cluster.metadata import EtcdMetadataStore
 from broker.cluster.orphans import OrphanRecovery
-from s3stream.aio import wait_event
 
 if TYPE_CHECKING:
     from broker.app import Broker
-    from broker.partition import Partition
+    from broker.log.partition import Partition
     from protocol.records import BatchHeader
 
 log = logging.getLogger(__name__)

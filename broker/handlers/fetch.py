@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
-from broker.partition import Partition
+from broker.log.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.versions import ApiKey

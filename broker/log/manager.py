@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from broker.log.partition import BatchRef, Partition, WalSlice
 from broker.metadata_store import PRODUCER_ID_BLOCK, MetadataStore, TopicRecord
-from broker.partition import BatchRef, Partition, WalSlice
 from broker.topic_config import effective
 from protocol import records
 from protocol.records import BatchHeader

@@ -17,7 +17,7 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 
-from broker.producer_state import ProducerStateTable
+from broker.log.producer_state import ProducerStateTable
 from protocol.records import BatchHeader
 
 WAL = -1  # object id of an entry that is a single batch in the WAL
