@@ -6,8 +6,8 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from broker.log.manager import TopicState
 from broker.log.partition import Partition
+from broker.log.topics import TopicState
 from broker.naming import topic_name_error
 from protocol.codec import Request
 from protocol.errors import ErrorCode

@@ -21,7 +21,7 @@ from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
     from broker.app import Broker
-    from broker.log.manager import TopicState
+    from broker.log.topics import TopicState
 
 log = logging.getLogger(__name__)
 
