@@ -36,7 +36,7 @@ class Partition:
         # leads everything; in cluster mode a hand-off stops leading first, then lets go.
         self.held = held
         self.leading = held
-        self.fenced = 0  # times it was taken away without a hand-off (see LogManager.drop)
+        self.fenced = 0  # times it was taken away without a hand-off (see HandOff.drop)
         self.epoch_start_offset = 0  # where the current leader epoch began (as far as known)
         self.log_start_offset = 0
         self.log_end_offset = 0  # next offset to assign
