@@ -101,7 +101,10 @@ class LogManager:
         )
         self.watchers = Watchers()
         self.registry = TopicRegistry(
-            meta, topic_defaults or {}, held=not self.cluster, on_forget=self._deleted
+            meta,
+            {} if topic_defaults is None else topic_defaults,  # a live Mapping, maybe empty now
+            held=not self.cluster,
+            on_forget=self._deleted,
         )
         self.topics = self.registry.topics
         self.topics_by_id = self.registry.topics_by_id
