@@ -13,9 +13,13 @@ from broker.groups.offset_store import OFFSETS_TOPIC, OffsetStore
 from broker.handlers import HANDLERS
 from broker.handlers.context import HandlerContext
 from broker.leadership import EmbeddedLeadership, Leadership
-from broker.log_manager import LogManager, TopicState
-from broker.metrics import BrokerMetrics
-from broker.partition import Partition
+from broker.log.manager import ClusterLink, LogManager, wal_directory
+from broker.log.partition import Partition
+from broker.log.topics import TopicState
+from broker.metadata_store import MetadataStore
+from broker.metrics.counters import BrokerMetrics
+from broker.metrics.http import MetricsHttp
+from broker.metrics.state import StateCollector
 from broker.server import ConnectionLimits, Server
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
@@ -42,25 +46,31 @@ class Broker:
 
             self.cluster = ClusterNode(config, self.store)
             self.leadership = ClusterLeadership(self.cluster)
+        meta = self.cluster.meta if self.cluster is not None else MetadataStore(self.store)
+        # Kafka's names for the settings, with the live broker defaults from the metadata
+        self.settings = BrokerSettings(config, meta, wal_directory(config.data_dir))
+        self.metrics = BrokerMetrics()  # before the log, which reports into it
         self.logs = LogManager(
             config.data_dir,
+            self.store,
+            meta,
             tail_cache_bytes=config.tail_cache_bytes,
             wal_segment_bytes=config.wal_segment_bytes,
-            store=self.store,
             objects=config.object_tier(),
+            topic_defaults=self.settings.topic_defaults,
             broker_id=config.broker_id,
-            meta=self.cluster.meta if self.cluster else None,
+            cluster=(
+                ClusterLink(self.cluster.lease_ok, self.cluster.orphans.keep)
+                if self.cluster is not None
+                else None
+            ),
+            on_partition_dropped=self._partition_dropped,
+            observer=self.metrics,
         )
-        # Kafka's names for the settings, with the live broker defaults from the metadata
-        self.settings = BrokerSettings(config, self.logs.meta, self.logs.wal.directory)
-        self.logs.topic_defaults = self.settings.topic_defaults
-        self.logs.on_partition_dropped.append(self._partition_dropped)
         self.follower = None
         if self.cluster is not None:
             from broker.cluster.follower import PartitionFollower
 
-            self.logs.orphan_sink = self.cluster.orphans.keep
-            self.logs.uploader.may_upload = self.cluster.lease_ok
             self.follower = PartitionFollower(self.cluster, self.logs, self.store)
         self.offsets = OffsetStore(
             self.logs, config.offsets_topic_num_partitions, self.leadership.may_ack
@@ -72,7 +82,17 @@ class Broker:
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             )
         )
-        self.metrics = BrokerMetrics(self)
+        self.metrics_http = MetricsHttp(self.metrics)
+        StateCollector(
+            self.metrics,
+            self.metrics_http.on_loop,
+            logs=self.logs,
+            store=self.store,
+            groups=self.groups,
+            offsets=self.offsets,
+            cluster=self.cluster,
+            follower=self.follower,
+        )
         context = HandlerContext(
             logs=self.logs,
             groups=self.groups,
@@ -91,7 +111,7 @@ class Broker:
 
     async def start(self) -> None:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
-        self.metrics_port = self.metrics.start_http(self.config.metrics_listen)
+        self.metrics_port = self.metrics_http.start(self.config.metrics_listen)
         await self.store.open()
         if self.cluster is not None:
             await self.cluster.join()
@@ -143,7 +163,7 @@ class Broker:
         await self.groups.stop()
         await self.logs.close()
         await self.store.close()
-        await self.metrics.stop_http()
+        await self.metrics_http.stop()
         log.info("stopped")
 
     async def _housekeep(self) -> None:

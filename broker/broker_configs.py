@@ -339,7 +339,7 @@ class BrokerSettings:
 
 class TopicDefaults(Mapping[str, str]):
     """Topic key -> the broker setting standing in for it where one is set (dynamic or
-    static), for LogManager.topic_config: read live, so a change applies at once."""
+    static), for TopicRegistry.topic_config: read live, so a change applies at once."""
 
     def __init__(self, settings: BrokerSettings) -> None:
         self._settings = settings

@@ -14,7 +14,7 @@ from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
     from broker.config import BrokerConfig
-    from broker.partition import Partition
+    from broker.log.partition import Partition
 
 
 class BrokerAddress(NamedTuple):

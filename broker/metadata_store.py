@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import msgpack
 
-from s3stream.aio import run_to_completion
+from aio.tasks import run_to_completion
 from s3stream.store import ObjectNotFound, ObjectStore
 from s3stream.versioned import ConflictingWrite, VersionedObject
 

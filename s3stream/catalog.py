@@ -17,16 +17,13 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import msgpack
 
+from s3stream.api import BatchRef, Stream
 from s3stream.object_format import FOOTER, BlockEntry, CorruptObject, parse_footer, parse_index
 from s3stream.store import ObjectNotFound, ObjectStore
 from s3stream.versioned import VersionedObject
-
-if TYPE_CHECKING:
-    from broker.partition import BatchRef, Partition
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +144,11 @@ class Catalog:
             raise ObjectNotFound(f"object #{object_id}")
         return obj
 
-    def unreferenced(self, partitions: Iterable[Partition]) -> list[StoredObject]:
-        """Objects no partition's index points into any more."""
+    def unreferenced(self, streams: Iterable[Stream]) -> list[StoredObject]:
+        """Objects no stream's index points into any more."""
         used: set[int] = set()
-        for p in partitions:
-            used.update(p.batches.objects[: p.object_entries])
+        for p in streams:
+            used.update(p.object_ids())
         return [o for o in self.objects.values() if o.id not in used]
 
     def retire(self, objs: list[StoredObject]) -> None:
@@ -169,8 +166,8 @@ class Catalog:
 
     # --- snapshot ---------------------------------------------------------------------
 
-    async def write_snapshot(self, partitions: Iterable[Partition]) -> None:
-        """Persist every partition's object entries; the objects they name stay listed."""
+    async def write_snapshot(self, streams: Iterable[Stream]) -> None:
+        """Persist every stream's object entries; the objects they name stay listed."""
         async with self._snapshot_lock:
             # every object below last_seq is in this snapshot or is garbage: in-flight
             # uploads and compactions may still commit objects above it
@@ -178,27 +175,16 @@ class Catalog:
             index: dict[int, int] = {}
             objects = []
             parts = []
-            for p in partitions:
+            for p in streams:
                 if p.deleted:
                     continue
-                idx = p.batches
                 rows = []
-                for i in range(p.object_entries):
-                    oid = idx.objects[i]
+                for base, last, ts, pos, size, oid in p.object_rows():
                     if oid not in index:
                         o = self.get(oid)
                         index[oid] = len(objects)
                         objects.append([o.key, o.seq, o.size, o.created_ms])
-                    rows.append(
-                        [
-                            idx.base_offsets[i],
-                            idx.last_offsets[i],
-                            idx.max_timestamps[i],
-                            idx.positions[i],
-                            idx.sizes[i],
-                            index[oid],
-                        ]
-                    )
+                    rows.append([base, last, ts, pos, size, index[oid]])
                 parts.append([p.topic_id, p.index, rows, p.leader_epoch])
             doc = {
                 "version": 1,
@@ -217,17 +203,15 @@ class Catalog:
 
     async def load(
         self,
-        resolve: Callable[[bytes, int, int | None], Partition | None],
-        ref: Callable[..., BatchRef],
+        resolve: Callable[[bytes, int, int | None], Stream | None],
     ) -> tuple[LoadReport, list[str], dict[tuple[bytes, int], PartitionView]]:
-        """Rebuild partitions' object entries from the bucket; returns garbage keys, and
-        what this broker's catalog holds for every partition (see read_other).
+        """Rebuild streams' object entries from the bucket; returns garbage keys, and
+        what this broker's catalog holds for every stream (see read_other).
 
-        `resolve(topic_id, partition, epoch)` finds a partition this broker holds
-        (None: the topic is gone, or in cluster mode another broker leads it or this
-        snapshot is from an older leadership); `epoch` is None for a partition only
-        objects newer than the snapshot hold. `ref(...)` builds an index entry. Call
-        before the WAL is replayed.
+        `resolve(topic_id, index, epoch)` finds a stream this broker holds (None: the
+        topic is gone, or in cluster mode another broker leads it or this snapshot is
+        from an older leadership); `epoch` is None for a stream only objects newer than
+        the snapshot hold. Call before the WAL is replayed.
         """
         stored = await self._read(self.broker_id)
         self._manifest.seen(stored.raw, stored.etag)
@@ -240,7 +224,7 @@ class Catalog:
                 continue
             for key, seq, osize, created, base, last, ts, pos, size in view.rows:
                 p.record_block(
-                    ref(base, last, ts, pos, size, self.ensure(key, seq, osize, created).id)
+                    BatchRef(base, last, ts, pos, size, self.ensure(key, seq, osize, created).id)
                 )
                 used.add(key)
         known = {key for key, *_ in stored.snapshot_objects}
@@ -265,31 +249,16 @@ class Catalog:
     def handoff_key(topic_id: bytes, index: int) -> str:
         return f"handoffs/{topic_id.hex()}-{index}.msgpack"
 
-    def handoff_record(self, p: Partition, producers: bool = True) -> bytes:
-        """A partition's stored log, for the broker that leads it next: its object entries
-        and (`producers`) its idempotent producers' state. Written by the broker letting
-        go, before the assignment changes, so the next leader never depends on that
-        broker's catalog snapshot (which moves on without the partition)."""
-        idx = p.batches
+    def handoff_record(self, p: Stream, producers: list | None) -> bytes:
+        """A stream's stored log, for the broker that leads it next: its object entries
+        and the idempotent producers' state (opaque here; None: not known). Written by
+        the broker letting go, before the assignment changes, so the next leader never
+        depends on that broker's catalog snapshot (which moves on without the stream)."""
         rows = []
-        for i in range(p.object_entries):
-            o = self.get(idx.objects[i])
-            rows.append(
-                [
-                    o.key,
-                    o.seq,
-                    o.size,
-                    o.created_ms,
-                    idx.base_offsets[i],
-                    idx.last_offsets[i],
-                    idx.max_timestamps[i],
-                    idx.positions[i],
-                    idx.sizes[i],
-                ]
-            )
-        return self.encode_handoff(
-            p.leader_epoch, rows, p.producers.snapshot() if producers else None
-        )
+        for base, last, ts, pos, size, oid in p.object_rows():
+            o = self.get(oid)
+            rows.append([o.key, o.seq, o.size, o.created_ms, base, last, ts, pos, size])
+        return self.encode_handoff(p.leader_epoch, rows, producers)
 
     def encode_handoff(self, epoch: int, rows: list, producers: list | None) -> bytes:
         doc = {"writer": self.broker_id, "epoch": epoch, "rows": rows, "producers": producers}

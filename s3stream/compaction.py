@@ -14,18 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from s3stream.api import BatchRef, Stream
 from s3stream.block_cache import BlockCache
 from s3stream.catalog import Catalog, StoredObject
 from s3stream.object_format import ObjectBuilder, PendingBatch, refs_by_partition, split_block
 from s3stream.store import ObjectStoreError
-
-if TYPE_CHECKING:
-    from broker.log_manager import LogManager
-    from broker.partition import BatchRef, Partition
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +38,24 @@ class CompactionSettings:
 class Compactor:
     def __init__(
         self,
-        logs: LogManager,
+        streams: Callable[[], Sequence[Stream]],
         catalog: Catalog,
         cache: BlockCache,
         settings: CompactionSettings,
-        make_ref: Callable[..., BatchRef],
+        deletes_objects: bool = True,
     ) -> None:
-        self.logs = logs
+        """`streams()`: those whose data this broker holds. `deletes_objects` False in
+        cluster mode: another broker may have taken over a stream with these objects,
+        so only the controller's sweep over every catalog deletes them."""
+        self._streams = streams
         self.catalog = catalog
         self.cache = cache
         self.settings = settings
-        self._make_ref = make_ref
         self._doomed: list[tuple[float, list[StoredObject]]] = []
         self._to_retire: list[StoredObject] = []
         self.compactions = 0
         self.objects_deleted = 0
-        # False in cluster mode: another broker may have taken over a partition with
-        # these objects, so only the controller's sweep over every catalog deletes
-        self.deletes_objects = True
+        self.deletes_objects = deletes_objects
 
     # --- compaction -------------------------------------------------------------------
 
@@ -89,10 +85,10 @@ class Compactor:
 
     async def compact_once(self) -> bool:
         """Merge one run of small objects; False if there was none."""
-        partitions = self.logs.live_partitions()
+        partitions = self._streams()
         used: set[int] = set()
         for p in partitions:
-            used.update(p.batches.objects[: p.object_entries])
+            used.update(p.object_ids())
         skip: set[int] = set()
         for _ in range(4):
             run = self._pick_run(used, skip)
@@ -116,23 +112,16 @@ class Compactor:
             self.catalog.abandon(seq)
             raise
         merged = self.catalog.add(seq, len(body), created_ms)
-        new_refs = refs_by_partition(builder.entries, merged.id, self._make_ref)
+        new_refs = refs_by_partition(builder.entries, merged.id)
         for p, _ in plan:
             if p.deleted:
                 continue
-            idx = p.batches
-            hits = [i for i in range(p.object_entries) if idx.objects[i] in ids]
-            if not hits:
-                continue  # retention took them meanwhile
-            if hits[-1] + 1 - hits[0] != len(hits):
+            now_in = p.object_run(ids)
+            if now_in is None:
                 log.error("%s: compacted objects not contiguous in its index; left as is", p)
                 continue
-            blocks = [
-                b for b in new_refs[(p.topic_id, p.index)] if b.last_offset >= p.log_start_offset
-            ]
-            p.size_bytes += sum(b.size for b in blocks) - sum(idx.sizes[hits[0] : hits[-1] + 1])
-            idx.replace(hits[0], hits[-1] + 1, blocks)
-            p.object_entries += len(blocks) - (hits[-1] + 1 - hits[0])
+            if now_in:  # else retention took them meanwhile
+                p.replace_run(ids, new_refs[(p.topic_id, p.index)])
         self.compactions += 1
         log.info(
             "compacted %d objects (%d bytes) into %s (%d bytes) in %.2fs",
@@ -146,24 +135,22 @@ class Compactor:
 
     @staticmethod
     def _plan(
-        partitions: list[Partition], ids: set[int]
-    ) -> list[tuple[Partition, list[BatchRef]]] | None:
-        """Each partition's entries in the run; None if they are not contiguous in some
-        partition's index (a merge could not replace them in one piece)."""
+        streams: Sequence[Stream], ids: set[int]
+    ) -> list[tuple[Stream, list[BatchRef]]] | None:
+        """Each stream's entries in the run; None if they are not contiguous in some
+        stream's index (a merge could not replace them in one piece)."""
         plan = []
-        for p in partitions:
-            idx = p.batches
-            hits = [i for i in range(p.object_entries) if idx.objects[i] in ids]
-            if not hits:
-                continue
-            if hits[-1] + 1 - hits[0] != len(hits):
+        for p in streams:
+            refs = p.object_run(ids)
+            if refs is None:
                 return None
-            plan.append((p, [idx.ref(i) for i in hits]))
+            if refs:
+                plan.append((p, refs))
         return plan
 
     def _build(
         self,
-        plan: list[tuple[Partition, list[BatchRef]]],
+        plan: list[tuple[Stream, list[BatchRef]]],
         bodies: dict[int, bytes],
         created_ms: int,
     ) -> tuple[ObjectBuilder, bytes]:
@@ -185,12 +172,12 @@ class Compactor:
     async def collect(self, now: float | None = None) -> None:
         """Snapshot without unreferenced objects, then delete those whose grace ended."""
         now = time.monotonic() if now is None else now
-        dead = self.catalog.unreferenced(self.logs.live_partitions())
+        dead = self.catalog.unreferenced(self._streams())
         if dead:
             self.catalog.retire(dead)
             self._to_retire.extend(dead)
         if self._to_retire:
-            await self.catalog.write_snapshot(self.logs.live_partitions())
+            await self.catalog.write_snapshot(self._streams())
             self._doomed.append((now + self.settings.delete_delay_s, self._to_retire))
             self._to_retire = []
         due = [objs for deadline, objs in self._doomed if deadline <= now]

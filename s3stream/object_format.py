@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import crc32c
 
 from protocol.records import iter_headers
-
-R = TypeVar("R")
+from s3stream.api import BatchRef
 
 MAGIC = b"STRATAO1"
 VERSION = 1
@@ -52,14 +50,14 @@ class BlockEntry:
 
 
 def refs_by_partition(
-    entries: list[BlockEntry], object_id: int, make_ref: Callable[..., R]
-) -> dict[tuple[bytes, int], list[R]]:
-    """An object's index entries as each partition's list of `make_ref(first, last,
-    max_timestamp, position, size, object_id)`, in the object's order."""
-    out: dict[tuple[bytes, int], list[R]] = {}
+    entries: list[BlockEntry], object_id: int
+) -> dict[tuple[bytes, int], list[BatchRef]]:
+    """An object's index entries as each stream's list of index entries, in the
+    object's order."""
+    out: dict[tuple[bytes, int], list[BatchRef]] = {}
     for e in entries:
         out.setdefault((e.topic_id, e.partition), []).append(
-            make_ref(e.first_offset, e.last_offset, e.max_timestamp, e.position, e.size, object_id)
+            BatchRef(e.first_offset, e.last_offset, e.max_timestamp, e.position, e.size, object_id)
         )
     return out
 

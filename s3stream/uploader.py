@@ -22,16 +22,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from s3stream.aio import wait_event
+from aio.events import wait_event
+from s3stream.api import Stream, UploadObserver, WalSlice, WalSource
 from s3stream.catalog import Catalog
 from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch, refs_by_partition
 from s3stream.store import ObjectStoreError, PreconditionFailed, StoreUnavailable
-
-if TYPE_CHECKING:
-    from broker.log_manager import LogManager
-    from broker.partition import BatchRef, Partition, WalSlice
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +54,8 @@ class _Attempt:
     seq: int
     body: bytes
     created_ms: int
-    plan: list[tuple[Partition, WalSlice]]
-    epochs: list[int]  # each planned partition's leader epoch when planned
+    plan: list[tuple[Stream, WalSlice]]
+    epochs: list[int]  # each planned stream's leader epoch when planned
     entries: list[BlockEntry]
     target: int  # WAL position the upload covers
     batches: int
@@ -69,42 +65,47 @@ class _Attempt:
 class Uploader:
     def __init__(
         self,
-        logs: LogManager,
+        source: WalSource,
         catalog: Catalog,
         settings: UploadSettings,
-        make_ref: Callable[..., BatchRef],
+        *,
+        backlog_limit: int,
+        on_uploaded: Callable[[int], None],
+        on_snapshot_due: Callable[[], None],
+        may_upload: Callable[[], bool] = lambda: True,
+        observer: UploadObserver | None = None,
     ) -> None:
-        self.logs = logs
+        """`on_uploaded(position)` after each upload, with the new uploaded WAL
+        position; `on_snapshot_due()` every `snapshot_every` uploads; `may_upload()`
+        False pauses uploads (cluster mode: the lease is not confirmed);
+        `backlog_limit` is named in the warning of a failing store."""
+        self.source = source
         self.catalog = catalog
         self.store = catalog.store
         self.settings = settings
-        self._make_ref = make_ref
+        self.backlog_limit = backlog_limit
+        self._on_uploaded = on_uploaded
+        self._on_snapshot_due = on_snapshot_due
+        self.may_upload = may_upload
+        self._observer = observer
         self.uploaded_position = 0  # WAL position below which everything is uploaded
         self._pending_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._listeners: list[Callable[[int], None]] = []
         self._lock = asyncio.Lock()  # one upload at a time
         self._unfinished: _Attempt | None = None
         self.failing_since: float | None = None
         self.uploads = 0
         self.bytes_uploaded = 0
         self.failures = 0
-        # called after each upload with (seconds, bytes, batches)
-        self.upload_observer: Callable[[float, int, int], None] | None = None
-        self.may_upload: Callable[[], bool] = lambda: True
 
     # --- state ------------------------------------------------------------------------
 
     @property
     def backlog_bytes(self) -> int:
         """WAL bytes not yet in the object store (synced or not)."""
-        return max(0, self.logs.wal.end_position - self.uploaded_position)
-
-    def add_listener(self, listener: Callable[[int], None]) -> None:
-        """Called with the new uploaded WAL position after each upload."""
-        self._listeners.append(listener)
+        return max(0, self.source.end_position - self.uploaded_position)
 
     def wait_uploaded(self, position: int) -> asyncio.Future[None]:
         fut = asyncio.get_running_loop().create_future()
@@ -159,7 +160,7 @@ class Uploader:
                 "object store upload failed (%r); retrying, produce continues into the WAL "
                 "until %d bytes are waiting",
                 error,
-                self.logs.max_backlog_bytes,
+                self.backlog_limit,
             )
         await asyncio.sleep(backoff)
         return min(backoff * 2, 5.0)
@@ -169,7 +170,7 @@ class Uploader:
         s = self.settings
         while True:
             self._wake.clear()
-            pending = self.logs.wal.durable_position - self.uploaded_position
+            pending = self.source.durable_position - self.uploaded_position
             if pending > 0:
                 if (
                     pending >= s.upload_bytes
@@ -219,12 +220,12 @@ class Uploader:
 
     async def _prepare(self) -> _Attempt | None:
         """Plan the next object from what the WAL has synced, and build it."""
-        wal = self.logs.wal
-        target = min(wal.durable_position, self.uploaded_position + self.settings.max_object_bytes)
+        durable = self.source.durable_position
+        target = min(durable, self.uploaded_position + self.settings.max_object_bytes)
         if target <= self.uploaded_position:
             return None
-        plan: list[tuple[Partition, WalSlice]] = []
-        for p in self.logs.live_partitions():
+        plan: list[tuple[Stream, WalSlice]] = []
+        for p in self.source.streams():
             run = p.wal_slice(target)
             if run is not None:
                 plan.append((p, run))
@@ -241,12 +242,12 @@ class Uploader:
         return _Attempt(seq, body, created_ms, plan, epochs, entries, target, batches, started)
 
     def _build(
-        self, plan: list[tuple[Partition, WalSlice]], created_ms: int
+        self, plan: list[tuple[Stream, WalSlice]], created_ms: int
     ) -> tuple[bytes, list[BlockEntry]]:
         """The object's bytes and its index entries (on a worker thread)."""
         builder = ObjectBuilder(self.settings.block_bytes)
         for p, run in plan:
-            data = self.logs.wal_batches(p.tail, run)
+            data = self.source.read_batches(run)
             builder.add_partition(
                 p.topic_id,
                 p.index,
@@ -264,10 +265,10 @@ class Uploader:
         seq, body, created_ms, plan = attempt.seq, attempt.body, attempt.created_ms, attempt.plan
         batches, started, target = attempt.batches, attempt.started, attempt.target
         obj = self.catalog.add(seq, len(body), created_ms)
-        by_partition = refs_by_partition(attempt.entries, obj.id, self._make_ref)
+        by_partition = refs_by_partition(attempt.entries, obj.id)
         for (p, run), epoch in zip(plan, attempt.epochs, strict=True):
-            # a partition dropped meanwhile (cluster mode) may be held again, anew
-            if not p.deleted and p.held and p.leader_epoch == epoch:
+            # a stream dropped meanwhile (cluster mode) may be held again, anew
+            if p.holds_at(epoch):
                 p.uploaded(run.last_offset, by_partition[(p.topic_id, p.index)])
         self.uploads += 1
         self.bytes_uploaded += len(body)
@@ -277,12 +278,12 @@ class Uploader:
                 "object store uploads resumed after %.1fs", time.monotonic() - self.failing_since
             )
             self.failing_since = None
-        if self.upload_observer is not None:
-            self.upload_observer(time.monotonic() - started, len(body), batches)
+        if self._observer is not None:
+            self._observer.on_upload(time.monotonic() - started, len(body), batches)
         log.debug("uploaded %s: %d bytes, %d batches", obj.key, len(body), batches)
         self._advance(target)
         if self.catalog.uploads_since_snapshot >= self.settings.snapshot_every:
-            self.logs.snapshot_soon()
+            self._on_snapshot_due()
 
     async def _put_until_stored(self, key: str, body: bytes) -> None:
         """PUT (create-only) until the outcome is known. A key that exists already must
@@ -318,14 +319,13 @@ class Uploader:
     def _advance(self, target: int) -> None:
         self.uploaded_position = max(self.uploaded_position, target)
         self._pending_since = (
-            time.monotonic() if self.logs.wal.durable_position > self.uploaded_position else None
+            time.monotonic() if self.source.durable_position > self.uploaded_position else None
         )
         while self._waiters and self._waiters[0][0] <= self.uploaded_position:
             _, fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-        for listener in self._listeners:
-            listener(self.uploaded_position)
+        self._on_uploaded(self.uploaded_position)
 
     # --- shutdown ---------------------------------------------------------------------
 
@@ -337,12 +337,12 @@ class Uploader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         deadline = time.monotonic() + flush_timeout
-        while self.logs.wal.durable_position > self.uploaded_position:
+        while self.source.durable_position > self.uploaded_position:
             left = deadline - time.monotonic()
             if left <= 0:
                 log.warning(
                     "shutdown: %d bytes not uploaded; they stay in the WAL",
-                    self.logs.wal.durable_position - self.uploaded_position,
+                    self.source.durable_position - self.uploaded_position,
                 )
                 break
             try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from s3stream.aio import run_to_completion
+from aio.tasks import run_to_completion
 from s3stream.store import ObjectNotFound, ObjectStore, PreconditionFailed, replace_if_match
 
 log = logging.getLogger(__name__)

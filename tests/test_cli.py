@@ -85,16 +85,16 @@ def test_json_logs_with_per_logger_levels(tmp_path) -> None:
         "--log-format",
         "json",
         "--log-levels",
-        "broker.log_manager=WARNING",
+        "broker.log=WARNING",
     )
     b.start()
     try:
         with WireClient(b.bootstrap) as c:
-            c.create_topic("logged", 1)  # broker.log_manager logs this at INFO
+            c.create_topic("logged", 1)  # broker.log.topics logs this at INFO
     finally:
         b.stop()
     events = [json.loads(line) for line in b.log().splitlines() if line.startswith("{")]
     assert events, b.log()
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
     assert any(e["logger"] == "broker.app" and "listening" in e["msg"] for e in events)
-    assert not any(e["logger"] == "broker.log_manager" for e in events)
+    assert not any(e["logger"].startswith("broker.log.") for e in events)

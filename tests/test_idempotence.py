@@ -121,7 +121,7 @@ def test_sequence_state_survives_restart(broker_factory) -> None:
 
 def test_silent_producers_are_forgotten_after_expiration() -> None:
     """producer.id.expiration.ms: state of a producer silent for a day goes away."""
-    from broker.producer_state import ProducerStateTable
+    from broker.log.producer_state import ProducerStateTable
     from protocol import records
 
     table = ProducerStateTable()

@@ -43,7 +43,14 @@ class TrimmedRead(LookupError):
 
 
 class WriteAheadLog:
-    def __init__(self, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        sync_observer: Callable[[float, int], None] | None = None,
+    ) -> None:
+        """`sync_observer(seconds, bytes made durable)`: called on the event loop after
+        each sync (metrics)."""
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self._segments: list[int] = []  # base positions, ascending
@@ -68,8 +75,7 @@ class WriteAheadLog:
         self._failure: BaseException | None = None
         self.syncs = 0
         self.bytes_synced = 0
-        # called on the event loop after each sync with (seconds, bytes made durable)
-        self.sync_observer: Callable[[float, int], None] | None = None
+        self.sync_observer = sync_observer
 
     # --- recovery ---------------------------------------------------------------------
 

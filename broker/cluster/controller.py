@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 import aetcd
 import msgpack
 
+from aio.events import wait_event
 from broker.cluster import assignment as asg
 from broker.cluster import placement
 from broker.cluster.assignment import NONE, Assignment, Key
 from broker.cluster.etcd import KeySpace, cancel_within, describe
 from broker.cluster.placement import Change, Kind
-from s3stream.aio import wait_event
 from s3stream.store import ObjectNotFound
 
 if TYPE_CHECKING:

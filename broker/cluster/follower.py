@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import aetcd
 
+from aio.events import wait_event
 from broker.cluster import assignment as asg
 from broker.cluster.assignment import NONE, Assignment
 from broker.cluster.etcd import PrefixMirror, cancel_within, describe, within
 from broker.cluster.orphans import OrphanRecovery
-from s3stream.aio import wait_event
 
 if TYPE_CHECKING:
     from broker.cluster.node import ClusterNode
-    from broker.log_manager import LogManager
-    from broker.partition import Partition
+    from broker.log.manager import LogManager
+    from broker.log.partition import Partition
     from protocol.records import BatchHeader
     from s3stream.store import ObjectStore
 

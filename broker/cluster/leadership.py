@@ -12,7 +12,7 @@ from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
     from broker.cluster.node import ClusterNode
-    from broker.partition import Partition
+    from broker.log.partition import Partition
 
 _INT32_MAX = 2**31 - 1
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import aetcd
 
+from aio.events import wait_event
 from broker.cluster.etcd import (
     KeySpace,
     PrefixMirror,
@@ -26,7 +27,6 @@ from broker.cluster.etcd import (
     unpack,
     within,
 )
-from s3stream.aio import wait_event
 
 log = logging.getLogger(__name__)
 

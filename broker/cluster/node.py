@@ -34,7 +34,7 @@ from broker.cluster.wakeups import Wakeups
 
 if TYPE_CHECKING:
     from broker.config import BrokerConfig
-    from broker.partition import Partition
+    from broker.log.partition import Partition
     from s3stream.store import ObjectStore
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 
 import aetcd
 
+from aio.events import wait_event
 from broker.cluster.etcd import KeySpace, PrefixMirror, cancel_within, describe, pack, unpack
 from protocol import records
-from s3stream.aio import wait_event
 from s3stream.object_format import (
     FOOTER,
     ObjectBuilder,
@@ -41,7 +41,7 @@ from s3stream.object_format import (
 from s3stream.store import ObjectNotFound
 
 if TYPE_CHECKING:
-    from broker.partition import Partition
+    from broker.log.partition import Partition
     from s3stream.store import ObjectStore
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 import msgpack
 
-from broker.log_manager import LogManager, TopicState
+from broker.log.manager import LogManager
+from broker.log.topics import TopicState
 from protocol import records
 from protocol.record_codec import decode_records, encode_batch
 

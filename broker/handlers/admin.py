@@ -13,7 +13,7 @@ from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
     from broker.handlers.context import HandlerContext
-    from broker.log_manager import TopicState
+    from broker.log.topics import TopicState
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
     from broker.leadership import Leadership
-    from broker.log_manager import LogManager
+    from broker.log.manager import LogManager
 
 
 class TopicCounters(Protocol):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
 from broker.handlers.resolve import served
-from broker.partition import Partition
+from broker.log.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.versions import ApiKey

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from broker.handlers.resolve import served
-from broker.partition import Partition
+from broker.log.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.record_codec import decode_records

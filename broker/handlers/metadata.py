@@ -6,9 +6,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from broker.log_manager import TopicState
+from broker.log.partition import Partition
+from broker.log.topics import TopicState
 from broker.naming import topic_name_error
-from broker.partition import Partition
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from broker.deferred import Deferred
 from broker.errors import CloseConnection
 from broker.handlers.resolve import leader_error, partition
-from broker.partition import Partition
+from broker.log.partition import Partition
 from protocol import records
 from protocol.codec import Request
 from protocol.errors import ErrorCode

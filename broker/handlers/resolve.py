@@ -16,8 +16,8 @@ from protocol.errors import ErrorCode
 if TYPE_CHECKING:
     from broker.handlers.context import HandlerContext
     from broker.leadership import BrokerAddress, Leadership
-    from broker.log_manager import TopicState
-    from broker.partition import Partition
+    from broker.log.partition import Partition
+    from broker.log.topics import TopicState
 
 
 def partition(state: TopicState | None, index: int) -> Partition | None:

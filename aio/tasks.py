@@ -1,4 +1,4 @@
-"""Small asyncio helpers shared by the broker's long-running loops and state changes."""
+"""Awaiting work to its end even when the caller is cancelled meanwhile."""
 
 from __future__ import annotations
 
@@ -9,17 +9,6 @@ from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-async def wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait until `event` is set or `timeout` passes. Unlike wait_for(event.wait()),
-    this never swallows a cancellation that arrives as the event is set (Python 3.11's
-    wait_for can, which leaves a stopping loop running forever)."""
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=timeout)
-    finally:
-        waiter.cancel()
 
 
 async def run_to_completion(aw: Awaitable[T]) -> T:

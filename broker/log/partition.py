@@ -15,128 +15,17 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterator
 
-from broker.producer_state import ProducerStateTable
+from broker.log.batch_index import BatchIndex
+from broker.log.producer_state import ProducerStateTable
 from protocol.records import BatchHeader
-
-WAL = -1  # object id of an entry that is a single batch in the WAL
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRef:
-    """Where one index entry lives: a batch in the WAL (object_id WAL, position in the
-    WAL) or a block of batches in an object (position inside that object)."""
-
-    base_offset: int
-    last_offset: int
-    max_timestamp: int
-    position: int
-    size: int
-    object_id: int = WAL
-
-    @property
-    def in_wal(self) -> bool:
-        return self.object_id == WAL
-
-
-@dataclass(frozen=True, slots=True)
-class WalSlice:
-    """A run of a partition's WAL batches, column by column (for the uploader)."""
-
-    base_offsets: array
-    last_offsets: array
-    max_timestamps: array
-    positions: array
-    sizes: array
-
-    def __len__(self) -> int:
-        return len(self.base_offsets)
-
-    @property
-    def last_offset(self) -> int:
-        return self.last_offsets[-1]
-
-
-class BatchIndex:
-    """Compact index (about 48 bytes an entry), sorted by offset."""
-
-    def __init__(self) -> None:
-        self.base_offsets = array("q")
-        self.last_offsets = array("q")
-        self.max_timestamps = array("q")
-        self.positions = array("q")
-        self.sizes = array("q")
-        self.objects = array("q")
-
-    def _columns(self) -> tuple[array, ...]:
-        return (
-            self.base_offsets,
-            self.last_offsets,
-            self.max_timestamps,
-            self.positions,
-            self.sizes,
-            self.objects,
-        )
-
-    def __len__(self) -> int:
-        return len(self.base_offsets)
-
-    def add(
-        self,
-        base_offset: int,
-        last_offset: int,
-        max_ts: int,
-        position: int,
-        size: int,
-        object_id: int = WAL,
-    ) -> None:
-        self.base_offsets.append(base_offset)
-        self.last_offsets.append(last_offset)
-        self.max_timestamps.append(max_ts)
-        self.positions.append(position)
-        self.sizes.append(size)
-        self.objects.append(object_id)
-
-    def drop_first(self, n: int) -> None:
-        """Forget the first `n` entries (deleted by retention or DeleteRecords)."""
-        for arr in self._columns():
-            del arr[:n]
-
-    def replace(self, start: int, stop: int, refs: list[BatchRef]) -> None:
-        """Put `refs` in place of entries [start, stop)."""
-        values = [
-            [r.base_offset for r in refs],
-            [r.last_offset for r in refs],
-            [r.max_timestamp for r in refs],
-            [r.position for r in refs],
-            [r.size for r in refs],
-            [r.object_id for r in refs],
-        ]
-        for arr, new in zip(self._columns(), values, strict=True):
-            arr[start:stop] = array("q", new)
-
-    def ref(self, i: int) -> BatchRef:
-        return BatchRef(
-            self.base_offsets[i],
-            self.last_offsets[i],
-            self.max_timestamps[i],
-            self.positions[i],
-            self.sizes[i],
-            self.objects[i],
-        )
-
-    def find(self, offset: int) -> int:
-        """Index of the batch holding `offset`, or of the first batch after it."""
-        i = bisect.bisect_right(self.base_offsets, offset) - 1
-        if i < 0:
-            return 0
-        if self.last_offsets[i] < offset:
-            return i + 1
-        return i
+from s3stream.api import WAL, BatchRef, BlockRow, WalSlice
 
 
 class Partition:
+    """A partition's log; the object tier sees it as a stream (s3stream.api.Stream)."""
+
     def __init__(self, topic_id: bytes, topic: str, index: int, held: bool = True) -> None:
         self.topic_id = topic_id
         self.topic = topic
@@ -147,7 +36,7 @@ class Partition:
         # leads everything; in cluster mode a hand-off stops leading first, then lets go.
         self.held = held
         self.leading = held
-        self.fenced = 0  # times it was taken away without a hand-off (see LogManager.drop)
+        self.fenced = 0  # times it was taken away without a hand-off (see HandOff.drop)
         self.epoch_start_offset = 0  # where the current leader epoch began (as far as known)
         self.log_start_offset = 0
         self.log_end_offset = 0  # next offset to assign
@@ -230,6 +119,7 @@ class Partition:
             idx.max_timestamps[start:stop],
             idx.positions[start:stop],
             idx.sizes[start:stop],
+            self.tail,
         )
 
     def uploaded(self, last_offset: int, blocks: list[BatchRef]) -> None:
@@ -249,6 +139,49 @@ class Partition:
         self.size_bytes += sum(b.size for b in kept) - sum(idx.sizes[start:stop])
         idx.replace(start, stop, kept)
         self.object_entries += len(kept)
+
+    def holds_at(self, epoch: int) -> bool:
+        return not self.deleted and self.held and self.leader_epoch == epoch
+
+    def object_ids(self) -> array:
+        return self.batches.objects[: self.object_entries]
+
+    def object_rows(self) -> Iterator[BlockRow]:
+        idx, n = self.batches, self.object_entries
+        return zip(
+            idx.base_offsets[:n],
+            idx.last_offsets[:n],
+            idx.max_timestamps[:n],
+            idx.positions[:n],
+            idx.sizes[:n],
+            idx.objects[:n],
+            strict=True,
+        )
+
+    def _object_hits(self, ids: set[int]) -> list[int] | None:
+        """Index entries of the object blocks in `ids`; None if not contiguous."""
+        objects = self.batches.objects
+        hits = [i for i in range(self.object_entries) if objects[i] in ids]
+        if hits and hits[-1] + 1 - hits[0] != len(hits):
+            return None
+        return hits
+
+    def object_run(self, ids: set[int]) -> list[BatchRef] | None:
+        hits = self._object_hits(ids)
+        return None if hits is None else [self.batches.ref(i) for i in hits]
+
+    def replace_run(self, ids: set[int], blocks: list[BatchRef]) -> None:
+        """A compaction merged objects `ids`: `blocks` (but those wholly before the log
+        start, which retention may have moved meanwhile) stand in for their entries."""
+        hits = self._object_hits(ids)
+        if not hits:
+            return
+        idx = self.batches
+        start, stop = hits[0], hits[-1] + 1
+        kept = [b for b in blocks if b.last_offset >= self.log_start_offset]
+        self.size_bytes += sum(b.size for b in kept) - sum(idx.sizes[start:stop])
+        idx.replace(start, stop, kept)
+        self.object_entries += len(kept) - (stop - start)
 
     def start_at(self, offset: int) -> None:
         """Make `offset` the log start: batches wholly before it leave the index.

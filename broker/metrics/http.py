@@ -1,0 +1,109 @@
+"""Serving the metrics registry, /healthz and /readyz over HTTP, from a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.core import Metric
+
+from broker.metrics.counters import BrokerMetrics
+
+log = logging.getLogger(__name__)
+
+SCRAPE_STATE_TIMEOUT = 5.0  # seconds a scrape waits for the event loop
+
+
+class MetricsHttp:
+    def __init__(self, metrics: BrokerMetrics) -> None:
+        """Serves `metrics.registry`; /readyz answers `metrics.ready`."""
+        self.metrics = metrics
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._httpd: WSGIServer | None = None
+        self._metrics_app = make_wsgi_app(metrics.registry)
+
+    def start(self, listen: str) -> int | None:
+        """Serve /metrics, /healthz and /readyz on a daemon thread; returns the port."""
+        self._loop = asyncio.get_running_loop()
+        if not listen:
+            return None
+        host, port = listen.rsplit(":", 1)
+        host = host.strip("[]") or "0.0.0.0"
+
+        class Server(_ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self._httpd = make_server(host, int(port), self._app, Server, _QuietHandler)
+        threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True).start()
+        bound = self._httpd.server_port
+        log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", host, bound)
+        return bound
+
+    async def stop(self) -> None:
+        self.metrics.ready = False
+        if self._httpd is not None:
+            httpd, self._httpd = self._httpd, None
+            await asyncio.to_thread(httpd.shutdown)
+            httpd.server_close()
+
+    def _app(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics_app(environ, start_response)
+        if path == "/healthz":
+            status, text = "200 OK", b"ok\n"
+        elif path == "/readyz":
+            status, text = (
+                ("200 OK", b"ready\n")
+                if self.metrics.ready
+                else ("503 Service Unavailable", b"not ready\n")
+            )
+        else:
+            status, text = "404 Not Found", b"try /metrics, /healthz or /readyz\n"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [text]
+
+    def on_loop(self, fn: Callable[[], list[Metric]]) -> list[Metric]:
+        """Run `fn` on the event loop (the broker's dicts change only there) and wait."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return []
+        try:
+            if asyncio.get_running_loop() is loop:
+                return fn()
+        except RuntimeError:
+            pass  # no loop in this thread: the usual case, a scrape on the HTTP thread
+        fut: concurrent.futures.Future[list[Metric]] = concurrent.futures.Future()
+
+        def run() -> None:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as e:
+                    fut.set_exception(e)
+
+        try:
+            loop.call_soon_threadsafe(run)
+            return fut.result(SCRAPE_STATE_TIMEOUT)
+        except RuntimeError:
+            return []  # the loop closed under us: shutting down
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            log.warning("scrape: the event loop did not answer in %ss", SCRAPE_STATE_TIMEOUT)
+            return []
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass

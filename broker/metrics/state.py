@@ -1,0 +1,244 @@
+"""Metric families computed at scrape time from the broker's parts, on the event loop
+(the broker's dicts change only there)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from broker.groups.group import GroupState
+from broker.metrics.counters import BrokerMetrics
+
+if TYPE_CHECKING:
+    from broker.cluster.follower import PartitionFollower
+    from broker.cluster.node import ClusterNode
+    from broker.groups.coordinator import GroupCoordinator
+    from broker.groups.offset_store import OffsetStore
+    from broker.log.manager import LogManager
+    from s3stream.counting_store import CountingStore
+
+
+class StateCollector(Collector):
+    def __init__(
+        self,
+        metrics: BrokerMetrics,
+        on_loop: Callable[[Callable[[], list[Metric]]], list[Metric]],
+        *,
+        logs: LogManager,
+        store: CountingStore,
+        groups: GroupCoordinator,
+        offsets: OffsetStore,
+        cluster: ClusterNode | None,
+        follower: PartitionFollower | None,
+    ) -> None:
+        """Registers itself with `metrics.registry`; `on_loop(fn)` runs `fn` on the
+        event loop and returns its result."""
+        self.metrics = metrics
+        self._on_loop = on_loop
+        self.logs = logs
+        self.store = store
+        self.groups = groups
+        self.offsets = offsets
+        self.cluster = cluster
+        self.follower = follower
+        metrics.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._on_loop(self.families)
+
+    def _object_families(self) -> list[Metric]:
+        logs = self.logs
+        store = self.store
+        up = logs.uploader
+        cache = logs.block_cache
+        requests = CounterMetricFamily(
+            "strata_object_store_requests", "Object-store requests by operation", labels=["op"]
+        )
+        errors = CounterMetricFamily(
+            "strata_object_store_errors", "Object-store requests that failed", labels=["op"]
+        )
+        for op in ("put", "get", "list", "delete"):
+            requests.add_metric([op], store.requests[op])
+            errors.add_metric([op], store.errors[op])
+        moved = CounterMetricFamily(
+            "strata_object_store_bytes", "Bytes moved to and from the store", labels=["direction"]
+        )
+        moved.add_metric(["up"], store.bytes_up)
+        moved.add_metric(["down"], store.bytes_down)
+        return [
+            requests,
+            errors,
+            moved,
+            GaugeMetricFamily(
+                "strata_upload_backlog_bytes",
+                "WAL bytes not yet uploaded (produce is refused at the configured bound)",
+                value=up.backlog_bytes,
+            ),
+            CounterMetricFamily("strata_uploads", "Objects uploaded", value=up.uploads),
+            CounterMetricFamily(
+                "strata_upload_failures", "Failed upload attempts (retried)", value=up.failures
+            ),
+            GaugeMetricFamily(
+                "strata_objects", "Objects in the catalog", value=len(logs.catalog.objects)
+            ),
+            CounterMetricFamily(
+                "strata_compactions", "Object compactions done", value=logs.compactor.compactions
+            ),
+            CounterMetricFamily(
+                "strata_objects_deleted",
+                "Objects deleted (retention, compaction, deleted topics)",
+                value=logs.compactor.objects_deleted,
+            ),
+            CounterMetricFamily(
+                "strata_block_cache_hits", "Block reads served from memory", value=cache.hits
+            ),
+            CounterMetricFamily(
+                "strata_block_cache_misses", "Block reads that waited on a GET", value=cache.misses
+            ),
+            GaugeMetricFamily(
+                "strata_block_cache_bytes", "Bytes held in the block cache", value=cache.bytes
+            ),
+        ]
+
+    def _cluster_families(self) -> list[Metric]:
+        node, follower = self.cluster, self.follower
+        if node is None or follower is None:
+            return []
+        c = node.controller
+        return [
+            GaugeMetricFamily("strata_cluster_brokers", "Live brokers", value=len(node.live())),
+            GaugeMetricFamily(
+                "strata_controller", "1 if this broker is the controller", value=int(c.active)
+            ),
+            CounterMetricFamily(
+                "strata_partitions_handed_over",
+                "Partitions this broker handed to another (moves, shutdown)",
+                value=follower.handoffs,
+            ),
+            CounterMetricFamily(
+                "strata_handoff_upload_bytes",
+                "Bytes uploaded early to hand partitions over (the WAL's un-uploaded tail)",
+                value=self.logs.handoff_upload_bytes,
+            ),
+            CounterMetricFamily(
+                "strata_partitions_adopted",
+                "Partitions this broker took over (opened from the bucket)",
+                value=follower.adoptions,
+            ),
+            CounterMetricFamily(
+                "strata_controller_moves", "Moves this controller started", value=c.moves_started
+            ),
+            CounterMetricFamily(
+                "strata_controller_failovers",
+                "Partitions this controller gave a new leader after their leader left",
+                value=c.failovers,
+            ),
+            CounterMetricFamily(
+                "strata_orphaned_batches",
+                "Acknowledged batches found here that a failover left out of the log (wal mode)",
+                value=node.orphans.kept,
+            ),
+            CounterMetricFamily(
+                "strata_orphaned_batches_recovered",
+                "Orphaned batches this broker appended again as their partition's leader",
+                value=follower.recovery.recovered,
+            ),
+            CounterMetricFamily(
+                "strata_objects_swept",
+                "Objects this controller deleted because no broker's catalog names them",
+                value=c.objects_deleted,
+            ),
+        ]
+
+    def families(self) -> list[Metric]:
+        logs = self.logs
+        wal = logs.wal
+        tail = logs.tail
+        out: list[Metric] = [
+            GaugeMetricFamily(
+                "strata_wal_unsynced_bytes",
+                "WAL bytes appended and not yet durable",
+                value=wal.end_position - wal.durable_position,
+            ),
+            GaugeMetricFamily(
+                "strata_wal_retained_bytes",
+                "Bytes in WAL segments on disk (un-uploaded data, plus whole segments' rest)",
+                value=wal.retained_bytes,
+            ),
+            *self._object_families(),
+            CounterMetricFamily(
+                "strata_tail_cache_hits", "Batch reads served by the tail cache", value=tail.hits
+            ),
+            CounterMetricFamily(
+                "strata_tail_cache_misses",
+                "Batch reads that went to the cold store",
+                value=tail.misses,
+            ),
+            GaugeMetricFamily(
+                "strata_tail_cache_bytes", "Bytes held in the tail cache", value=tail.bytes
+            ),
+            GaugeMetricFamily(
+                "strata_tail_cache_max_bytes", "The tail cache's budget", value=tail.max_bytes
+            ),
+            CounterMetricFamily(
+                "strata_group_rebalances", "Group rebalances started", value=self.groups.rebalances
+            ),
+        ]
+        if not self.metrics.ready:
+            return out  # topics and offsets are still being replayed, or being shut down
+        topics = logs.topics
+        partitions = sum(len(t.partitions) for t in topics.values())
+        hw = GaugeMetricFamily(
+            "strata_partition_high_watermark",
+            "End of durable, readable data",
+            labels=["topic", "partition"],
+        )
+        led = 0
+        for name, t in topics.items():
+            for p in t.partitions:
+                if p.held:  # cluster mode: other brokers report their own partitions
+                    hw.add_metric([name, str(p.index)], p.high_watermark)
+                led += p.leading
+        states = Tally(g.state for g in self.groups.groups.values())
+        groups = GaugeMetricFamily("strata_consumer_groups", "Groups by state", labels=["state"])
+        for state in GroupState:
+            if state is not GroupState.DEAD:
+                groups.add_metric([state.value], states[state])
+        committed = GaugeMetricFamily(
+            "strata_consumer_group_committed_offset",
+            "Committed offset",
+            labels=["group", "topic", "partition"],
+        )
+        lag = GaugeMetricFamily(
+            "strata_consumer_group_lag",
+            "High watermark minus committed offset",
+            labels=["group", "topic", "partition"],
+        )
+        for group_id, table in self.offsets.offsets.items():
+            for (topic, index), c in table.items():
+                t = topics.get(topic)
+                if t is None or not 0 <= index < len(t.partitions):
+                    continue
+                labels = [group_id, topic, str(index)]
+                committed.add_metric(labels, c.offset)
+                lag.add_metric(labels, max(t.partitions[index].high_watermark - c.offset, 0))
+        self.metrics.forget_topics(topics)
+        out += [
+            GaugeMetricFamily("strata_topics", "Topics, internal ones included", value=len(topics)),
+            GaugeMetricFamily(
+                "strata_partitions", "Partitions, internal ones included", value=partitions
+            ),
+            GaugeMetricFamily(
+                "strata_leader_partitions", "Partitions this broker leads", value=led
+            ),
+            *self._cluster_families(),
+            hw,
+            groups,
+            committed,
+            lag,
+        ]
+        return out
