@@ -8,8 +8,9 @@ import logging
 
 from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
+from broker.groups.committed import OFFSETS_TOPIC, CommittedOffsets
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
-from broker.groups.offset_store import OFFSETS_TOPIC, OffsetStore
+from broker.groups.offset_store import OffsetStore
 from broker.handlers import HANDLERS
 from broker.handlers.context import HandlerContext
 from broker.leadership import EmbeddedLeadership, Leadership
@@ -50,6 +51,7 @@ class Broker:
         # Kafka's names for the settings, with the live broker defaults from the metadata
         self.settings = BrokerSettings(config, meta, wal_directory(config.data_dir))
         self.metrics = BrokerMetrics()  # before the log, which reports into it
+        committed = CommittedOffsets()  # before the log, which replays into it
         self.logs = LogManager(
             config.data_dir,
             self.store,
@@ -65,6 +67,7 @@ class Broker:
                 else None
             ),
             on_partition_dropped=self._partition_dropped,
+            internal_replayers={OFFSETS_TOPIC: committed.replay},
             observer=self.metrics,
         )
         self.follower = None
@@ -73,7 +76,7 @@ class Broker:
 
             self.follower = PartitionFollower(self.cluster, self.logs, self.store)
         self.offsets = OffsetStore(
-            self.logs, config.offsets_topic_num_partitions, self.leadership.may_ack
+            self.logs, committed, config.offsets_topic_num_partitions, self.leadership.may_ack
         )
         self.groups = GroupCoordinator(
             GroupSettings(

@@ -12,43 +12,37 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import msgpack
 
+from broker.groups.committed import (
+    GROUP_KEY,
+    OFFSET_KEY,
+    OFFSETS_TOPIC,
+    CommittedOffset,
+    CommittedOffsets,
+    TopicPartitionKey,
+)
 from broker.log.manager import LogManager
 from broker.log.topics import TopicState
 from protocol import records
-from protocol.record_codec import decode_records, encode_batch
+from protocol.record_codec import encode_batch
 
 log = logging.getLogger(__name__)
 
-OFFSETS_TOPIC = "__consumer_offsets"
-_OFFSET_KEY = 1  # record key [1, group, topic, partition]: value [offset, epoch, metadata, ts]
-_GROUP_KEY = 2  # record key [2, group]: value [protocol type]
-
-
-@dataclass(frozen=True, slots=True)
-class CommittedOffset:
-    offset: int
-    leader_epoch: int
-    metadata: str
-    commit_timestamp: int
-
-
-TopicPartitionKey = tuple[str, int]
 Entry = tuple[bytes, bytes | None]  # record key, value (None: a tombstone)
 
 
 def _offset_record(group_id: str, key: TopicPartitionKey, c: CommittedOffset) -> Entry:
     return (
-        msgpack.packb([_OFFSET_KEY, group_id, *key]),
+        msgpack.packb([OFFSET_KEY, group_id, *key]),
         msgpack.packb([c.offset, c.leader_epoch, c.metadata, c.commit_timestamp]),
     )
 
 
 def _type_record(group_id: str, protocol_type: str) -> Entry:
-    return msgpack.packb([_GROUP_KEY, group_id]), msgpack.packb([protocol_type])
+    return msgpack.packb([GROUP_KEY, group_id]), msgpack.packb([protocol_type])
 
 
 class CommitFenced(Exception):
@@ -64,15 +58,22 @@ COMMIT_TIMEOUT_MS = 5000  # Kafka's offsets.commit.timeout.ms
 
 
 class OffsetStore:
-    def __init__(self, logs: LogManager, partitions: int, may_ack: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        logs: LogManager,
+        committed: CommittedOffsets,
+        partitions: int,
+        may_ack: Callable[[], bool],
+    ) -> None:
+        """`committed` is the table the log replays `__consumer_offsets` into."""
         self.logs = logs
+        self.committed = committed
         # cluster mode: whether this broker's lease surely holds (Leadership.may_ack)
         self.may_ack = may_ack
         self.partitions = partitions
-        self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
-        self.group_types: dict[str, str] = {}  # protocol type of groups that had members
+        self.offsets = committed.offsets
+        self.group_types = committed.group_types
         self._inflight: dict[int, int] = {}  # offsets partition -> writes not yet applied
-        logs.internal_replayers[OFFSETS_TOPIC] = self._replay
 
     async def ensure_topic(self) -> TopicState:
         topic = self.logs.topics.get(OFFSETS_TOPIC)
@@ -106,37 +107,6 @@ class OffsetStore:
         count = len(self.logs.topics[OFFSETS_TOPIC].partitions)
         return zlib.crc32(group_id.encode()) % count
 
-    # --- replay -----------------------------------------------------------------------
-
-    def _replay(self, batch: bytes) -> None:
-        try:
-            for r in decode_records(batch):
-                self._apply(r.key, r.value)
-        except Exception as e:
-            log.error("skipping an unreadable batch in %s: %r", OFFSETS_TOPIC, e)
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
-        if key is None:
-            return
-        kind, group, *rest = msgpack.unpackb(key)
-        if kind == _GROUP_KEY:
-            if value is None:
-                self.group_types.pop(group, None)
-            else:
-                (self.group_types[group],) = msgpack.unpackb(value)
-            return
-        if kind != _OFFSET_KEY:
-            return
-        topic, partition = rest
-        table = self.offsets.setdefault(group, {})
-        if value is None:
-            table.pop((topic, partition), None)
-            if not table:
-                del self.offsets[group]
-        else:
-            offset, epoch, metadata, ts = msgpack.unpackb(value)
-            table[(topic, partition)] = CommittedOffset(offset, epoch, metadata, ts)
-
     # --- writes -----------------------------------------------------------------------
 
     async def _write(
@@ -162,7 +132,7 @@ class OffsetStore:
                 if p.fenced != fenced or not self.may_ack():
                     raise CommitFenced(f"{p} was taken over before the commit was durable")
                 for key, value in entries:
-                    self._apply(key, value)
+                    self.committed.apply(key, value)
             finally:
                 self._inflight[index] -= 1
 
@@ -248,13 +218,13 @@ class OffsetStore:
         present = [k for k in keys if k in self.offsets.get(group_id, {})]
         if present:
             await self._write(
-                group_id, [(msgpack.packb([_OFFSET_KEY, group_id, t, p]), None) for t, p in present]
+                group_id, [(msgpack.packb([OFFSET_KEY, group_id, t, p]), None) for t, p in present]
             )
 
     async def delete_group(self, group_id: str) -> None:
         await self.delete(group_id, list(self.offsets.get(group_id, {})))
         if group_id in self.group_types:
-            await self._write(group_id, [(msgpack.packb([_GROUP_KEY, group_id]), None)])
+            await self._write(group_id, [(msgpack.packb([GROUP_KEY, group_id]), None)])
 
     async def forget_topic(self, topic: str) -> None:
         """Drop every group's offsets for a deleted topic, so a new topic of the same

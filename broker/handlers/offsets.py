@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from broker.groups.committed import CommittedOffset
 from broker.groups.group import GroupState
-from broker.groups.offset_store import CommitFenced, CommittedOffset, CommitTimedOut
+from broker.groups.offset_store import CommitFenced, CommitTimedOut
 from broker.handlers.resolve import coordinates, partition, served
 from protocol.codec import Request
 from protocol.errors import ErrorCode

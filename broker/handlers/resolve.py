@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from broker.groups.offset_store import OFFSETS_TOPIC
+from broker.groups.committed import OFFSETS_TOPIC
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:

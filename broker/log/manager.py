@@ -82,10 +82,12 @@ class LogManager:
         cluster: ClusterLink | None = None,
         on_partition_dropped: Callable[[TopicState, Partition], None] | None = None,
         observer: StorageObserver | None = None,
+        internal_replayers: Mapping[str, Callable[[bytes], None]] | None = None,
     ) -> None:
         """`topic_defaults`: broker settings standing in for topic configs, read live;
         `on_partition_dropped(topic, p)` when a partition stops being this broker's
-        (cluster mode)."""
+        (cluster mode); `internal_replayers[topic]` is fed each batch of that internal
+        topic replayed from the log."""
         self.data_dir = Path(data_dir)
         self.settings = s = objects or ObjectTierSettings()
         self.store = store
@@ -137,8 +139,7 @@ class LogManager:
         self.reads = ReadPath(
             self.tail, self.wal, self.catalog, self.block_cache, s.readahead_bytes
         )
-        # topic name -> called with each batch of that topic replayed from the log
-        self.internal_replayers: dict[str, Callable[[bytes], None]] = {}
+        self.internal_replayers = dict(internal_replayers or {})
         self.loader = LogLoader(
             self.data_dir,
             self.registry,
