@@ -47,7 +47,6 @@ from typing import Any
 
 from benchmarks import javaperf, objectstore, physical, report, workloads
 from benchmarks.common import REPO_ROOT, environment, json_default, mount_of, step
-from benchmarks.kafka_reference import KafkaUnavailable
 from benchmarks.systems import (
     DEFAULT_SYSTEMS,
     REFERENCE,
@@ -57,6 +56,7 @@ from benchmarks.systems import (
     Unavailable,
 )
 from benchmarks.workloads import FULL, SMOKE, WORKLOADS, Context, Plan, size_label
+from devkit.maven import KafkaUnavailable
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "out"
 SMOKE_SYSTEMS = ("strata", "strata-s3")  # a JVM broker is too heavy for CI on 2 cores

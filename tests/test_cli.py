@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from tests.broker_process import BrokerProcess, free_port
+from devkit.broker import BrokerProcess
+from devkit.procs import free_port
 from tests.wire import WireClient
 
 

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests.javaclient import run_client_check
+from devkit.javaclient import run_client_check
 
 MESSAGES = 10_000
 PARTITIONS = 6

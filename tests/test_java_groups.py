@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 
-from tests.javaclient import ClientCheckError, run_group_check
+from devkit.javaclient import ClientCheckError, run_group_check
 
 MESSAGES = 30_000
 SESSION_TIMEOUT_MS = 6000  # the broker's group.min.session.timeout.ms: a killed member expires fast

@@ -6,7 +6,7 @@ its own way, so these are a compatibility check of their own.
 
 The jars come from Maven Central once, into <cache>/kafka-cli-<version>/libs (<cache> is
 $STRATA_CACHE_DIR or ~/.cache/strata), through the same locked, digest-stamped fetch as the
-benchmark's Kafka (benchmarks.kafka_reference.maven_libs). kafka-tools 4.4.0 is not on Maven
+benchmark's Kafka (devkit.maven.maven_libs). kafka-tools 4.4.0 is not on Maven
 Central, so the tools are 4.3.1 (as in benchmarks/kafka/tools/pom.xml). In 4.3.1 kafka-configs is
 still the Scala kafka.admin.ConfigCommand of the core jar (kafka_2.13), so that jar comes too.
 The pom lives here rather than in a file of its own and is written beside the jars it fetches.
@@ -27,7 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.kafka_reference import KafkaUnavailable, cache_root, maven_libs
+from devkit.maven import KafkaUnavailable, cache_root, maven_libs
 
 KAFKA_CLI_VERSION = "4.3.1"
 
@@ -52,7 +52,7 @@ JVM_OPTS = [
 
 POM = f"""\
 <?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by tests/kafka_cli.py: Apache Kafka's CLI tools with their runtime dependencies.
+<!-- Written by devkit/kafka_cli.py: Apache Kafka's CLI tools with their runtime dependencies.
      Nothing is built from this pom. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0"
          xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
