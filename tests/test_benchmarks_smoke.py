@@ -131,7 +131,7 @@ def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     assert gen.returncode == 0, gen.stdout + gen.stderr
     text = page.read_text()
     assert "stale" not in text and text.endswith(f"{readme.END}\n\n## Next\n")
-    for once in ("| workload |", "### Results", "### Object store", "| physical limit |"):
+    for once in ("| workload |", "### Results", "### Object store", "| physical limit | unit |"):
         assert text.count(once) == 1, (once, text)
     png = out / "latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
