@@ -40,6 +40,23 @@ GET_OFFSET_SHELL = "org.apache.kafka.tools.GetOffsetShell"
 # picks whichever the fetched jars hold.
 CONFIG_COMMAND_CANDIDATES = ("org.apache.kafka.tools.ConfigCommand", "kafka.admin.ConfigCommand")
 
+# `./run kafka-cli TOOL ...` (python -m devkit.kafka_cli): the bin/TOOL.sh names, by class.
+TOOLS = {
+    "kafka-topics": TOPIC_COMMAND,
+    "kafka-console-producer": CONSOLE_PRODUCER,
+    "kafka-console-consumer": CONSOLE_CONSUMER,
+    "kafka-consumer-groups": CONSUMER_GROUP_COMMAND,
+    "kafka-get-offsets": GET_OFFSET_SHELL,
+    "kafka-configs": "",  # whichever ConfigCommand the jars hold
+    "kafka-leader-election": "org.apache.kafka.tools.LeaderElectionCommand",
+    "kafka-metadata-quorum": "org.apache.kafka.tools.MetadataQuorumCommand",
+    "kafka-reassign-partitions": "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+    "kafka-log-dirs": "org.apache.kafka.tools.LogDirsCommand",
+    "kafka-delete-records": "org.apache.kafka.tools.DeleteRecordsCommand",
+    "kafka-broker-api-versions": "org.apache.kafka.tools.BrokerApiVersionsCommand",
+    "kafka-cluster": "org.apache.kafka.tools.ClusterTool",
+}
+
 # Small, quick-starting JVMs: every tool run is a short-lived client.
 JVM_OPTS = [
     "-Xms64m",
@@ -226,3 +243,35 @@ class KafkaCli:
                 f"Kafka CLI tool hung past {timeout:.0f}s and was killed:\n{result.describe()}"
             ) from None
         return ToolResult(main, list(args), proc.returncode, out, err)
+
+
+USAGE = """usage: ./run kafka-cli TOOL [ARGS...]   (python -m devkit.kafka_cli)
+
+Runs one of Apache Kafka {version}'s command-line tools, the class behind bin/TOOL.sh, with
+the jars fetched once from Maven Central (mvn and java needed). TOOL is one of:
+  {tools}
+e.g. ./run kafka-cli kafka-topics --bootstrap-server 127.0.0.1:9092 --list
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replace this process with the tool's JVM: stdin, stdout and the exit code are its own."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    tool = args[0].removesuffix(".sh") if args else ""
+    if tool not in TOOLS:
+        print(USAGE.format(version=KAFKA_CLI_VERSION, tools="\n  ".join(TOOLS)), file=sys.stderr)
+        return 0 if tool in ("-h", "--help") else 2
+    try:
+        cli = KafkaCli()
+    except KafkaUnavailable as e:
+        print(f"kafka-cli: {e}", file=sys.stderr)
+        return 3
+    main_class = TOOLS[tool] or cli.config_command
+    jvm = [*JVM_OPTS, f"-Dlog4j2.configurationFile={log_config(cli.debug)}"]
+    os.execv(cli.java, [cli.java, *jvm, "-cp", cli.classpath, main_class, *args[1:]])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED_FIGURES = [
@@ -55,6 +57,7 @@ def _positive(fig: dict) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(

@@ -33,7 +33,10 @@ from tests.cluster import Cluster, wait_for
 from tests.test_crash_recovery import _read_all
 from tests.wire import WireClient, encode_request, make_batch
 
-pytestmark = pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
+pytestmark = [
+    pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed"),
+    pytest.mark.slow,
+]
 
 TTL_MS = 3000
 _MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}

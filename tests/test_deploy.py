@@ -263,6 +263,7 @@ def etcd():
     server.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
 def test_the_compose_cluster_on_loopback_serves_through_any_broker(
     etcd, s3_bucket, tmp_path: Path

@@ -28,7 +28,7 @@ from devkit.kafka_cli import (
     ToolResult,
 )
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 BROKER_ARGS = ("--group-initial-rebalance-delay-ms", "300")
 
