@@ -4,11 +4,12 @@
 FROM python:3.11-slim
 
 WORKDIR /opt/strata
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY protocol protocol
 COPY broker broker
 COPY wal wal
 COPY s3stream s3stream
+COPY devkit devkit
 RUN pip install --no-cache-dir . \
     && useradd --system --home-dir /var/lib/strata --create-home strata
 

@@ -1,4 +1,5 @@
-"""`python -m benchmarks run [--smoke] [--out DIR] [--systems strata,kafka]`: see harness.py."""
+"""`python -m benchmarks run [--smoke] [--out DIR] [--systems strata,kafka]`: see harness.py;
+`python -m benchmarks readme`: see readme.py."""
 
 import sys
 

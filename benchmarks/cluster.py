@@ -27,15 +27,14 @@ from typing import Any
 from benchmarks.common import (
     MB,
     MIB,
-    BrokerProcess,
     json_default,
     latency_summary,
     proc_cpu,
     proc_memory,
-    scrape,
     step,
 )
 from benchmarks.loadgen import ProduceJob, create_topic, end_offsets, run_workers, steady_rate
+from devkit.broker import BrokerProcess, scrape
 
 TOPIC = "bench"
 PARTITIONS = 12
@@ -67,10 +66,13 @@ class Cluster:
         ]
         b = BrokerProcess(
             self.root / self.name / f"b{broker_id}",
-            self.root / f"{self.name}-b{broker_id}.log",
-            args,
+            None,
+            *args,
+            log_path=self.root / f"{self.name}-b{broker_id}.log",
             metrics=True,
             env={**self.moto.env(), "NO_PROXY": "127.0.0.1,localhost"},
+            own_session=True,
+            port_attempts=3,
         )
         b.start()
         self.brokers[broker_id] = b
@@ -258,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-mb", type=float, default=5.0, help="load while scaling out")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.etcd_server import EtcdServer
-    from tests.moto_server import MotoServer
+    from devkit.etcd import EtcdServer
+    from devkit.moto import MotoServer
 
     args.out.mkdir(parents=True, exist_ok=True)
     root = args.out / "run"

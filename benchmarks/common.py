@@ -1,7 +1,6 @@
-"""Shared pieces of the benchmarks: units, /proc readings, the disk probe, a Strata broker process.
+"""Shared pieces of the benchmarks: units, /proc readings, the disk probe, run plumbing.
 
-Used by `python -m benchmarks run` (the side-by-side harness) and by
-`python -m benchmarks.single_node`.
+The broker process itself is devkit.broker.BrokerProcess, shared with the tests.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,12 +28,6 @@ CPU_BOUND = 0.9  # a client process above this share of one core is called CPU-b
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --- small helpers ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -224,128 +216,6 @@ def disk_throughput(
         "latency_ms": latency_summary(latencies),
         "mb_per_s_each_second": [round(x, 1) for x in timeline],
     }
-
-
-# --- the broker ---------------------------------------------------------------------------
-
-
-class BrokerProcess:
-    """`python -m broker serve` on a free loopback port, in its own data dir.
-
-    `metrics`: also serve /metrics on a free loopback port (`metrics_url`). `env`: added to
-    the broker's environment (object-store credentials).
-    """
-
-    def __init__(
-        self,
-        data_dir: Path,
-        log_path: Path,
-        extra_args: Sequence[str],
-        *,
-        metrics: bool = False,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.extra_args = list(extra_args)
-        self.metrics = metrics
-        self.env = dict(env or {})
-        self.port = 0
-        self.metrics_port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):  # the free port may be taken between probe and bind
-            self.port = free_port()
-            metrics: list[str] = []
-            if self.metrics:
-                self.metrics_port = free_port()
-                metrics = ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
-            cmd = [
-                sys.executable,
-                "-m",
-                "broker",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                self.bootstrap,
-                *metrics,
-                *self.extra_args,
-            ]
-            env = {**os.environ, **self.env} if self.env else None
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=REPO_ROOT,
-                    start_new_session=True,
-                    env=env,
-                )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                        return
-                except OSError:
-                    time.sleep(0.05)
-            if self.proc.poll() is None:
-                self.stop()
-                raise TimeoutError(f"broker did not listen within {timeout}s:\n{self.log_tail()}")
-        raise RuntimeError(f"broker exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
-def scrape(url: str, timeout: float = 10.0) -> dict[str, float]:
-    """A Prometheus /metrics page as {'name{label="v",...}': value} (labels sorted)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
-    with opener.open(url, timeout=timeout) as resp:
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
-    return out
 
 
 # --- run plumbing -------------------------------------------------------------------------

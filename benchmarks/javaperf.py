@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import MB, REPO_ROOT
-from benchmarks.kafka_reference import KafkaUnavailable, cache_root, maven_libs
+from devkit.maven import KafkaUnavailable, cache_root, maven_libs
 
 TOOLS_POM = REPO_ROOT / "benchmarks" / "kafka" / "tools" / "pom.xml"
 PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"

@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
-import fcntl
-import hashlib
-import os
 import re
 import shutil
 import signal
@@ -34,19 +31,12 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from devkit.maven import KafkaUnavailable, cache_root, maven_libs
+from devkit.procs import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_POM = REPO_ROOT / "benchmarks" / "kafka" / "pom.xml"
 DEFAULT_HEAP = "1g"
-
-
-class KafkaUnavailable(RuntimeError):
-    """Kafka's jars could not be obtained (no mvn, no network, artifact missing)."""
-
-
-def cache_root() -> Path:
-    """Where fetched jars live: $STRATA_CACHE_DIR, else ~/.cache/strata (shared with tests)."""
-    env = os.environ.get("STRATA_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "strata"
 
 
 def kafka_version(pom: Path = KAFKA_POM) -> str:
@@ -57,71 +47,12 @@ def kafka_version(pom: Path = KAFKA_POM) -> str:
     return m.group(1).strip()
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (good enough for tests and benchmarks)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def kafka_libs(pom: Path = KAFKA_POM) -> Path:
     """Fetch Kafka's runtime jars once into <cache>/kafka-<version>/libs and return that dir."""
     version = kafka_version(pom)
     return maven_libs(
         pom, cache_root() / f"kafka-{version}", "kafka_2.13-*.jar", f"Kafka {version}"
     )
-
-
-def maven_libs(pom: Path, home: Path, marker: str, what: str) -> Path:
-    """Copy a pom's runtime dependencies once into home/libs and return that dir.
-
-    Skips mvn when the jars for this exact pom are already there (a digest of the pom is kept
-    beside them); fetches into a temp dir and renames it, under a file lock, so an interrupted or
-    concurrent fetch never leaves half a dir. `marker` is a glob that must match a fetched jar.
-    Raises KafkaUnavailable when mvn is missing or fails.
-    """
-    libs = home / "libs"
-    stamp = home / "pom.sha256"
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
-    if libs.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest:
-        return libs
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if libs.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest:
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise KafkaUnavailable(f"cannot fetch the {what} jars: `mvn` is not on PATH")
-        tmp = Path(tempfile.mkdtemp(prefix="libs-", dir=home))
-        try:
-            cmd = [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={tmp}",
-            ]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-            except subprocess.TimeoutExpired as e:
-                raise KafkaUnavailable(f"mvn timed out fetching the {what} jars") from e
-            if proc.returncode != 0 or not list(tmp.glob(marker)):
-                out = (proc.stdout + proc.stderr)[-4000:]
-                raise KafkaUnavailable(
-                    f"mvn could not fetch the {what} jars (rc={proc.returncode}):\n{out}"
-                )
-            if libs.exists():
-                shutil.rmtree(libs)
-            tmp.chmod(0o755)  # mkdtemp makes it owner-only
-            tmp.rename(libs)
-            stamp.write_text(digest + "\n")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return libs
 
 
 def random_cluster_id() -> str:
@@ -358,7 +289,7 @@ class KafkaReference:
 
 def _client_check(kafka: KafkaReference, messages: int, partitions: int) -> bool:
     """Run tests/java/ClientCheck here for every codec: validates the check against real Kafka."""
-    from tests.javaclient import ClientCheckError, run_client_check
+    from devkit.javaclient import ClientCheckError, run_client_check
 
     all_ok = True
     for codec in ("gzip", "snappy", "lz4", "zstd"):

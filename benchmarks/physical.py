@@ -125,3 +125,20 @@ def fdatasync_sustained(directory: Path, seconds: float) -> dict[str, Any]:
 def fdatasync_latency(directory: Path, seconds: float) -> dict[str, Any]:
     """Latency of 4 KiB append+fdatasync, in ms (p50/p90/p99/p999/max)."""
     return disk_throughput(directory, 4 * KIB, seconds, 1 << 30)
+
+
+PROBE_SIZES = (256 * KIB, MIB, 4 * MIB)
+
+
+def disk_probe(directory: Path, seconds: float) -> dict[str, Any]:
+    """The detailed disk probe (`run --disk-probe`): append+fdatasync at several write sizes,
+    and 1 MiB and 4 KiB overwrites of a pre-zeroed file (the data-only sync a recycled WAL
+    segment would get), `seconds` each; says how much of the sync cost is the size commit."""
+    appends = {
+        str(size): disk_throughput(directory, size, seconds, 4 << 30) for size in PROBE_SIZES
+    }
+    return {
+        "append": appends,
+        "overwrite_1mib": disk_throughput(directory, MIB, seconds, 4 << 30, prealloc=256 * MIB),
+        "overwrite_4kib": disk_throughput(directory, 4 * KIB, seconds, 1 << 30, prealloc=64 * MIB),
+    }

@@ -87,6 +87,25 @@ def physical_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def disk_probe_table(results: dict[str, Any]) -> list[str]:
+    """`run --disk-probe`: write+fdatasync by write size and mode (empty without it)."""
+    probe = results["physical"].get("disk_probe")
+    if not probe:
+        return []
+    lines = ["| write | MB/s | per write p50 / p99 (ms) |", "|---|---|---|"]
+    rows = [(f"{int(k) >> 10} KiB append", r) for k, r in probe["append"].items()]
+    rows += [
+        ("1 MiB overwrite", probe["overwrite_1mib"]),
+        ("4 KiB overwrite", probe["overwrite_4kib"]),
+    ]
+    for label, r in rows:
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {label} | {_num(r['mb_per_s'])} | {_num(lat['p50'])} / {_num(lat['p99'])} |"
+        )
+    return ["## Disk probe", "", *lines, ""]
+
+
 def _spec(results: dict[str, Any], key: str) -> dict[str, Any]:
     return next(s for s in results["specs"] if s["key"] == key)
 
@@ -145,7 +164,7 @@ def _meets(value: float, op: str, bound: float) -> bool:
     return value >= bound if op == ">=" else value <= bound
 
 
-def objects_section(results: dict[str, Any]) -> list[str]:
+def objects_section(results: dict[str, Any], heading: str = "##") -> list[str]:
     """The object-store figures per Strata system, against their targets, with what explains
     them (bytes the broker fetched, request counts, upload sizes)."""
     names = [
@@ -168,7 +187,7 @@ def objects_section(results: dict[str, Any]) -> list[str]:
     ]
     head = ["figure", "unit", *names, "target"]
     lines = [
-        "## Object store",
+        f"{heading} Object store",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -241,6 +260,77 @@ def objects_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gaps_section(results: dict[str, Any]) -> list[str]:
+    """Each Strata system's largest gap to the reference and what it is ahead on, then the CPU
+    context of the gaps named, once per figure (not once per system)."""
+    lines: list[str] = []
+    context_keys: list[str] = []
+    for name, cmp in results["comparison"].items():
+        gap = cmp.get("largest_gap")
+        if not gap:
+            if REFERENCE in _ran(results) and cmp["gaps_ranked"]:
+                lines += [f"{name} is at least as good as {REFERENCE} on every ranked figure.", ""]
+            continue
+        spec = _spec(results, gap["key"])
+        lines.append(
+            f"**Largest gap to {REFERENCE}** ({name}): {spec['label']}: "
+            f"{_num(gap['value'], spec['unit'])} vs {_num(gap['kafka'], spec['unit'])} "
+            f"{spec['unit']}, {gap['gap']:.1f}× "
+            + ("slower" if spec["better"] == "lower" else "less")
+            + "."
+        )
+        ahead = [k for k, g in cmp["gaps_ranked"] if g < 1]
+        if ahead:
+            lines += [
+                "",
+                f"- {name} is ahead of {REFERENCE} on: "
+                + "; ".join(
+                    f"{_spec(results, k)['label']} ({_spec(results, k)['unit']})" for k in ahead
+                ),
+            ]
+        lines.append("")
+        if gap["key"] not in context_keys:
+            context_keys.append(gap["key"])
+    for key in context_keys:
+        context = _context_for(results, key)
+        if context:
+            lines += [f"CPU during {_spec(results, key)['label']}:", ""]
+            lines += [f"- {c}" for c in context] + [""]
+    return lines
+
+
+def readme_section(results: dict[str, Any]) -> str:
+    """The README's benchmark figures (between its markers): one table per kind, headings one
+    level under the README's `## Benchmarks`, nothing repeated."""
+    env = results["environment"]
+    mount = results["physical"]["mount"]
+    reps = results["plan"]["reps"]
+    lines = [
+        f"Latest {results['mode']} run, {results['started'][:10]}: {env['cpu_model']}, "
+        f"{env['cpus']} CPUs, {env['memory_gib']} GiB RAM, data dir on {mount['device']} "
+        f"({mount['fstype']}), Linux {env['kernel']}, Python {env['python']}, librdkafka "
+        f"{env['librdkafka']}, {env['java'] or 'no Java'}; Strata at {env['git_commit']}, "
+        f"{results['seconds'] / 60:.0f} minutes in all:",
+        "",
+        f"    {results['command']}",
+        "",
+        f"Median of {reps} repetition{'s' if reps != 1 else ''} (min–max); ↑ higher is better, "
+        "↓ lower is better; MB = 10^6 bytes.",
+        "",
+        "### Results",
+        "",
+        table(results),
+        "",
+        *objects_section(results, heading="###"),
+        *gaps_section(results),
+        "### Physical limits (same run)",
+        "",
+        physical_table(results),
+        "",
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     phys = results["physical"]
@@ -300,32 +390,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"- {note}")
     lines += ["", "## Results", "", table(results), ""]
     lines += objects_section(results)
-    for name, cmp in results["comparison"].items():
-        gap = cmp.get("largest_gap")
-        if not gap:
-            if REFERENCE in _ran(results) and cmp["gaps_ranked"]:
-                lines += [f"{name} is at least as good as {REFERENCE} on every ranked figure.", ""]
-            continue
-        spec = _spec(results, gap["key"])
-        lines += [
-            f"**Largest gap to {REFERENCE}** ({name}): {spec['label']}: "
-            f"{_num(gap['value'], spec['unit'])} vs {_num(gap['kafka'], spec['unit'])} "
-            f"{spec['unit']}, {gap['gap']:.1f}× "
-            + ("slower" if spec["better"] == "lower" else "less")
-            + ".",
-            "",
-        ]
-        lines += [f"- {c}" for c in _context_for(results, gap["key"])]
-        ahead = [k for k, g in cmp["gaps_ranked"] if g < 1]
-        if ahead:
-            lines.append(
-                f"- {name} is ahead of {REFERENCE} on: "
-                + "; ".join(
-                    f"{_spec(results, k)['label']} ({_spec(results, k)['unit']})" for k in ahead
-                )
-            )
-        lines.append("")
+    lines += gaps_section(results)
     lines += ["## Physical limits (same run)", "", physical_table(results), ""]
+    lines += disk_probe_table(results)
     lines += ["## Skipped", ""]
     for key, why in results.get("skipped", {}).items():
         lines.append(f"- {key.replace('_', '-')}: {why}")

@@ -15,14 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BrokerProcess, proc_memory, scrape
+from benchmarks.common import proc_memory
 from benchmarks.kafka_reference import (
     KafkaReference,
-    KafkaUnavailable,
     api_versions_answers,
     kafka_libs,
 )
 from benchmarks.objectstore import StoreLocation, delete_prefix
+from devkit.broker import BrokerProcess, scrape
+from devkit.maven import KafkaUnavailable
 
 
 class Unavailable(RuntimeError):
@@ -145,7 +146,11 @@ class StrataSystem(System):
             self.workdir = workdir / f"{self.name}-{tag}"
         self.extra_args = list(extra_args)
         self.broker = BrokerProcess(
-            self.workdir / "data", self.workdir / "broker.log", [], metrics=True
+            self.workdir / "data",
+            log_path=self.workdir / "broker.log",
+            metrics=True,
+            own_session=True,
+            port_attempts=3,
         )
 
     def store_args(self) -> list[str]:
@@ -271,13 +276,13 @@ class StrataS3System(StrataSystem):
             import aiobotocore  # noqa: F401  (the broker's S3 client)
             import moto  # noqa: F401
 
-            from tests.moto_server import MotoServer  # noqa: F401
+            from devkit.moto import MotoServer  # noqa: F401
         except ImportError as e:
             raise Unavailable(f"strata-s3 needs moto[server] and aiobotocore: {e}") from e
 
     def start(self) -> None:
         if self.moto is None or self.moto.proc is None:
-            from tests.moto_server import MotoServer
+            from devkit.moto import MotoServer
 
             self.moto = MotoServer().start()
             self.moto.create_bucket(self.bucket)

@@ -10,10 +10,20 @@ from broker import config as broker_config
 from broker import logs_setup
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("strata")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="strata", description="Strata: a Kafka-compatible broker."
     )
+    parser.add_argument("--version", action="version", version=f"strata {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",

@@ -193,14 +193,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for f in fields(BrokerConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
         parser.add_argument(
-            flag,
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper(),
-            help=f"{f.metadata['help']} (default: {default}; env {ENV_PREFIX}{f.name.upper()})",
+            flag, dest=f.name, default=None, metavar=f.name.upper(), help=_help_text(f)
         )
+
+
+def _help_text(f: Any) -> str:
+    """The setting's help, its default once (unless the help already words it, or it is
+    empty) and its environment variable."""
+    env = f"env {ENV_PREFIX}{f.name.upper()}"
+    text = f.metadata["help"]
+    default = f.default if f.default is not MISSING else None
+    if "default:" in text or default in (None, ""):
+        return f"{text} ({env})"
+    shown = str(default).lower() if isinstance(default, bool) else default
+    return f"{text} (default: {shown}; {env})"
 
 
 def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> BrokerConfig:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from tests import broker_process
-from tests.broker_process import BrokerProcess, free_port
+from devkit import broker, procs
+from devkit.broker import BrokerProcess
+from devkit.procs import free_port
 
 
 class Cluster:
@@ -42,7 +43,7 @@ class Cluster:
         return b.start()
 
     def metric(self, broker_id: int, sample: str) -> float:
-        return broker_process.metric(self.metrics_ports[broker_id], sample)
+        return broker.metric(self.metrics_ports[broker_id], sample)
 
     def restart(self, broker_id: int) -> BrokerProcess:
         return self.brokers[broker_id].start()
@@ -67,6 +68,6 @@ class Cluster:
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """broker_process.wait_for for checks that ask a cluster in motion: one that raises
+    """procs.wait_for for checks that ask a cluster in motion: one that raises
     (a leader moving, a broker restarting) counts as not yet."""
-    return broker_process.wait_for(check, timeout, quiet=True)
+    return procs.wait_for(check, timeout, quiet=True)

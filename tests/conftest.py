@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker_process import BrokerProcess
+from devkit.broker import BrokerProcess
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerPr
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator:
-    """One moto S3 server (a subprocess) for the whole session; see tests/moto_server.py."""
-    from tests.moto_server import MotoServer
+    """One moto S3 server (a subprocess) for the whole session; see devkit/moto.py."""
+    from devkit.moto import MotoServer
 
     server = MotoServer().start()
     yield server

@@ -1,7 +1,7 @@
 """The rest of Kafka's admin surface, with shared-storage meaning (issue 26, section 5),
 and the API versions clients infer a Kafka release from (section 4).
 
-Through kafka-python's KafkaAdminClient and Kafka 4.x's own CLI tools (tests/kafka_cli.py)
+Through kafka-python's KafkaAdminClient and Kafka 4.x's own CLI tools (devkit/kafka_cli.py)
 against an embedded broker; the cluster-mode moves are in test_admin_apis_cluster.py.
 """
 
@@ -26,7 +26,7 @@ from kafka.errors import (
 from kafka.protocol.admin import ElectionType
 from kafka.structs import OffsetAndMetadata, TopicPartitionReplica
 
-from tests.kafka_cli import TOPIC_COMMAND, KafkaCli
+from devkit.kafka_cli import TOPIC_COMMAND, KafkaCli
 from tests.wire import WireClient
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -14,9 +14,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from devkit.etcd import EtcdServer, etcd_binary
+from devkit.kafka_cli import KafkaCli
 from tests.cluster import Cluster, wait_for
-from tests.etcd_server import EtcdServer, etcd_binary
-from tests.kafka_cli import KafkaCli
 from tests.test_cluster import _create
 
 pytestmark = [

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED_FIGURES = [
@@ -55,6 +57,7 @@ def _positive(fig: dict) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
@@ -115,6 +118,24 @@ def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     md = (out / "results.md").read_text()
     assert "| workload |" in md and "produce 1 KiB msgs, 6 partitions" in md
     assert "strata-s3" in md and "scale-out" in md and "## Object store" in md
+    # the README's figures are generated once from a results.json, between its markers
+    from benchmarks import readme
+
+    page = tmp_path / "README.md"
+    page.write_text(f"# x\n\n## Benchmarks\n\n{readme.BEGIN}\nstale\n{readme.END}\n\n## Next\n")
+    gen = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "readme", "--results", str(out / "results.json")]
+        + ["--readme", str(page)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gen.returncode == 0, gen.stdout + gen.stderr
+    text = page.read_text()
+    assert "stale" not in text and text.endswith(f"{readme.END}\n\n## Next\n")
+    for once in ("| workload |", "### Results", "### Object store", "| physical limit | unit |"):
+        assert text.count(once) == 1, (once, text)
     png = out / "latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,7 @@ from confluent_kafka.admin import (
 from kafka.admin import ConfigResource as KConfigResource
 from kafka.admin import KafkaAdminClient
 
-from tests.broker_process import wait_for
+from devkit.procs import wait_for
 from tests.wire import WireClient, make_batch
 
 FAST = ("--retention-check-interval-ms", "200")

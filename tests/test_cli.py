@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from tests.broker_process import BrokerProcess, free_port
+from devkit.broker import BrokerProcess
+from devkit.procs import free_port
 from tests.wire import WireClient
 
 
@@ -98,3 +99,26 @@ def test_json_logs_with_per_logger_levels(tmp_path) -> None:
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
     assert any(e["logger"] == "broker.app" and "listening" in e["msg"] for e in events)
     assert not any(e["logger"].startswith("broker.log.") for e in events)
+
+
+def test_help_names_each_default_once_and_version() -> None:
+    """`strata serve --help` never shows an empty or a second "(default: ...)"."""
+    out = subprocess.run(
+        [sys.executable, "-m", "broker", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "1000"},  # one line per flag
+    ).stdout
+    flags = [ln for ln in out.splitlines() if ln.strip().startswith("--")]
+    assert len(flags) > 30
+    for line in flags:
+        assert "(default: ;" not in line and "(default: )" not in line, line
+        assert line.count("default:") <= 1, line
+    assert (
+        "HOST:PORT to accept Kafka clients on (default: 127.0.0.1:9092; env STRATA_LISTEN)" in out
+    )
+    version = subprocess.run(
+        [sys.executable, "-m", "broker", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert version.startswith("strata ")

@@ -27,13 +27,16 @@ from confluent_kafka.admin import (
 from kio.index import load_response_schema
 from kio.serial import entity_reader
 
+from devkit.etcd import EtcdServer, etcd_binary
 from tests import wire
 from tests.cluster import Cluster, wait_for
-from tests.etcd_server import EtcdServer, etcd_binary
 from tests.test_crash_recovery import _read_all
 from tests.wire import WireClient, encode_request, make_batch
 
-pytestmark = pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
+pytestmark = [
+    pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed"),
+    pytest.mark.slow,
+]
 
 TTL_MS = 3000
 _MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
@@ -180,7 +183,7 @@ def test_three_brokers_spread_leaders_and_serve_through_any_bootstrap(cluster) -
     assert _etcd_revision(cluster.etcd_url) - revision < 20
 
     # the Java client, bootstrapped through broker 2 only
-    from tests.javaclient import run_client_check
+    from devkit.javaclient import run_client_check
 
     result = run_client_check(b2.bootstrap, "spread-java", messages=3000, partitions=12)
     assert result["consumed"] == 3000, result

@@ -22,7 +22,7 @@ import pytest
 from broker.cluster.election import ControllerElection
 from broker.cluster.etcd import KeySpace, PrefixMirror, connect, parse_urls, within
 from broker.cluster.membership import BrokerIdInUse, BrokerInfo, Membership
-from tests.etcd_server import EtcdServer, etcd_binary
+from devkit.etcd import EtcdServer, etcd_binary
 
 pytestmark = [
     # A mark, not pytest.skip() in a fixture, so no etcd is started just to be skipped.

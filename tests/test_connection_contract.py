@@ -19,7 +19,7 @@ from confluent_kafka.admin import (
     OffsetSpec,
 )
 
-from tests.broker_process import wait_for
+from devkit.procs import wait_for
 from tests.wire import (
     CREATE_TOPICS,
     DELETE_RECORDS,

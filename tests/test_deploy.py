@@ -25,9 +25,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from broker.config import ENV_PREFIX, BrokerConfig, load
-from tests.broker_process import BrokerProcess, free_port
+from devkit.broker import BrokerProcess
+from devkit.etcd import EtcdServer, etcd_binary
+from devkit.procs import free_port
 from tests.cluster import wait_for
-from tests.etcd_server import EtcdServer, etcd_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {ENV_PREFIX + name.upper() for name in BrokerConfig.__dataclass_fields__}
@@ -262,6 +263,7 @@ def etcd():
     server.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
 def test_the_compose_cluster_on_loopback_serves_through_any_broker(
     etcd, s3_bucket, tmp_path: Path

@@ -47,11 +47,11 @@ from hypothesis import strategies as st
 from kio.index import load_response_schema
 from kio.serial import entity_reader
 
+from devkit.broker import BrokerProcess
 from protocol.record_codec import encode_varint, read_varint
 from protocol.records import CRC_START, HEADER_SIZE, parse_header
 from protocol.versions import SUPPORTED, ApiKey
 from tests import wire
-from tests.broker_process import BrokerProcess
 from tests.wire import WireClient, encode_request, make_batch
 
 MAX_REQUEST = 1 << 20  # --max-request-bytes for this module's broker

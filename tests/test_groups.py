@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker_process import BrokerProcess
+from devkit.broker import BrokerProcess
 
 SESSION_MS = 6000  # the broker's default group.min.session.timeout.ms
 INITIAL_DELAY_MS = 500

@@ -12,16 +12,19 @@ import shutil
 
 import pytest
 
-from tests.javaclient import run_client_check
+from devkit.javaclient import run_client_check
 
 MESSAGES = 10_000
 PARTITIONS = 6
 
 # A mark, not pytest.skip() in the body, so no broker is started just to be skipped.
-pytestmark = pytest.mark.skipif(
-    shutil.which("java") is None,
-    reason="`java` is not on PATH: the Java client check needs a JDK 17+",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("java") is None,
+        reason="`java` is not on PATH: the Java client check needs a JDK 17+",
+    ),
+    pytest.mark.slow,
+]
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])

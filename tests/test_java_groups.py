@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 
-from tests.javaclient import ClientCheckError, run_group_check
+from devkit.javaclient import ClientCheckError, run_group_check
 
 MESSAGES = 30_000
 SESSION_TIMEOUT_MS = 6000  # the broker's group.min.session.timeout.ms: a killed member expires fast
@@ -24,10 +24,13 @@ SESSION_TIMEOUT_MS = 6000  # the broker's group.min.session.timeout.ms: a killed
 BROKER_ARGS = ("--group-initial-rebalance-delay-ms", "300")
 
 # A mark, not pytest.skip() in the body, so no broker is started just to be skipped.
-pytestmark = pytest.mark.skipif(
-    shutil.which("java") is None,
-    reason="`java` is not on PATH: the Java group check needs a JDK 17+",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("java") is None,
+        reason="`java` is not on PATH: the Java group check needs a JDK 17+",
+    ),
+    pytest.mark.slow,
+]
 
 
 def _run(broker, scenario: str, **kwargs) -> dict:

@@ -3,7 +3,7 @@
 Acceptance: kafka-topics create/list/describe/alter/delete, the console producer and consumer,
 kafka-consumer-groups describe/reset-offsets/delete, kafka-configs describe/alter and
 kafka-get-offsets each work against a running Strata, checked on what the tools print, the way
-an operator would read it. The jars are fetched once by tests/kafka_cli.py and cached.
+an operator would read it. The jars are fetched once by devkit/kafka_cli.py and cached.
 
 A tool that fails shows its command, exit code, output and the broker's log; rerun with
 STRATA_KAFKA_CLI_DEBUG=1 to have the Kafka client log every request and response error.
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.broker_process import BrokerProcess
-from tests.kafka_cli import (
+from devkit.broker import BrokerProcess
+from devkit.kafka_cli import (
     CONSOLE_CONSUMER,
     CONSOLE_PRODUCER,
     CONSUMER_GROUP_COMMAND,
@@ -28,7 +28,7 @@ from tests.kafka_cli import (
     ToolResult,
 )
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 BROKER_ARGS = ("--group-initial-rebalance-delay-ms", "300")
 

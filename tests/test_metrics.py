@@ -34,8 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker.app import Broker
 from broker.config import BrokerConfig
+from devkit.procs import free_port
 from protocol import records
-from tests.broker_process import free_port
 from tests.wire import WireClient
 from wal.segment import list_segments, segment_path
 

@@ -17,6 +17,7 @@ from typing import Any
 import crc32c
 import pytest
 
+from devkit.procs import free_port
 from s3stream import s3_store
 from s3stream.local_store import LocalDirectoryStore
 from s3stream.open_store import open_store, store_from_url
@@ -28,7 +29,6 @@ from s3stream.store import (
     PreconditionFailed,
     StoreUnavailable,
 )
-from tests.broker_process import free_port
 
 MiB = 1024 * 1024
 

@@ -18,7 +18,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from tests.broker_process import wait_for
+from devkit.procs import wait_for
 from tests.wire import WireClient, make_batch
 
 FAST = ("--retention-check-interval-ms", "300", "--wal-segment-bytes", "65536")

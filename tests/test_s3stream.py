@@ -26,9 +26,10 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from devkit.broker import metric
+from devkit.procs import wait_for
 from protocol.record_codec import decode_records
 from protocol.records import iter_headers
-from tests.broker_process import metric, wait_for
 from tests.test_crash_recovery import PARTITIONS, _produce_then_kill, _read_all
 from tests.wire import WireClient, make_batch
 
@@ -124,7 +125,7 @@ def _create(bootstrap: str, topic: str, partitions: int, configs: dict | None = 
 
 
 def test_uploads_shrink_the_wal_and_cold_reads_come_from_objects(broker_factory, bucket) -> None:
-    from tests.broker_process import free_port
+    from devkit.procs import free_port
 
     metrics_port = free_port()
     args = [
@@ -232,7 +233,7 @@ def test_object_mode_survives_kill_and_lost_data_dir(broker_factory, s3) -> None
 
 
 def test_store_outage_backpressure_then_recovery(broker_factory, s3, s3_bucket) -> None:
-    from tests.broker_process import free_port
+    from devkit.procs import free_port
 
     server, _ = s3_bucket
     metrics_port = free_port()
@@ -318,7 +319,7 @@ def _produce_burst(bootstrap: str, topic: str, n: int, timestamp_ms: int | None 
 
 
 def test_retention_deletes_objects_and_moves_log_start(broker_factory, bucket) -> None:
-    from tests.broker_process import free_port
+    from devkit.procs import free_port
 
     metrics_port = free_port()
 

@@ -1,17 +1,46 @@
-"""What the test servers (moto, etcd) share: a subprocess with its output captured for
-failure messages, and the faults the tests inject (pause, kill) and the stop after them."""
+"""Process plumbing shared by tests and benchmarks: free ports, polling, and the base of the
+helper servers (moto, etcd): a subprocess with its output captured for failure messages, and
+the faults the tests inject (pause, kill) and the stop after them."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import tempfile
+import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Probes go straight to loopback even if the environment sets an HTTP proxy."""
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (good enough for tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.2, quiet: bool = False
+) -> bool:
+    """Poll `check` until it holds, with one last try at the deadline. `quiet`: a check
+    that raises counts as not holding yet (asking a cluster whose leaders move)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return True
+        except Exception:
+            if not quiet:
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 class ServerProcess:

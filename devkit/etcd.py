@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.broker_process import free_port
-from tests.server_process import NO_PROXY, ServerProcess
+from devkit.procs import NO_PROXY, ServerProcess, free_port
 
 
 def etcd_binary() -> str | None:

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from benchmarks.kafka_reference import cache_root, maven_libs
+from devkit.maven import cache_root, maven_libs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 JAVA_DIR = REPO_ROOT / "tests" / "java"

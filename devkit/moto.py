@@ -13,8 +13,7 @@ import time
 import urllib.error
 from typing import Any
 
-from tests.broker_process import free_port
-from tests.server_process import NO_PROXY, ServerProcess
+from devkit.procs import NO_PROXY, ServerProcess, free_port
 
 TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

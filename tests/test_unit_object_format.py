@@ -12,9 +12,12 @@ from s3stream.object_format import (
     PendingBatch,
     parse_footer,
     parse_index,
+    refs_by_partition,
     split_block,
 )
 from tests.wire import make_batch
+
+pytestmark = pytest.mark.unit
 
 
 def _batches(first_offset: int, count: int, size: int) -> list[PendingBatch]:
@@ -67,3 +70,33 @@ def test_damaged_index_or_footer_is_refused() -> None:
         parse_index(footer, body[footer.index_position : -FOOTER.size])
     with pytest.raises(CorruptObject):
         parse_footer(body[:-1] + b"?")
+
+
+def test_a_batch_larger_than_a_block_gets_a_block_of_its_own() -> None:
+    big, small = _batches(0, 1, 5000), _batches(3, 2, 10)
+    builder = ObjectBuilder(block_bytes=1024)
+    builder.add_partition(b"A" * 16, 0, big + small)
+    assert [e.batch_count for e in builder.entries] == [1, 2]
+    assert builder.entries[0].size == len(big[0].data) > 1024
+
+
+def test_short_objects_and_indexes_of_partial_entries_are_refused() -> None:
+    with pytest.raises(CorruptObject):
+        parse_footer(b"x" * (FOOTER.size - 1))
+    builder = ObjectBuilder()
+    builder.add_partition(b"A" * 16, 0, _batches(0, 1, 10))
+    body = builder.finish()
+    footer = parse_footer(body)
+    with pytest.raises(CorruptObject):  # the size does not match the footer's
+        parse_index(footer, body[footer.index_position : -FOOTER.size - 1])
+
+
+def test_refs_by_partition_groups_an_objects_entries_in_order() -> None:
+    builder = ObjectBuilder(block_bytes=2048)
+    builder.add_partition(b"A" * 16, 0, _batches(0, 6, 1000))
+    builder.add_partition(b"B" * 16, 1, _batches(0, 1, 10))
+    refs = refs_by_partition(builder.entries, 9)
+    assert set(refs) == {(b"A" * 16, 0), (b"B" * 16, 1)}
+    a = refs[(b"A" * 16, 0)]
+    assert len(a) > 1 and all(r.object_id == 9 for r in a)
+    assert [r.base_offset for r in a] == sorted(r.base_offset for r in a)

@@ -6,7 +6,7 @@ its own way, so these are a compatibility check of their own.
 
 The jars come from Maven Central once, into <cache>/kafka-cli-<version>/libs (<cache> is
 $STRATA_CACHE_DIR or ~/.cache/strata), through the same locked, digest-stamped fetch as the
-benchmark's Kafka (benchmarks.kafka_reference.maven_libs). kafka-tools 4.4.0 is not on Maven
+benchmark's Kafka (devkit.maven.maven_libs). kafka-tools 4.4.0 is not on Maven
 Central, so the tools are 4.3.1 (as in benchmarks/kafka/tools/pom.xml). In 4.3.1 kafka-configs is
 still the Scala kafka.admin.ConfigCommand of the core jar (kafka_2.13), so that jar comes too.
 The pom lives here rather than in a file of its own and is written beside the jars it fetches.
@@ -27,7 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.kafka_reference import KafkaUnavailable, cache_root, maven_libs
+from devkit.maven import KafkaUnavailable, cache_root, maven_libs
 
 KAFKA_CLI_VERSION = "4.3.1"
 
@@ -39,6 +39,23 @@ GET_OFFSET_SHELL = "org.apache.kafka.tools.GetOffsetShell"
 # kafka-configs: moved from core (Scala) to the tools module in later releases; config_command()
 # picks whichever the fetched jars hold.
 CONFIG_COMMAND_CANDIDATES = ("org.apache.kafka.tools.ConfigCommand", "kafka.admin.ConfigCommand")
+
+# `./run kafka-cli TOOL ...` (python -m devkit.kafka_cli): the bin/TOOL.sh names, by class.
+TOOLS = {
+    "kafka-topics": TOPIC_COMMAND,
+    "kafka-console-producer": CONSOLE_PRODUCER,
+    "kafka-console-consumer": CONSOLE_CONSUMER,
+    "kafka-consumer-groups": CONSUMER_GROUP_COMMAND,
+    "kafka-get-offsets": GET_OFFSET_SHELL,
+    "kafka-configs": "",  # whichever ConfigCommand the jars hold
+    "kafka-leader-election": "org.apache.kafka.tools.LeaderElectionCommand",
+    "kafka-metadata-quorum": "org.apache.kafka.tools.MetadataQuorumCommand",
+    "kafka-reassign-partitions": "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+    "kafka-log-dirs": "org.apache.kafka.tools.LogDirsCommand",
+    "kafka-delete-records": "org.apache.kafka.tools.DeleteRecordsCommand",
+    "kafka-broker-api-versions": "org.apache.kafka.tools.BrokerApiVersionsCommand",
+    "kafka-cluster": "org.apache.kafka.tools.ClusterTool",
+}
 
 # Small, quick-starting JVMs: every tool run is a short-lived client.
 JVM_OPTS = [
@@ -52,7 +69,7 @@ JVM_OPTS = [
 
 POM = f"""\
 <?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by tests/kafka_cli.py: Apache Kafka's CLI tools with their runtime dependencies.
+<!-- Written by devkit/kafka_cli.py: Apache Kafka's CLI tools with their runtime dependencies.
      Nothing is built from this pom. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0"
          xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
@@ -226,3 +243,35 @@ class KafkaCli:
                 f"Kafka CLI tool hung past {timeout:.0f}s and was killed:\n{result.describe()}"
             ) from None
         return ToolResult(main, list(args), proc.returncode, out, err)
+
+
+USAGE = """usage: ./run kafka-cli TOOL [ARGS...]   (python -m devkit.kafka_cli)
+
+Runs one of Apache Kafka {version}'s command-line tools, the class behind bin/TOOL.sh, with
+the jars fetched once from Maven Central (mvn and java needed). TOOL is one of:
+  {tools}
+e.g. ./run kafka-cli kafka-topics --bootstrap-server 127.0.0.1:9092 --list
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replace this process with the tool's JVM: stdin, stdout and the exit code are its own."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    tool = args[0].removesuffix(".sh") if args else ""
+    if tool not in TOOLS:
+        print(USAGE.format(version=KAFKA_CLI_VERSION, tools="\n  ".join(TOOLS)), file=sys.stderr)
+        return 0 if tool in ("-h", "--help") else 2
+    try:
+        cli = KafkaCli()
+    except KafkaUnavailable as e:
+        print(f"kafka-cli: {e}", file=sys.stderr)
+        return 3
+    main_class = TOOLS[tool] or cli.config_command
+    jvm = [*JVM_OPTS, f"-Dlog4j2.configurationFile={log_config(cli.debug)}"]
+    os.execv(cli.java, [cli.java, *jvm, "-cp", cli.classpath, main_class, *args[1:]])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
