@@ -9,6 +9,7 @@ COPY protocol protocol
 COPY broker broker
 COPY wal wal
 COPY s3stream s3stream
+COPY aio aio
 COPY devkit devkit
 RUN pip install --no-cache-dir . \
     && useradd --system --home-dir /var/lib/strata --create-home strata
