@@ -200,7 +200,9 @@ def test_scale_out_under_load_moves_only_metadata_and_tails(cluster) -> None:
         if i % 1000 == 0:
             p.poll(0)
     assert p.flush(60) == 0
-    time.sleep(3)  # let the usual uploads take it (upload interval 2 s)
+    # let the usual uploads take it (upload interval 2 s), however loaded the machine
+    up = 'strata_object_store_bytes_total{direction="up"}'
+    assert wait_for(lambda: sum(cluster.metric(i, up) for i in (1, 2, 3)) >= 24_000_000, timeout=30)
 
     load = SteadyProducer(cluster.bootstrap, "grow", rate=400)
     load.start()
