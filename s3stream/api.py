@@ -115,9 +115,3 @@ class WalSource(Protocol):
     def read_batches(self, run: WalSlice) -> list[bytes]:
         """The bytes of a run's batches (on the uploader's worker thread)."""
         ...
-
-
-class UploadObserver(Protocol):
-    def on_upload(self, seconds: float, size: int, batches: int) -> None:
-        """Called after each upload."""
-        ...

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aio.events import wait_event
-from s3stream.api import Stream, UploadObserver, WalSlice, WalSource
+from s3stream.api import Stream, WalSlice, WalSource
 from s3stream.catalog import Catalog
 from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch, refs_by_partition
 from s3stream.store import ObjectStoreError, PreconditionFailed, StoreUnavailable
@@ -59,7 +59,6 @@ class _Attempt:
     entries: list[BlockEntry]
     target: int  # WAL position the upload covers
     batches: int
-    started: float
 
 
 class Uploader:
@@ -73,7 +72,6 @@ class Uploader:
         on_uploaded: Callable[[int], None],
         on_snapshot_due: Callable[[], None],
         may_upload: Callable[[], bool] = lambda: True,
-        observer: UploadObserver | None = None,
     ) -> None:
         """`on_uploaded(position)` after each upload, with the new uploaded WAL
         position; `on_snapshot_due()` every `snapshot_every` uploads; `may_upload()`
@@ -87,7 +85,6 @@ class Uploader:
         self._on_uploaded = on_uploaded
         self._on_snapshot_due = on_snapshot_due
         self.may_upload = may_upload
-        self._observer = observer
         self.uploaded_position = 0  # WAL position below which everything is uploaded
         self._pending_since: float | None = None
         self._wake = asyncio.Event()
@@ -232,14 +229,13 @@ class Uploader:
         if not plan:
             self._advance(target)
             return None
-        started = time.monotonic()
         created_ms = int(time.time() * 1000)
         # per-batch work on a thread: thousands of small batches would stall the loop
         body, entries = await asyncio.to_thread(self._build, plan, created_ms)
         seq = self.catalog.allocate_seq()
         batches = sum(len(run) for _, run in plan)
         epochs = [p.leader_epoch for p, _ in plan]
-        return _Attempt(seq, body, created_ms, plan, epochs, entries, target, batches, started)
+        return _Attempt(seq, body, created_ms, plan, epochs, entries, target, batches)
 
     def _build(
         self, plan: list[tuple[Stream, WalSlice]], created_ms: int
@@ -263,7 +259,7 @@ class Uploader:
     def _commit(self, attempt: _Attempt) -> None:
         """The object is stored: point the partitions at it (no await: atomic)."""
         seq, body, created_ms, plan = attempt.seq, attempt.body, attempt.created_ms, attempt.plan
-        batches, started, target = attempt.batches, attempt.started, attempt.target
+        batches, target = attempt.batches, attempt.target
         obj = self.catalog.add(seq, len(body), created_ms)
         by_partition = refs_by_partition(attempt.entries, obj.id)
         for (p, run), epoch in zip(plan, attempt.epochs, strict=True):
@@ -278,8 +274,6 @@ class Uploader:
                 "object store uploads resumed after %.1fs", time.monotonic() - self.failing_since
             )
             self.failing_since = None
-        if self._observer is not None:
-            self._observer.on_upload(time.monotonic() - started, len(body), batches)
         log.debug("uploaded %s: %d bytes, %d batches", obj.key, len(body), batches)
         self._advance(target)
         if self.catalog.uploads_since_snapshot >= self.settings.snapshot_every:

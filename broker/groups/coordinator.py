@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 Answer = dict | asyncio.Future[dict]
 
 
-async def _settled(answer: Answer) -> dict:
-    return await answer if isinstance(answer, asyncio.Future) else answer
-
-
 SWEEP_INTERVAL = 0.1
 
 
@@ -73,10 +69,6 @@ class GroupCoordinator:
         return g
 
     # --- JoinGroup --------------------------------------------------------------------
-
-    async def join(self, *args, **kwargs) -> dict:
-        """JoinGroup, waiting for the rebalance to complete; see start_join."""
-        return await _settled(self.start_join(*args, **kwargs))
 
     def start_join(
         self,
@@ -226,10 +218,6 @@ class GroupCoordinator:
         self.rebalances += 1
 
     # --- SyncGroup, Heartbeat, LeaveGroup ---------------------------------------------
-
-    async def sync(self, *args, **kwargs) -> dict:
-        """SyncGroup, waiting for the leader's assignment; see start_sync."""
-        return await _settled(self.start_sync(*args, **kwargs))
 
     def start_sync(
         self,
