@@ -106,6 +106,7 @@ class Broker:
                 max_timeout_ms=config.transaction_max_timeout_ms,
                 id_expiration_ms=config.transactional_id_expiration_ms,
                 abort_interval_ms=config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+                crash_point=config.crash_point,
             ),
         )
         self.metrics_http = MetricsHttp(self.metrics)

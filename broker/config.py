@@ -63,6 +63,11 @@ class BrokerConfig:
     transactional_id_expiration_ms: int = _setting(
         604_800_000, "transactional.id.expiration.ms: idle transactional ids are forgotten"
     )
+    crash_point: str = _setting(
+        "",
+        "fault tests only: exit at once, as a kill -9 would, at this point "
+        "(txn-after-prepare: a transaction's PrepareCommit/PrepareAbort is durable, no marker yet)",
+    )
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = _setting(
         10_000,
         "transaction.abort.timed.out.transaction.cleanup.interval.ms: how often "

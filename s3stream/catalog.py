@@ -51,6 +51,7 @@ class PartitionView:
     discovered: bool = False  # rows from objects newer than the snapshot were added
     writer: int | None = None  # hand-off records: the broker that wrote it
     state: Any = None  # the stream's own state as of these rows (Stream.stream_state)
+    snapshot_end: int | None = None  # where the snapshot's rows ended, if rows were discovered
 
     @property
     def end(self) -> int:
@@ -326,6 +327,8 @@ class Catalog:
                 view = stored.views.setdefault((e.topic_id, e.partition), PartitionView(None, []))
                 if e.first_offset < view.end:
                     continue  # offsets an earlier object holds (a compaction's output)
+                if not view.discovered:
+                    view.snapshot_end = view.end
                 view.discovered = True
                 view.rows.append(
                     (

@@ -14,11 +14,10 @@ import logging
 from collections.abc import Callable
 
 from broker.log.appends import AppendPath
-from broker.log.loader import LogLoader, Orphan
+from broker.log.loader import LogLoader, Orphan, stored_txns
 from broker.log.partition import Partition
 from broker.log.reads import ReadPath
 from broker.log.topics import TopicRegistry, TopicState
-from broker.log.txn_index import TxnIndex
 from broker.log.watch import Watchers
 from s3stream.api import BatchRef
 from s3stream.catalog import Catalog, PartitionView
@@ -90,7 +89,7 @@ class HandOff:
             for key, seq, osize, created, base, last, ts, pos, size in view.rows if view else ():
                 obj = self.catalog.ensure(key, seq, osize, created)
                 p.record_block(BatchRef(base, last, ts, pos, size, obj.id))
-            p.txns = TxnIndex.restore(view.state if view else None, p.objects_end)
+            p.txns = stored_txns(view, p)
             if view is not None and view.producers is not None and not view.discovered:
                 p.producers.restore(view.producers)  # a hand-off: the record is current
             else:

@@ -35,6 +35,17 @@ Orphan = tuple[bytes, int, int, bytes]  # topic id, partition, base offset, batc
 Views = dict[tuple[bytes, int], PartitionView]
 
 
+def stored_txns(view: PartitionView | None, p: Partition) -> TxnIndex:
+    """A partition's transaction index as its catalog stored it. Without a stored one
+    (a snapshot from before transactions, or none), objects uploaded after the snapshot
+    may still hold transactions: the index starts where the snapshot's rows end, and
+    restore_transactions reads the rest."""
+    if view is None:
+        return TxnIndex(p.objects_end)
+    default = view.snapshot_end if view.discovered and view.snapshot_end is not None else None
+    return TxnIndex.restore(view.state, p.objects_end if default is None else default)
+
+
 class LogLoader:
     def __init__(
         self,
@@ -102,7 +113,7 @@ class LogLoader:
         for (tid, index), view in own.items():
             p = self.registry.partition_by_id(tid, index)
             if p is not None and p.held:
-                p.txns = TxnIndex.restore(view.state, p.objects_end)
+                p.txns = stored_txns(view, p)
         await self.replay_internal(self.registry.live_partitions())
         await self.restore_producers(self.registry.live_partitions())
         await self.restore_transactions(self.registry.live_partitions())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ class TxnSettings:
     max_timeout_ms: int = 900_000  # transaction.max.timeout.ms
     id_expiration_ms: int = 604_800_000  # transactional.id.expiration.ms
     abort_interval_ms: int = 10_000  # ...abort.timed.out.transaction.cleanup.interval.ms
+    crash_point: str = ""  # fault tests: "txn-after-prepare" exits between the two phases
 
 
 class StateWriteFailed(Exception):
@@ -202,6 +204,9 @@ class TransactionCoordinator:
             assert prepared is not None
             try:
                 await self._write(prepared, transactional_id)
+                if self.settings.crash_point == "txn-after-prepare":
+                    log.error("crash point txn-after-prepare: exiting")
+                    os._exit(137)
                 await self._finish(prepared)
             except StateWriteFailed as e:
                 log.warning("EndTxn %r: %s", transactional_id, e)
