@@ -10,11 +10,18 @@ kubectl's `apply --dry-run=client` still asks an API server which kinds exist (d
 and whether each object is there already; `kubectl_dry_run` answers those from a stub on
 loopback that knows the chart's kinds and holds no objects, so every object is checked
 for what kubectl checks on the client and reported as "created (dry run)".
+
+That check does not look inside the objects; `schema_errors` does, offline, against the
+Kubernetes API's structural schema (every built-in kind's fields and their types, as
+server-side apply uses it), which client-go carries in its Go module at the version
+helm is built with: a misspelled or misplaced field, or a string where a number goes,
+is reported with its path. It knows nothing of required fields or value formats.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -31,6 +38,7 @@ from devkit.maven import cache_root
 
 HELM_MODULE = "helm.sh/helm/v4/cmd/helm"
 HELM_VERSION = "v4.3.2"
+CLIENT_GO = "k8s.io/client-go@v0.37.2"  # what helm v4.3.2 is built with
 
 
 class HelmUnavailable(RuntimeError):
@@ -201,6 +209,92 @@ def kubectl_dry_run(manifests: str, namespace: str = "default") -> subprocess.Co
             timeout=120,
             env=env,
         )
+
+
+# -- the API's structural schema ------------------------------------------------------
+
+
+@functools.cache
+def _api_types() -> dict[str, dict]:
+    """The schema client-go embeds (applyconfigurations/internal), by type name."""
+    import yaml
+
+    go = _go()
+    if go is None:
+        raise HelmUnavailable("no `go` to fetch the Kubernetes API schema with")
+    proc = subprocess.run(
+        [go, "mod", "download", "-json", CLIENT_GO],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": ""},
+        cwd=tempfile.gettempdir(),  # outside any module
+    )
+    if proc.returncode != 0:
+        raise HelmUnavailable(f"go mod download {CLIENT_GO} failed:\n{proc.stdout}{proc.stderr}")
+    source = Path(json.loads(proc.stdout)["Dir"], "applyconfigurations/internal/internal.go")
+    text = source.read_text().split("typed.YAMLObject(`", 1)[1].split("`)", 1)[0]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return {t["name"]: t for t in yaml.load(text, Loader=loader)["types"]}
+
+
+def _type_name(doc: dict) -> str:
+    group, _, version = doc["apiVersion"].rpartition("/")
+    return f"io.k8s.api.{group or 'core'}.{version}.{doc['kind']}"
+
+
+def knows_kind(doc: dict) -> bool:
+    """Whether the schema has this object's kind (custom resources it has not)."""
+    return _type_name(doc) in _api_types()
+
+
+def schema_errors(doc: dict) -> list[str]:
+    """Where `doc` (one manifest) does not fit its kind's schema: 'path: problem'."""
+    types = _api_types()
+    errors: list[str] = []
+    _check(doc, {"namedType": _type_name(doc)}, doc["kind"], types, errors)
+    return errors
+
+
+_SCALARS = {
+    "string": (str,),
+    "numeric": (int, float),
+    "boolean": (bool,),
+    "untyped": (str, int, float, bool),
+}
+
+
+def _check(value: object, typ: dict, path: str, types: dict, errors: list[str]) -> None:
+    while "namedType" in typ:
+        if typ["namedType"] not in types:
+            errors.append(f"{path}: no type {typ['namedType']} in the schema")
+            return
+        typ = types[typ["namedType"]]
+    if value is None:
+        return  # null is the same as absent
+    if isinstance(value, dict) and "map" in typ:
+        fields = {f["name"]: f["type"] for f in typ["map"].get("fields", [])}
+        rest = typ["map"].get("elementType")
+        for key, item in value.items():
+            if key in fields:
+                _check(item, fields[key], f"{path}.{key}", types, errors)
+            elif rest is not None:
+                _check(item, rest, f"{path}.{key}", types, errors)
+            else:
+                errors.append(f"{path}: unknown field {key!r}")
+    elif isinstance(value, list) and "list" in typ:
+        for i, item in enumerate(value):
+            _check(item, typ["list"]["elementType"], f"{path}[{i}]", types, errors)
+    elif "scalar" in typ and not isinstance(value, dict | list):
+        kind = typ["scalar"]
+        if not isinstance(value, _SCALARS[kind]) or (kind == "numeric" and isinstance(value, bool)):
+            errors.append(f"{path}: {value!r} is not a {kind}")
+    else:
+        shape = (
+            "map" if isinstance(value, dict) else "list" if isinstance(value, list) else "scalar"
+        )
+        expected = sorted({"map", "list", "scalar"} & set(typ))
+        errors.append(f"{path}: a {shape} where the schema has a {' or '.join(expected)}")
 
 
 if __name__ == "__main__":

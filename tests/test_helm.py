@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import functools
 import re
 import signal
@@ -32,7 +33,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from broker.config import ENV_PREFIX, BrokerConfig, load
 from devkit.etcd import EtcdServer, etcd_binary
-from devkit.helm import HelmUnavailable, helm, helm_binary, kubectl_binary, kubectl_dry_run
+from devkit.helm import (
+    HelmUnavailable,
+    helm,
+    helm_binary,
+    knows_kind,
+    kubectl_binary,
+    kubectl_dry_run,
+    schema_errors,
+)
 from devkit.procs import NO_PROXY, ServerProcess, free_port
 from tests.cluster import wait_for
 from tests.test_deploy import _dockerfile_env
@@ -46,6 +55,12 @@ SETTINGS = {ENV_PREFIX + name.upper() for name in BrokerConfig.__dataclass_field
 # the two value sets: the chart's defaults (one embedded broker), and the example of three
 # brokers with the trial etcd and a bucket
 VALUE_SETS = {"embedded": (), "cluster": ("-f", str(CLUSTER_VALUES))}
+# everything optional on: the HPA, the ServiceMonitor, an existing etcd
+AUTOSCALED = (
+    *("-f", str(CLUSTER_VALUES)),
+    *("--set", "metrics.serviceMonitor.enabled=true,autoscaling.enabled=true"),
+    *("--set", "etcd.trial.enabled=false,etcd.endpoints=http://etcd.infra:2379"),
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -159,14 +174,7 @@ def _port(addr: str) -> int:
     [
         ((), 1),
         (("-f", str(CLUSTER_VALUES)), 2),  # the brokers' and the trial etcd's
-        (
-            (
-                *("-f", str(CLUSTER_VALUES)),
-                *("--set", "metrics.serviceMonitor.enabled=true,autoscaling.enabled=true"),
-                *("--set", "etcd.trial.enabled=false,etcd.endpoints=http://etcd.infra:2379"),
-            ),
-            1,
-        ),
+        (AUTOSCALED, 1),
     ],
     ids=["embedded", "cluster", "autoscaled-existing-etcd"],
 )
@@ -190,6 +198,32 @@ def test_the_chart_lints_and_kubectl_accepts_every_object_it_renders(args, state
         assert hpa["spec"]["behavior"]["scaleDown"]["policies"] == [
             {"type": "Pods", "value": 1, "periodSeconds": 300}
         ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("-f", str(CLUSTER_VALUES)), AUTOSCALED],
+    ids=["embedded", "cluster", "autoscaled-existing-etcd"],
+)
+def test_every_rendered_object_fits_the_kubernetes_api_schema(args) -> None:
+    docs = _render(*args)
+    try:
+        custom = [d["kind"] for d in docs if not knows_kind(d)]
+    except HelmUnavailable as e:
+        pytest.skip(f"the API schema: {e}")
+    assert custom == (["ServiceMonitor"] if args == AUTOSCALED else [])
+    for doc in docs:
+        if knows_kind(doc):
+            assert schema_errors(doc) == [], doc["metadata"]["name"]
+    # and the check finds what it is for: a misplaced field, a number as a string
+    sts = copy.deepcopy(_brokers(docs))
+    broker = _container(sts)
+    broker["readinessprobe"] = broker.pop("readinessProbe")
+    sts["spec"]["replicas"] = "3"
+    assert sorted(schema_errors(sts)) == [
+        "StatefulSet.spec.replicas: '3' is not a numeric",
+        "StatefulSet.spec.template.spec.containers[0]: unknown field 'readinessprobe'",
+    ]
 
 
 @pytest.mark.parametrize(
