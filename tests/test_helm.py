@@ -19,6 +19,7 @@ import copy
 import functools
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -72,16 +73,15 @@ def _helm() -> None:
 
 
 @functools.cache
-def _render(*args: str) -> list[dict]:
-    proc = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
-
-
 def _rendered_text(*args: str) -> str:
+    """`helm template` of the chart as release strata in namespace streaming."""
     proc = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def _render(*args: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(_rendered_text(*args)) if d]
 
 
 def _one(docs: list[dict], kind: str, name: str) -> dict:
@@ -193,6 +193,16 @@ def test_the_chart_lints_and_kubectl_accepts_every_object_it_renders(args, state
         assert {"HorizontalPodAutoscaler", "ServiceMonitor"} <= set(kinds)
         # the HPA owns the replica count, and takes pods away one at a time
         assert "replicas" not in _brokers(docs)["spec"]
+        # the ServiceMonitor scrapes the headless Service's metrics port
+        monitor = _one(docs, "ServiceMonitor", RELEASE)
+        headless = _one(docs, "Service", _brokers(docs)["spec"]["serviceName"])
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= headless["metadata"]["labels"].items()
+        # and not the bootstrap Service too, which would scrape every pod twice
+        assert not selector.items() <= _one(docs, "Service", RELEASE)["metadata"]["labels"].items()
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] in {p["name"] for p in headless["spec"]["ports"]}
+        assert endpoint["path"] == "/metrics"
         hpa = _one(docs, "HorizontalPodAutoscaler", RELEASE)
         assert hpa["spec"]["scaleTargetRef"]["name"] == _brokers(docs)["metadata"]["name"]
         assert hpa["spec"]["behavior"]["scaleDown"]["policies"] == [
@@ -348,8 +358,7 @@ def test_scaling_changes_only_the_replica_count_so_running_pods_are_left_alone()
     sts3, sts4 = _brokers(three), _brokers(four)
     assert (sts3["spec"]["replicas"], sts4["spec"]["replicas"]) == (3, 4)
     assert sts3["spec"]["template"] == sts4["spec"]["template"]
-    others = lambda docs: [d for d in docs if d is not _brokers(docs)]  # noqa: E731
-    assert others(three) == others(four)
+    assert [d for d in three if d is not sts3] == [d for d in four if d is not sts4]
 
 
 def test_the_dashboard_config_map_is_the_grafana_dashboard_in_deploy() -> None:
@@ -418,17 +427,13 @@ class PodProcess(ServerProcess):
         for init in self.sts["spec"]["template"]["spec"].get("initContainers", []):
             env = {**self.env, **{e["name"]: e["value"] for e in init.get("env", [])}}
             if "STRATA_ETCD" in env:
-                env["STRATA_ETCD"] = self.env["STRATA_ETCD"]
-            proc = ServerProcess()
-            proc._spawn(self._argv(init), env=env)
-            assert proc.proc is not None
-            assert proc.proc.wait(timeout) == 0, proc.log()
+                env["STRATA_ETCD"] = self.env["STRATA_ETCD"]  # the same move as the broker's
+            done = subprocess.run(self._argv(init), env=env, capture_output=True, timeout=timeout)
+            assert done.returncode == 0, f"{init['name']}: {done.stdout!r} {done.stderr!r}"
         self._spawn(self._argv(self.container), env=self.env)
-        assert wait_for(self.ready, timeout) or self._failed(), self.log()
+        if not wait_for(self.ready, timeout):
+            raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.log()}")
         return self
-
-    def _failed(self) -> bool:
-        raise AssertionError(f"{self.name} not ready:\n{self.log()}")
 
     def probe(self, kind: str) -> int:
         """The status the rendered probe (readinessProbe, livenessProbe) would see."""
@@ -511,7 +516,6 @@ def test_the_embedded_default_pod_serves_a_round_trip(tmp_path: Path) -> None:
     docs = _render()
     pod = PodProcess(docs, 0, tmp_path, {})
     try:
-        assert pod.probe("livenessProbe") in (0, 200)
         pod.start()
         assert pod.probe("livenessProbe") == 200
         admin = AdminClient({"bootstrap.servers": pod.bootstrap})
@@ -593,3 +597,66 @@ def test_three_pods_form_a_cluster_and_a_fourth_takes_its_share_then_hands_it_ba
     finally:
         for p in pods.values():
             p.stop()
+
+
+class EtcdPodProcess(ServerProcess):
+    """The trial etcd pod as a process: its rendered command, with this machine's etcd
+    binary, its data directory a temp one, and its URLs on loopback ports of their own."""
+
+    def __init__(self, docs: list[dict], root: Path) -> None:
+        super().__init__()
+        self.container = _container(_one(docs, "StatefulSet", f"{RELEASE}-etcd"), "etcd")
+        self.client_port, self.peer_port = free_port(), free_port()
+        argv = [etcd_binary() or "etcd"]
+        self.flags = dict(a.removeprefix("--").split("=", 1) for a in self.container["command"][1:])
+        for arg in self.container["command"][1:]:
+            name, _, value = arg.removeprefix("--").partition("=")
+            if name == "data-dir":
+                value = str(root / "etcd")
+            elif name.endswith("client-urls"):
+                value = f"http://127.0.0.1:{self.client_port}"
+            elif "peer" in name or name == "initial-cluster":
+                assert "127.0.0.1:2380" in value, arg  # the peer URL never leaves the pod
+                value = value.replace("127.0.0.1:2380", f"127.0.0.1:{self.peer_port}")
+            argv.append(f"--{name}={value}")
+        self.argv = argv
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self) -> EtcdPodProcess:
+        self._spawn(self.argv)
+        probe = self.container["readinessProbe"]["httpGet"]
+        listen = self.flags["listen-client-urls"]
+        assert _port_number(self.container, probe["port"]) == _port(listen)
+
+        def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            with NO_PROXY.open(f"{self.url}{probe['path']}", timeout=1) as r:
+                return r.status == 200
+
+        if not wait_for(ready, 30):
+            raise AssertionError(f"the etcd pod is not ready:\n{self.log()}")
+        return self
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
+def test_a_broker_pod_joins_the_trial_etcd_pod_started_with_its_rendered_flags(
+    s3_bucket, tmp_path: Path
+) -> None:
+    moto, bucket = s3_bucket
+    docs = _render("-f", str(CLUSTER_VALUES))
+    etcd = EtcdPodProcess(docs, tmp_path).start()
+    pod = None
+    try:
+        place = {"etcd": etcd.url, "s3_endpoint": moto.endpoint, "bucket": bucket}
+        pod = PodProcess(docs, 0, tmp_path, place).start()
+        md = AdminClient({"bootstrap.servers": pod.bootstrap}).list_topics(timeout=10)
+        assert set(md.brokers) == {0}
+        assert md.controller_id == 0
+    finally:
+        if pod is not None:
+            pod.stop()
+        etcd.stop()
