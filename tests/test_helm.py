@@ -126,17 +126,18 @@ def _secret_value(docs: list[dict], ref: dict) -> str:
 
 def _pod_env(docs: list[dict], container: dict, pod: str) -> dict[str, str]:
     """What the container's process sees: the image's ENV, then the container's env in
-    order (field and Secret references resolved, $(VAR) expanded)."""
-    env = dict(_dockerfile_env())
+    order (field and Secret references resolved; $(VAR) expanded, which names only the
+    variables defined earlier in that list)."""
+    defined: dict[str, str] = {}
     fields = {"metadata.name": pod, "metadata.namespace": NAMESPACE}
     for entry in container.get("env", []):
         if "value" in entry:
-            env[entry["name"]] = _expand(str(entry["value"]), env)
+            defined[entry["name"]] = _expand(str(entry["value"]), defined)
         elif "fieldRef" in entry["valueFrom"]:
-            env[entry["name"]] = fields[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+            defined[entry["name"]] = fields[entry["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
-            env[entry["name"]] = _secret_value(docs, entry["valueFrom"]["secretKeyRef"])
-    return env
+            defined[entry["name"]] = _secret_value(docs, entry["valueFrom"]["secretKeyRef"])
+    return {**_dockerfile_env(), **defined}
 
 
 def _pod(docs: list[dict], ordinal: int) -> tuple[str, dict[str, str]]:
@@ -159,6 +160,12 @@ def _port_number(container: dict, port: int | str) -> int:
     if isinstance(port, int):
         return port
     return next(p["containerPort"] for p in container["ports"] if p["name"] == port)
+
+
+def _service_target(container: dict, service: dict, name: str) -> int:
+    """The container port that the Service's port `name` leads to."""
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == name]
+    return _port_number(container, port["targetPort"])
 
 
 def _port(addr: str) -> int:
@@ -295,15 +302,9 @@ def test_probes_ports_listeners_and_volume_agree_with_the_broker_settings(values
     # both Services select exactly these pods and lead to the port the broker listens on
     for svc in (headless, bootstrap):
         assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-        ports = {p["name"]: p for p in svc["spec"]["ports"]}
-        assert _port_number(broker, ports["kafka"]["targetPort"]) == kafka
+        assert _service_target(broker, svc, "kafka") == kafka
     assert bootstrap["spec"].get("clusterIP") != "None"
-    assert (
-        _port_number(
-            broker, {p["name"]: p for p in headless["spec"]["ports"]}["metrics"]["targetPort"]
-        )
-        == metrics
-    )
+    assert _service_target(broker, headless, "metrics") == metrics
 
     # the probes ask the broker's own metrics listener
     probes = {k: broker[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
@@ -419,8 +420,10 @@ class PodProcess(ServerProcess):
         return out
 
     def _argv(self, container: dict) -> list[str]:
+        """command + args, $(VAR) expanded with the container's own variables."""
+        defined = {e["name"]: self.env[e["name"]] for e in container.get("env", [])}
         return [
-            _expand(a, self.env) for a in container.get("command", []) + container.get("args", [])
+            _expand(a, defined) for a in container.get("command", []) + container.get("args", [])
         ]
 
     def start(self, timeout: float = 60.0) -> PodProcess:
@@ -471,7 +474,7 @@ class PodProcess(ServerProcess):
         return f"127.0.0.1:{self.port}"
 
 
-def _round_trip(bootstrap: str, topic: str, partitions: int, count: int) -> dict[bytes, tuple]:
+def _produce(bootstrap: str, topic: str, count: int, start: int = 0) -> dict[bytes, tuple]:
     """Produce `count` records through `bootstrap`; {value: (partition, offset)}."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     acked: dict[bytes, tuple[int, int]] = {}
@@ -483,7 +486,7 @@ def _round_trip(bootstrap: str, topic: str, partitions: int, count: int) -> dict
         else:
             acked[msg.value()] = (msg.partition(), msg.offset())
 
-    for i in range(count):
+    for i in range(start, start + count):
         producer.produce(topic, key=b"%d" % i, value=b"record-%04d" % i, on_delivery=delivered)
     assert producer.flush(30) == 0
     assert not errors, errors[:5]
@@ -517,12 +520,12 @@ def test_the_embedded_default_pod_serves_a_round_trip(tmp_path: Path) -> None:
     pod = PodProcess(docs, 0, tmp_path, {})
     try:
         pod.start()
-        assert pod.probe("livenessProbe") == 200
+        assert pod.probe("livenessProbe") == pod.probe("startupProbe") == 200
         admin = AdminClient({"bootstrap.servers": pod.bootstrap})
         md = admin.list_topics(timeout=10)
         assert {i: (b.host, b.port) for i, b in md.brokers.items()} == {0: ("127.0.0.1", pod.port)}
         admin.create_topics([NewTopic("embedded", 3, 1)])["embedded"].result(15)
-        acked = _round_trip(pod.bootstrap, "embedded", 3, 200)
+        acked = _produce(pod.bootstrap, "embedded", 200)
         got = _read_all(pod.bootstrap, "embedded", 3, 200)
         assert {v: k for k, v in got.items()} == acked
         # the log is on the pod's volume (the embedded default)
@@ -568,7 +571,7 @@ def test_three_pods_form_a_cluster_and_a_fourth_takes_its_share_then_hands_it_ba
 
         assert wait_for(lambda: len(leaders()) == partitions and -1 not in leaders().values())
         assert wait_for(lambda: set(leaders().values()) == {0, 1, 2}), leaders()
-        acked = _round_trip(pods[0].bootstrap, topic, partitions, 400)
+        acked = _produce(pods[0].bootstrap, topic, 400)
 
         # scale out: the fourth pod as `--set replicas=4` renders it
         four = _render("-f", str(CLUSTER_VALUES), "--set", "replicas=4")
@@ -580,11 +583,15 @@ def test_three_pods_form_a_cluster_and_a_fourth_takes_its_share_then_hands_it_ba
         took_share = time.monotonic() - started
         got = _read_all(pods[3].bootstrap, topic, partitions, len(acked))
         assert {v: k for k, v in got.items()} == acked
+        # and takes writes for them
+        acked |= _produce(pods[3].bootstrap, topic, 200, start=400)
+        led_by_3 = {p for p, leader in leaders().items() if leader == 3}
+        assert led_by_3 & {acked[b"record-%04d" % i][0] for i in range(400, 600)}
 
         # scale in: the highest ordinal stops (SIGTERM after preStop) and hands over first
         handed_over = pods[3].terminate()
         bootstrap = ",".join(p.bootstrap for i, p in pods.items() if i != 3)
-        assert set(leaders().values()) <= {0, 1, 2}, leaders()
+        assert wait_for(lambda: set(leaders().values()) <= {0, 1, 2}, timeout=5), leaders()
         got = _read_all(pods[1].bootstrap, topic, partitions, len(acked))
         assert {v: k for k, v in got.items()} == acked
         # the log went to the bucket, written with the credentials from the chart's Secret
