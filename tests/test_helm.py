@@ -281,6 +281,21 @@ def test_every_strata_variable_a_pod_gets_is_a_setting_the_broker_accepts(values
         assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]
 
 
+def test_settings_in_values_reach_the_broker_as_written(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "config:\n  upload_bytes: 67108864\n  auto_create_topics: false\n  rack: eu-1a\n"
+    )
+    _, env = _pod(_render("-f", str(values)), 0)
+    assert env["STRATA_UPLOAD_BYTES"] == "67108864"  # not 6.7108864e+07
+    config = _broker_config(_render("-f", str(values)), 0)
+    assert (config.upload_bytes, config.auto_create_topics, config.rack) == (
+        64 * 1024 * 1024,
+        False,
+        "eu-1a",
+    )
+
+
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
 def test_probes_ports_listeners_and_volume_agree_with_the_broker_settings(values: str) -> None:
     docs = _render(*VALUE_SETS[values])
