@@ -38,7 +38,7 @@ from devkit.maven import cache_root
 
 HELM_MODULE = "helm.sh/helm/v4/cmd/helm"
 HELM_VERSION = "v4.3.2"
-CLIENT_GO = "k8s.io/client-go@v0.37.2"  # what helm v4.3.2 is built with
+CLIENT_GO = "k8s.io/client-go@v0.37.2"  # what helm v4.3.2 is built with: bump them together
 
 
 class HelmUnavailable(RuntimeError):
@@ -46,9 +46,10 @@ class HelmUnavailable(RuntimeError):
 
 
 def _go() -> str | None:
-    return shutil.which("go") or next(
-        (p for p in ("/usr/local/go/bin/go",) if os.access(p, os.X_OK)), None
-    )
+    """go on PATH, else where the official tarball puts it."""
+    if found := shutil.which("go"):
+        return found
+    return "/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None
 
 
 def helm_binary() -> Path:
@@ -191,7 +192,8 @@ def kubectl_dry_run(manifests: str, namespace: str = "default") -> subprocess.Co
     assert kubectl is not None, "kubectl is not installed"
     with _discovery_stub() as url, tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "HOME": home, "KUBECONFIG": os.devnull}
-        env.pop("HTTP_PROXY", None), env.pop("http_proxy", None)
+        for proxy in ("HTTP_PROXY", "http_proxy"):
+            env.pop(proxy, None)  # the stub is on loopback
         return subprocess.run(
             [
                 kubectl,
