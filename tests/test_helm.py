@@ -8,7 +8,8 @@ rendered pods run as processes on loopback, each with its rendered command and t
 environment Kubernetes would give it (image ENV, then the pod's env with field and
 Secret references resolved and $(VAR) expanded), only the addresses moved to loopback:
 the embedded default, and three pods in cluster mode against a real etcd and moto, to
-which a fourth pod, rendered with replicas=4, is added and then removed again.
+which a fourth pod, rendered with replicas=4, is added and then removed again, and
+which then rolls one pod at a time as a rolling update would.
 """
 
 from __future__ import annotations
@@ -558,7 +559,7 @@ def etcd():
 
 @pytest.mark.slow
 @pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed")
-def test_three_pods_form_a_cluster_and_a_fourth_takes_its_share_then_hands_it_back(
+def test_three_pods_form_a_cluster_a_fourth_takes_its_share_and_hands_it_back_then_all_roll(
     etcd, s3_bucket, tmp_path: Path
 ) -> None:
     moto, bucket = s3_bucket
@@ -608,6 +609,15 @@ def test_three_pods_form_a_cluster_and_a_fourth_takes_its_share_then_hands_it_ba
         bootstrap = ",".join(p.bootstrap for i, p in pods.items() if i != 3)
         assert wait_for(lambda: set(leaders().values()) <= {0, 1, 2}, timeout=5), leaders()
         got = _read_all(pods[1].bootstrap, topic, partitions, len(acked))
+        assert {v: k for k, v in got.items()} == acked
+
+        # a rolling update: from the highest ordinal down, each pod stops (handing over),
+        # starts again on its own volume, is ready and takes a share again before the next
+        for ordinal in (2, 1, 0):
+            pods[ordinal].terminate()
+            pods[ordinal].start()
+            assert wait_for(lambda o=ordinal: list(leaders().values()).count(o) >= 2), leaders()
+        got = _read_all(pods[0].bootstrap, topic, partitions, len(acked))
         assert {v: k for k, v in got.items()} == acked
         # the log went to the bucket, written with the credentials from the chart's Secret
         prefix = pods[0].pod_env["STRATA_OBJECT_STORE"].removeprefix("s3://").partition("/")[2]
