@@ -21,6 +21,9 @@ from broker.metadata_store import MetadataStore
 from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
 from broker.metrics.state import StateCollector
+from broker.replay.core import Replayer
+from broker.replay.http import PREFIX, ReplayHttp
+from broker.replay.sources import LogSource
 from broker.server import ConnectionLimits, Server
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
@@ -85,7 +88,7 @@ class Broker:
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             )
         )
-        self.metrics_http = MetricsHttp(self.metrics)
+        self.metrics_http = MetricsHttp(self.metrics, {PREFIX: self._replay_http().app})
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,
@@ -114,7 +117,7 @@ class Broker:
 
     async def start(self) -> None:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
-        self.metrics_port = self.metrics_http.start(self.config.metrics_listen)
+        self.metrics_port = self.metrics_http.start(self.config.http_address)
         await self.store.open()
         if self.cluster is not None:
             await self.cluster.join()
@@ -181,6 +184,10 @@ class Broker:
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
+
+    def _replay_http(self) -> ReplayHttp:
+        """The replay API over this broker's log (see broker.replay)."""
+        return ReplayHttp(LogSource(self.logs), Replayer(self.store), self.metrics.replay)
 
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
         if topic.name != OFFSETS_TOPIC:
