@@ -186,20 +186,28 @@ class Replayer:
         self, p: PartitionData, q: Query, stats: ReplayStats
     ) -> list[ReplayRecord]:
         fp = fingerprint(q.key)
-        wanted: list[StoredBlock] = []
-        for b in p.blocks:
-            if b.last_offset < p.log_start or (
-                q.start_ms is not None and b.max_timestamp < q.start_ms
-            ):
-                continue
-            stats.blocks_total += 1
-            index = await self.indexes.get(b.key, b.object_size, stats)
-            entry = None if index is None else index.get(b.position)
-            if entry is not None and not (
-                entry.overlaps(q.start_ms, q.end_ms) and entry.may_hold(fp)
-            ):
-                continue
-            wanted.append(b)
+        live = [
+            b
+            for b in p.blocks
+            if b.last_offset >= p.log_start
+            and (q.start_ms is None or b.max_timestamp >= q.start_ms)
+        ]
+        stats.blocks_total += len(live)
+        objects = {b.key: b.object_size for b in live}
+        gate = asyncio.Semaphore(_GETS_AT_ONCE)
+
+        async def index(key: str, size: int) -> dict[int, BlockKeys] | None:
+            async with gate:
+                return await self.indexes.get(key, size, stats)
+
+        found = await asyncio.gather(*(index(k, n) for k, n in objects.items()))
+        indexes = dict(zip(objects, found, strict=True))
+        wanted = []
+        for b in live:
+            by_position = indexes[b.key]
+            entry = None if by_position is None else by_position.get(b.position)
+            if entry is None or (entry.overlaps(q.start_ms, q.end_ms) and entry.may_hold(fp)):
+                wanted.append(b)
         stats.blocks_read += len(wanted)
         tail: list[bytes | memoryview] = []
         if p.tail is not None:
