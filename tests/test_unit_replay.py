@@ -21,7 +21,7 @@ T0 = 1_700_000_000_000
 
 def _batches(keys_per_batch: list[list[bytes]], first: int = 0, ts: int = T0) -> list[PendingBatch]:
     out, offset = [], first
-    for n, keys in enumerate(keys_per_batch):
+    for keys in keys_per_batch:
         stamps = [ts + 10 * (offset + i) for i in range(len(keys))]
         values = [
             json.dumps({"k": k.decode(), "o": offset + i}).encode() for i, k in enumerate(keys)
@@ -121,7 +121,7 @@ def _ev(step: int, **v) -> dict:
 
 
 def test_diff_names_the_first_divergent_step_and_sums_numeric_fields() -> None:
-    common = [_ev(i, event_type="tool_call", tool="t%d" % i, tokens=10) for i in range(7)]
+    common = [_ev(i, event_type="tool_call", tool=f"t{i}", tokens=10) for i in range(7)]
     a = [*common, _ev(7, event_type="tool_call", tool="refund", action="deny", tokens=1)]
     b = [*common, _ev(7, event_type="tool_call", tool="refund", action="approve", tokens=2)]
     d = first_divergence(a, b, ["event_type", "tool", "action"])
