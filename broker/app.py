@@ -23,7 +23,7 @@ from broker.metrics.http import MetricsHttp
 from broker.metrics.state import StateCollector
 from broker.replay.core import Replayer
 from broker.replay.http import PREFIX, ReplayHttp
-from broker.replay.sources import LogSource
+from broker.replay.sources import BucketSource, LogSource
 from broker.server import ConnectionLimits, Server
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
@@ -187,7 +187,8 @@ class Broker:
 
     def _replay_http(self) -> ReplayHttp:
         """The replay API over this broker's log (see broker.replay)."""
-        return ReplayHttp(LogSource(self.logs), Replayer(self.store), self.metrics.replay)
+        source = LogSource(self.logs, BucketSource(self.store))
+        return ReplayHttp(source, Replayer(self.store), self.metrics.replay)
 
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
         if topic.name != OFFSETS_TOPIC:

@@ -416,3 +416,37 @@ def test_replay_leaves_out_what_delete_records_removed(s3_bucket, tmp_path: Path
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert [json.loads(line)["offset"] for line in out.stdout.splitlines()] == list(range(120, 300))
+
+
+@pytest.mark.slow
+def test_any_broker_of_a_cluster_replays_partitions_another_leads(s3_bucket, tmp_path) -> None:
+    from devkit.etcd import EtcdServer
+    from tests.cluster import Cluster, wait_for
+
+    moto, bucket = s3_bucket
+    etcd = EtcdServer().start()
+    c = Cluster(
+        tmp_path,
+        etcd.url,
+        ["--object-store", f"s3://{bucket}/c", "--s3-endpoint", moto.endpoint],
+        "--durability",
+        "object",  # every acknowledged record is in the bucket
+    )
+    try:
+        c.start(0)
+        c.start(1)
+        topic = "agent-cluster"
+        _create_topic(c.bootstrap, topic, 6)
+        assert wait_for(lambda: set(c.leaders(topic).values()) == {0, 1}, 60)
+        _produce(c.bootstrap, topic, _session_events(3000, 30, seed=11))
+        scan = _scan(c.bootstrap, topic, 6)
+        leaders = c.leaders(topic)
+        sample = sorted(scan)[:8]
+        for broker_id in (0, 1):
+            assert any(leaders[scan[s][0][0]] != broker_id for s in sample)
+            http = c.metrics_ports[broker_id]  # --metrics-listen: the same HTTP listener
+            for s in sample:
+                assert _as_rows(_replay_http(http, topic, s)) == scan[s], (broker_id, s)
+    finally:
+        c.stop_all()
+        etcd.close()

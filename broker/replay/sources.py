@@ -27,8 +27,12 @@ class UnknownTopic(LookupError):
 
 
 class LogSource:
-    def __init__(self, logs: LogManager) -> None:
+    """A running broker's log; partitions another broker leads (cluster mode) are read
+    from the bucket (`bucket`), without their leader's un-uploaded tail."""
+
+    def __init__(self, logs: LogManager, bucket: BucketSource) -> None:
         self.logs = logs
+        self.bucket = bucket
 
     def topics(self) -> list[str]:
         return sorted(self.logs.topics)
@@ -38,7 +42,16 @@ class LogSource:
         if state is None:
             raise UnknownTopic(topic)
         # taken synchronously, on the event loop: a consistent picture of each index
-        return [self._partition(p) for p in state.partitions if p.leading]
+        here = [self._partition(p) for p in state.partitions if p.leading]
+        elsewhere = [p.index for p in state.partitions if not p.leading]
+        if not elsewhere:
+            return here
+        rec = state.record
+        stored = await self.bucket.blocks(rec.topic_id, elsewhere)
+        return sorted(
+            here + [PartitionData(i, rec.log_start.get(i, 0), stored[i]) for i in elsewhere],
+            key=lambda d: d.partition,
+        )
 
     def _partition(self, p: Partition) -> PartitionData:
         catalog = self.logs.catalog
@@ -116,16 +129,18 @@ class BucketSource:
         rec = meta.topics.get(topic)
         if rec is None:
             raise UnknownTopic(topic)
-        rows: dict[int, list[tuple]] = {i: [] for i in range(rec.partitions)}
+        stored = await self.blocks(rec.topic_id, list(range(rec.partitions)))
+        return [PartitionData(i, rec.log_start.get(i, 0), stored[i]) for i in range(rec.partitions)]
+
+    async def blocks(self, topic_id: bytes, partitions: list[int]) -> dict[int, list[StoredBlock]]:
+        """The partitions' object blocks, from every broker's catalog in the bucket."""
+        rows: dict[int, list[tuple]] = {i: [] for i in partitions}
         for broker_id in await self.broker_ids():
             views = await Catalog(self.store, broker_id).read_other(broker_id)
-            for (topic_id, index), view in views.items():
-                if topic_id == rec.topic_id and index in rows:
+            for (tid, index), view in views.items():
+                if tid == topic_id and index in rows:
                     rows[index].extend(view.rows)
-        return [
-            PartitionData(i, rec.log_start.get(i, 0), _tiling(rows[i]))
-            for i in range(rec.partitions)
-        ]
+        return {i: _tiling(r) for i, r in rows.items()}
 
 
 def _tiling(rows: Sequence[tuple]) -> list[StoredBlock]:
