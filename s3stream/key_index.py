@@ -123,8 +123,8 @@ def index_block(batches: Iterable[bytes | memoryview]) -> BlockKeys:
             keys, blo, bhi = batch_keys(b)
             lo, hi = min(lo, blo), max(hi, bhi)
             fps.update(key_hash(k) >> 32 for k in keys)
-    except Exception:  # a codec we cannot read: the block answers every lookup
-        return BlockKeys(lo, hi, None)
+    except Exception:  # a codec we cannot read: the block answers every lookup, any time
+        return BlockKeys(_NO_TIME[1], _NO_TIME[0], None)
     return BlockKeys(lo, hi, array("I", sorted(fps)))
 
 

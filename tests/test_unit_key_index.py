@@ -120,6 +120,7 @@ def test_a_block_that_cannot_be_decoded_answers_every_key() -> None:
     assert entry.fingerprints is None
     decoded = key_index.decode(key_index.encode([entry, key_index.index_block([good[1].data])]))
     assert decoded[0].may_hold(key_index.fingerprint(b"anything"))
+    assert decoded[0].overlaps(0, 1) and decoded[0].overlaps(2**62, None)
     assert not decoded[1].may_hold(key_index.fingerprint(b"anything"))
 
 

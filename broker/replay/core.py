@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +35,8 @@ from s3stream.object_format import (
     split_block,
 )
 from s3stream.store import ObjectStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
@@ -117,7 +120,11 @@ class KeyIndexes:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit[0]
-        by_position = await self._read(key, size, stats)
+        try:
+            by_position = await self._read(key, size, stats)
+        except CorruptObject as e:  # read its blocks whole rather than fail the replay
+            log.warning("%s: key index unreadable (%s); its blocks are read whole", key, e)
+            by_position = None
         weight = 1 + sum(len(b.fingerprints or ()) for b in (by_position or {}).values())
         self._cache[key] = (by_position, weight)
         self._held += weight
