@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.replay.core import PartitionData, Query, Replayer, StoredBlock
+from broker.replay.core import PartitionData, Query, Replayer, StoredBlock, records_with_key
 from broker.replay.render import diff_report, first_divergence, parse_time, summary, timeline
-from protocol.record_codec import encode_batch
+from protocol.record_codec import decode_records, encode_batch
 from protocol.records import parse_header, with_base_offset
 from s3stream.local_store import LocalDirectoryStore
 from s3stream.object_format import ObjectBuilder, PendingBatch
@@ -147,3 +147,14 @@ def test_times_parse_from_iso_8601_or_epoch_ms() -> None:
     assert parse_time(None) is None
     with pytest.raises(ValueError, match="malformed time"):
         parse_time("yesterday")
+
+
+def test_reading_only_one_keys_records_agrees_with_decoding_the_whole_batch() -> None:
+    keys = [b"a", None, b"ab", b"a", b"b", b"a"]
+    headers = [[("h", b"1")], [], [("x", b"")], [], [("h", b"2"), ("i", b"3")], []]
+    raw = encode_batch([b"v%d" % i for i in range(6)], keys, None, headers=headers)
+    full = [(r.offset, r.timestamp, r.value, r.headers) for r in decode_records(raw)]
+    for k in (b"a", b"ab", b"b", b"zz"):
+        assert records_with_key(raw, k) == [
+            f for f, key in zip(full, keys, strict=True) if key == k
+        ]

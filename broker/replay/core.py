@@ -22,8 +22,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from protocol.record_codec import decode_records
-from protocol.records import CONTROL, parse_header
+from protocol.record_codec import decompress, read_varint
+from protocol.records import CONTROL, HEADER_SIZE, TIMESTAMP_TYPE_LOG_APPEND, parse_header
 from s3stream.key_index import BlockKeys, fingerprint
 from s3stream.object_format import (
     FOOTER,
@@ -270,13 +270,55 @@ def _matching(
         h = parse_header(batch)
         if h.attributes & CONTROL or h.last_offset < max(p.log_start, seen + 1):
             continue
-        for r in decode_records(bytes(batch)):
-            if r.key != q.key or r.offset < p.log_start or r.offset <= seen:
+        for offset, ts, value, headers in records_with_key(batch, q.key):
+            if offset < p.log_start or offset <= seen:
                 continue
-            if q.start_ms is not None and r.timestamp < q.start_ms:
+            if q.start_ms is not None and ts < q.start_ms:
                 continue
-            if q.end_ms is not None and r.timestamp > q.end_ms:
+            if q.end_ms is not None and ts > q.end_ms:
                 continue
-            out.append(ReplayRecord(p.partition, r.offset, r.timestamp, r.key, r.value, r.headers))
+            out.append(ReplayRecord(p.partition, offset, ts, q.key, value, headers))
         seen = max(seen, h.last_offset)
+    return out
+
+
+def _field(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    n, pos = read_varint(buf, pos)
+    if n < 0:
+        return None, pos
+    if pos + n > len(buf):
+        raise ValueError("field runs past the record")
+    return buf[pos : pos + n], pos + n
+
+
+def records_with_key(
+    batch: bytes | memoryview, key: bytes
+) -> list[tuple[int, int, bytes | None, tuple[tuple[str, bytes | None], ...]]]:
+    """(offset, timestamp, value, headers) of the records of `batch` keyed `key`: only
+    their keys are read until one matches (most records in a block are other keys')."""
+    h = parse_header(batch)
+    buf = decompress(h.compression, bytes(batch[HEADER_SIZE : h.size]))
+    log_append = bool(h.attributes & TIMESTAMP_TYPE_LOG_APPEND)
+    want = len(key)
+    out = []
+    pos = 0
+    for _ in range(h.record_count):
+        length, pos = read_varint(buf, pos)
+        end = pos + length
+        if length <= 0 or end > len(buf):
+            raise ValueError("record length out of bounds")
+        ts_delta, p = read_varint(buf, pos + 1)  # after the attributes byte
+        offset_delta, p = read_varint(buf, p)
+        n, p = read_varint(buf, p)
+        if n == want and buf[p : p + n] == key:
+            value, p = _field(buf, p + n)
+            count, p = read_varint(buf, p)
+            headers = []
+            for _ in range(max(0, count)):
+                hkey, p = _field(buf, p)
+                hval, p = _field(buf, p)
+                headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
+            ts = h.max_timestamp if log_append else h.base_timestamp + ts_delta
+            out.append((h.base_offset + offset_delta, ts, value, tuple(headers)))
+        pos = end
     return out
