@@ -12,11 +12,12 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from broker.replay.core import DEFAULT_LIMIT, MAX_LIMIT, Query, Replayer
+from broker.replay.core import DEFAULT_LIMIT, MAX_LIMIT, Query, Replayer, ReplayStats
 from broker.replay.render import BadTime, diff_report, parse_time, timeline, to_dict
 from broker.replay.sources import BucketSource, UnknownTopic
 from s3stream.open_store import store_from_url
@@ -82,6 +83,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ProgressBar:
+    """Blocks fetched of those chosen, on stderr, once a read has taken over a second."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, stats: ReplayStats) -> None:
+        if time.monotonic() - self.started < 1.0 or not stats.blocks_read:
+            return
+        done = min(stats.blocks_fetched, stats.blocks_read)
+        filled = 30 * done // stats.blocks_read
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{stats.blocks_read} blocks, "
+            f"{stats.bytes / 1e6:.1f} MB"
+        )
+        sys.stderr.flush()
+
+
 async def _fetch_many(args: argparse.Namespace, keys: list[str]) -> list[list[dict]]:
     if not 0 < args.limit <= MAX_LIMIT:
         raise ReplayFailed(f"--limit {args.limit} out of range: 1 to {MAX_LIMIT}")
@@ -138,7 +157,7 @@ async def _from_bucket(
         if opener is not None:
             await opener()  # the client only: never ensure_bucket, which may create
         source = BucketSource(store)
-        replayer = Replayer(store)
+        replayer = Replayer(store, progress=_ProgressBar() if sys.stderr.isatty() else None)
         try:
             partitions = await source.partitions(args.topic)
         except UnknownTopic:
@@ -148,6 +167,8 @@ async def _from_bucket(
         out = []
         for k in keys:
             result = await replayer.replay(partitions, Query(k.encode(), start, end, args.limit))
+            if replayer.progress is not None:
+                sys.stderr.write("\r\x1b[K")  # the bar goes once the answer is in
             out.append([to_dict(r) for r in result.records])
         return out
     except ObjectStoreError as e:

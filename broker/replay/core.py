@@ -90,7 +90,8 @@ class ReplayRecord:
 class ReplayStats:
     gets: int = 0
     bytes: int = 0  # fetched from the store
-    blocks_read: int = 0
+    blocks_read: int = 0  # chosen to be read (the key index says they may hold the key)
+    blocks_fetched: int = 0  # read so far
     blocks_total: int = 0
     tail_batches: int = 0
     seconds: float = 0.0
@@ -170,9 +171,16 @@ class KeyIndexes:
 
 
 class Replayer:
-    def __init__(self, store: ObjectStore, indexes: KeyIndexes | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        indexes: KeyIndexes | None = None,
+        progress: Callable[[ReplayStats], None] | None = None,
+    ) -> None:
+        """`progress(stats)` after each block GET (a long read's progress bar)."""
         self.store = store
         self.indexes = indexes or KeyIndexes(store)
+        self.progress = progress
 
     async def replay(self, partitions: Sequence[PartitionData], q: Query) -> ReplayResult:
         started = time.perf_counter()
@@ -243,6 +251,9 @@ class Replayer:
                 )
             stats.gets += 1
             stats.bytes += len(data)
+            stats.blocks_fetched += len(run)
+            if self.progress is not None:
+                self.progress(stats)
             return [
                 data[b.position - first.position : b.position - first.position + b.size]
                 for b in run
