@@ -113,13 +113,10 @@ class BucketSource:
         return sorted((await self._metadata()).topics)
 
     async def broker_ids(self) -> list[int]:
+        """Every broker that wrote here: each writes its catalog snapshot when it opens."""
         ids = set()
         for info in await self.store.list("manifests/"):
             m = re.fullmatch(r"manifests/b(\d+)\.msgpack", info.key)
-            if m:
-                ids.add(int(m.group(1)))
-        for info in await self.store.list("data/"):
-            m = re.match(r"data/b(\d+)/", info.key)
             if m:
                 ids.add(int(m.group(1)))
         return sorted(ids)
