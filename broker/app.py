@@ -21,10 +21,14 @@ from broker.metadata_store import MetadataStore
 from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
 from broker.metrics.state import StateCollector
+from broker.peers import Peers
 from broker.replay.core import Replayer
 from broker.replay.http import PREFIX, ReplayHttp
 from broker.replay.sources import BucketSource, LogSource
 from broker.server import ConnectionLimits, Server
+from broker.txn.coordinator import TransactionCoordinator, TxnSettings
+from broker.txn.markers import MarkerWriter
+from broker.txn.table import TRANSACTION_TOPIC, TxnTable
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
 
@@ -55,6 +59,7 @@ class Broker:
         self.settings = BrokerSettings(config, meta, wal_directory(config.data_dir))
         self.metrics = BrokerMetrics()  # before the log, which reports into it
         committed = CommittedOffsets()  # before the log, which replays into it
+        txn_table = TxnTable()  # likewise
         self.logs = LogManager(
             config.data_dir,
             self.store,
@@ -70,7 +75,10 @@ class Broker:
                 else None
             ),
             on_partition_dropped=self._partition_dropped,
-            internal_replayers={OFFSETS_TOPIC: committed.replay},
+            internal_replayers={
+                OFFSETS_TOPIC: committed.replay,
+                TRANSACTION_TOPIC: txn_table.replay,
+            },
             observer=self.metrics,
         )
         self.follower = None
@@ -87,6 +95,21 @@ class Broker:
                 max_session_timeout_ms=config.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             )
+        )
+        self.peers = Peers(f"strata-broker-{config.broker_id}")
+        self.txn_markers = MarkerWriter(self.logs, self.leadership, self.offsets, self.peers)
+        self.transactions = TransactionCoordinator(
+            self.logs,
+            txn_table,
+            self.txn_markers,
+            self.leadership,
+            self.logs.allocate_producer_id,
+            TxnSettings(
+                partitions=config.transaction_state_log_num_partitions,
+                max_timeout_ms=config.transaction_max_timeout_ms,
+                id_expiration_ms=config.transactional_id_expiration_ms,
+                abort_interval_ms=config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            ),
         )
         self.metrics_http = MetricsHttp(self.metrics, {PREFIX: self._replay_http().app})
         StateCollector(
@@ -106,6 +129,8 @@ class Broker:
             leadership=self.leadership,
             settings=self.settings,
             counters=self.metrics,
+            transactions=self.transactions,
+            txn_markers=self.txn_markers,
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
@@ -126,11 +151,13 @@ class Broker:
         else:
             await self.logs.open()
         await self.offsets.ensure_topic()
+        await self.transactions.ensure_topic()
         for group_id in {*self.offsets.offsets, *self.offsets.group_types}:
             group = self.groups.group(group_id, create=True)  # empty, as in Kafka after a restart
             assert group is not None
             group.protocol_type = self.offsets.group_types.get(group_id)
         self.groups.start()
+        self.transactions.start()  # finishes transactions a crash left prepared
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
         if self.cluster is not None:
@@ -166,6 +193,8 @@ class Broker:
             await self.follower.stop()  # hand the partitions over while clients can follow
             await self.cluster.stop()
         await self.server.stop()
+        await self.transactions.stop()
+        await self.peers.close()
         await self.groups.stop()
         await self.logs.close()
         await self.store.close()
@@ -191,6 +220,11 @@ class Broker:
         return ReplayHttp(source, Replayer(self.store), self.metrics.replay)
 
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
+        if topic.name == TRANSACTION_TOPIC:
+            ids = self.transactions.unload(p.index)
+            if ids:
+                log.info("no longer coordinating %d transactional ids of %s", len(ids), p)
+            return
         if topic.name != OFFSETS_TOPIC:
             return
         groups = self.offsets.unload(p.index)

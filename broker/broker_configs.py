@@ -173,6 +173,14 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
         )
     ),
     _field("offsets.topic.num.partitions", INT, "offsets_topic_num_partitions"),
+    _field("transaction.state.log.num.partitions", INT, "transaction_state_log_num_partitions"),
+    _field("transaction.max.timeout.ms", INT, "transaction_max_timeout_ms"),
+    _field("transactional.id.expiration.ms", INT, "transactional_id_expiration_ms"),
+    _field(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        INT,
+        "transaction_abort_timed_out_transaction_cleanup_interval_ms",
+    ),
     _field("group.initial.rebalance.delay.ms", INT, "group_initial_rebalance_delay_ms"),
     _field("group.min.session.timeout.ms", INT, "group_min_session_timeout_ms"),
     _field("group.max.session.timeout.ms", INT, "group_max_session_timeout_ms"),

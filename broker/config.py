@@ -56,6 +56,18 @@ class BrokerConfig:
         3000, "group.initial.rebalance.delay.ms: how long a new group waits for more members"
     )
     offsets_topic_num_partitions: int = _setting(16, "offsets.topic.num.partitions")
+    transaction_state_log_num_partitions: int = _setting(16, "transaction.state.log.num.partitions")
+    transaction_max_timeout_ms: int = _setting(
+        900_000, "transaction.max.timeout.ms: the longest transaction.timeout.ms accepted"
+    )
+    transactional_id_expiration_ms: int = _setting(
+        604_800_000, "transactional.id.expiration.ms: idle transactional ids are forgotten"
+    )
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = _setting(
+        10_000,
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms: how often "
+        "expired transactions are aborted",
+    )
     retention_check_interval_ms: int = _setting(
         30_000, "log.retention.check.interval.ms: how often retention and WAL trimming run"
     )

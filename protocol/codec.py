@@ -196,3 +196,43 @@ def build(cls: type, data: dict[str, Any]) -> Any:
 
 def build_response(api_key: int, api_version: int, data: dict[str, Any]) -> Any:
     return build(response_class(api_key, api_version), data)
+
+
+# --- the client side, for the broker's own calls to other brokers ----------------------
+
+
+def encode_request(
+    api_key: int, api_version: int, correlation_id: int, client_id: str, body: dict[str, Any]
+) -> bytes:
+    """A complete request frame (size prefix, header, body) from a plain dict."""
+    cls = load_request_schema(api_key, api_version)
+    write_header, write_body = _writers(cls)
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    write_header(
+        buf,
+        cls.__header_schema__(
+            request_api_key=api_key,
+            request_api_version=api_version,
+            correlation_id=correlation_id,
+            client_id=client_id,
+        ),
+    )
+    write_body(buf, build(cls, body))
+    out = buf.getbuffer()
+    _SIZE.pack_into(out, 0, len(out) - 4)
+    return bytes(out)
+
+
+@cache
+def _response_readers(api_key: int, api_version: int):
+    cls = load_response_schema(api_key, api_version)
+    return entity_reader(cls.__header_schema__), entity_reader(cls)
+
+
+def decode_response(api_key: int, api_version: int, frame: bytes) -> tuple[int, Any]:
+    """(correlation id, response entity) of a response frame without its size prefix."""
+    read_header, read_body = _response_readers(api_key, api_version)
+    header, used = read_header(frame, 0)
+    body, _ = read_body(frame, used)
+    return header.correlation_id, body

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import cramjam
 import crc32c
 
-from protocol.records import HEADER_SIZE, TIMESTAMP_TYPE_LOG_APPEND, parse_header
+from protocol.records import (
+    CONTROL,
+    HEADER_SIZE,
+    TIMESTAMP_TYPE_LOG_APPEND,
+    TRANSACTIONAL,
+    parse_header,
+)
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _AFTER_CRC = struct.Struct(">hiqqqhii")
@@ -138,8 +144,10 @@ def encode_batch(
     producer_epoch: int = -1,
     base_sequence: int = -1,
     headers: list[list[tuple[str, bytes]]] | None = None,
+    attributes: int = 0,
 ) -> bytes:
-    """An uncompressed RecordBatch v2 at base offset 0, with a correct CRC-32C."""
+    """An uncompressed RecordBatch v2 at base offset 0, with a correct CRC-32C
+    (`attributes`: the transactional and control bits; compression stays none)."""
     import time
 
     now = int(time.time() * 1000)
@@ -161,7 +169,7 @@ def encode_batch(
             rec += _bytes_field(hk.encode()) + _bytes_field(hv)
         body += encode_varint(len(rec)) + rec
     after_crc = _AFTER_CRC.pack(
-        0,
+        attributes,
         len(values) - 1,
         base_ts,
         max(timestamps),
@@ -172,3 +180,34 @@ def encode_batch(
     ) + bytes(body)
     batch_length = 4 + 1 + 4 + len(after_crc)
     return _BEFORE_CRC.pack(0, batch_length, -1, 2, crc32c.crc32c(after_crc)) + after_crc
+
+
+# Control records (KIP-98): key = version i16, type i16; value = version i16,
+# coordinator epoch i32. Type 0 aborts, 1 commits.
+_CONTROL_KEY = struct.Struct(">hh")
+_CONTROL_VALUE = struct.Struct(">hi")
+ABORT = 0
+COMMIT = 1
+
+
+def control_batch(
+    producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, now_ms: int
+) -> bytes:
+    """The marker a transaction coordinator writes to each partition of a transaction."""
+    return encode_batch(
+        [_CONTROL_VALUE.pack(0, coordinator_epoch)],
+        keys=[_CONTROL_KEY.pack(0, COMMIT if commit else ABORT)],
+        timestamps=[now_ms],
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        attributes=TRANSACTIONAL | CONTROL,
+    )
+
+
+def control_type(batch: bytes | memoryview) -> int:
+    """COMMIT or ABORT, from a control batch's one record (tiny, never compressed)."""
+    records = decode_records(bytes(batch))
+    key = records[0].key if records else None
+    if key is None or len(key) < _CONTROL_KEY.size:
+        raise ValueError("control batch without a control key")
+    return _CONTROL_KEY.unpack_from(key)[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 WAL = -1  # object id of an entry that is a single batch in the WAL
 
@@ -72,6 +72,11 @@ class Stream(Protocol):
 
     def record_block(self, ref: BatchRef) -> None:
         """Index an object block (opening from the bucket, before the WAL replay)."""
+        ...
+
+    def stream_state(self) -> Any:
+        """The owner's own state as of the end of the object blocks, stored beside
+        them (msgpack-able, opaque to the tier), or None."""
         ...
 
     def wal_slice(self, durable_end: int) -> WalSlice | None:

@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -49,6 +50,7 @@ class PartitionView:
     producers: list | None = None  # hand-off records: the idempotent producers' state
     discovered: bool = False  # rows from objects newer than the snapshot were added
     writer: int | None = None  # hand-off records: the broker that wrote it
+    state: Any = None  # the stream's own state as of these rows (Stream.stream_state)
 
     @property
     def end(self) -> int:
@@ -185,7 +187,7 @@ class Catalog:
                         index[oid] = len(objects)
                         objects.append([o.key, o.seq, o.size, o.created_ms])
                     rows.append([base, last, ts, pos, size, index[oid]])
-                parts.append([p.topic_id, p.index, rows, p.leader_epoch])
+                parts.append([p.topic_id, p.index, rows, p.leader_epoch, p.stream_state()])
             doc = {
                 "version": 1,
                 "broker_id": self.broker_id,
@@ -258,10 +260,18 @@ class Catalog:
         for base, last, ts, pos, size, oid in p.object_rows():
             o = self.get(oid)
             rows.append([o.key, o.seq, o.size, o.created_ms, base, last, ts, pos, size])
-        return self.encode_handoff(p.leader_epoch, rows, producers)
+        return self.encode_handoff(p.leader_epoch, rows, producers, p.stream_state())
 
-    def encode_handoff(self, epoch: int, rows: list, producers: list | None) -> bytes:
-        doc = {"writer": self.broker_id, "epoch": epoch, "rows": rows, "producers": producers}
+    def encode_handoff(
+        self, epoch: int, rows: list, producers: list | None, state: Any = None
+    ) -> bytes:
+        doc = {
+            "writer": self.broker_id,
+            "epoch": epoch,
+            "rows": rows,
+            "producers": producers,
+            "state": state,
+        }
         return msgpack.packb(doc)
 
     async def read_handoff(self, topic_id: bytes, index: int) -> PartitionView | None:
@@ -271,7 +281,9 @@ class Catalog:
             return None
         doc = msgpack.unpackb(raw, strict_map_key=False)
         rows = [tuple(r) for r in doc["rows"]]
-        return PartitionView(doc["epoch"], rows, doc["producers"], writer=doc["writer"])
+        return PartitionView(
+            doc["epoch"], rows, doc["producers"], writer=doc["writer"], state=doc.get("state")
+        )
 
     async def read_other(self, broker_id: int) -> dict[tuple[bytes, int], PartitionView]:
         """Another broker's (or this one's) stored catalog, read-only: its snapshot, and
@@ -301,6 +313,7 @@ class Catalog:
                         (*objs[k], base, last, ts, pos, size)
                         for base, last, ts, pos, size, k in rows
                     ],
+                    state=entry[4] if len(entry) > 4 else None,
                 )
         for info in sorted(await self.store.list(owner.data_prefix), key=lambda i: i.key):
             seq = owner._seq_of(info.key)

@@ -1,6 +1,11 @@
 """The committed offsets and group types this broker knows, as rebuilt from the records
 of `__consumer_offsets`: a table fed by replay at start (and when an offsets partition
-moves here) and by commits once durable. Built before the log, which replays into it."""
+moves here) and by commits once durable. Built before the log, which replays into it.
+
+Offsets committed inside a transaction (TxnOffsetCommit) arrive in transactional
+batches: they wait, staged by producer id, until the transaction's marker reaches the
+offsets partition; a commit marker applies them, an abort marker drops them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from protocol.record_codec import decode_records
+from protocol.record_codec import COMMIT, control_type, decode_records
+from protocol.records import parse_header
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +39,47 @@ class CommittedOffsets:
     def __init__(self) -> None:
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
         self.group_types: dict[str, str] = {}  # protocol type of groups that had members
+        # producer id -> group -> offsets committed in its open transaction
+        self.pending: dict[int, dict[str, dict[TopicPartitionKey, CommittedOffset]]] = {}
 
     def replay(self, batch: bytes) -> None:
         """Apply one batch of the offsets topic (replayed from the log)."""
         try:
+            h = parse_header(batch)
+            if h.is_control:
+                self.complete(h.producer_id, control_type(batch) == COMMIT)
+                return
             for r in decode_records(batch):
-                self.apply(r.key, r.value)
+                if h.is_transactional:
+                    self.stage(h.producer_id, r.key, r.value)
+                else:
+                    self.apply(r.key, r.value)
         except Exception as e:
             log.error("skipping an unreadable batch in %s: %r", OFFSETS_TOPIC, e)
+
+    def stage(self, producer_id: int, key: bytes | None, value: bytes | None) -> None:
+        """An offset committed in a transaction, held until the transaction ends."""
+        if key is None or value is None:
+            return
+        kind, group, *rest = msgpack.unpackb(key)
+        if kind != OFFSET_KEY:
+            return
+        offset, epoch, metadata, ts = msgpack.unpackb(value)
+        by_group = self.pending.setdefault(producer_id, {}).setdefault(group, {})
+        by_group[tuple(rest)] = CommittedOffset(offset, epoch, metadata, ts)
+
+    def complete(self, producer_id: int, commit: bool) -> None:
+        """The transaction's marker reached the offsets partition."""
+        for group, offsets in self.pending.pop(producer_id, {}).items():
+            if commit:
+                self.offsets.setdefault(group, {}).update(offsets)
+
+    def is_pending(self, group_id: str, key: TopicPartitionKey) -> bool:
+        """Whether an open transaction holds an offset for the group's partition."""
+        return any(key in staged.get(group_id, ()) for staged in self.pending.values())
+
+    def pending_groups(self) -> set[str]:
+        return {g for staged in self.pending.values() for g in staged}
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:

@@ -100,6 +100,9 @@ class OffsetStore:
         for g in groups:
             self.offsets.pop(g, None)
             self.group_types.pop(g, None)
+        for staged in self.committed.pending.values():
+            for g in groups:
+                staged.pop(g, None)
         return groups
 
     def partition_for(self, group_id: str) -> int:
@@ -114,13 +117,22 @@ class OffsetStore:
         group_id: str,
         entries: list[tuple[bytes, bytes | None]],
         timeout_ms: int | None = None,
+        producer: tuple[int, int] | None = None,
     ) -> None:
-        """Append records for one group and wait until they are durable, then apply them.
+        """Append records for one group and wait until they are durable, then apply them
+        (or, for a transaction's `producer` (id, epoch), stage them until its marker).
         Raises CommitFenced if the partition was taken away meanwhile (cluster mode)."""
         topic = await self.ensure_topic()
         index = self.partition_for(group_id)
         p = topic.partitions[index]
-        batch = encode_batch([v for _, v in entries], keys=[k for k, _ in entries])
+        pid, epoch = producer or (-1, -1)
+        batch = encode_batch(
+            [v for _, v in entries],
+            keys=[k for k, _ in entries],
+            producer_id=pid,
+            producer_epoch=epoch,
+            attributes=records.TRANSACTIONAL if producer else 0,
+        )
         appended = self.logs.append(topic, p, batch, records.validate(batch))
         assert appended.wal_end is not None
         self._inflight[index] = self._inflight.get(index, 0) + 1
@@ -132,7 +144,10 @@ class OffsetStore:
                 if p.fenced != fenced or not self.may_ack():
                     raise CommitFenced(f"{p} was taken over before the commit was durable")
                 for key, value in entries:
-                    self.committed.apply(key, value)
+                    if producer:
+                        self.committed.stage(pid, key, value)
+                    else:
+                        self.committed.apply(key, value)
             finally:
                 self._inflight[index] -= 1
 
@@ -170,6 +185,8 @@ class OffsetStore:
             pins = first is not None and len(segments) > 1 and first < segments[1]
             if not (len(p.batches) >= min_batches or pins) or self._inflight.get(p.index):
                 continue
+            if any(self.partition_for(g) == p.index for g in self.committed.pending_groups()):
+                continue  # staged transactional offsets live only in the log until the marker
             groups = {*self.offsets, *self.group_types}
             entries = [
                 r
@@ -213,6 +230,29 @@ class OffsetStore:
         if protocol_type and self.group_types.get(group_id) != protocol_type:
             entries.append(_type_record(group_id, protocol_type))
         await self._write(group_id, entries, COMMIT_TIMEOUT_MS)
+
+    async def txn_commit(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        offsets: dict[TopicPartitionKey, CommittedOffset],
+    ) -> None:
+        """TxnOffsetCommit: the offsets are written now and become the group's when the
+        transaction commits (its marker reaches this partition; see complete_txn)."""
+        now = int(time.time() * 1000)
+        entries = [
+            _offset_record(group_id, key, replace(c, commit_timestamp=now))
+            for key, c in offsets.items()
+        ]
+        await self._write(group_id, entries, COMMIT_TIMEOUT_MS, (producer_id, producer_epoch))
+
+    def complete_txn(self, producer_id: int, commit: bool) -> None:
+        """A transaction marker is durable in an offsets partition this broker leads."""
+        self.committed.complete(producer_id, commit)
+
+    def is_pending(self, group_id: str, topic: str, partition: int) -> bool:
+        return self.committed.is_pending(group_id, (topic, partition))
 
     async def delete(self, group_id: str, keys: list[TopicPartitionKey]) -> None:
         present = [k for k in keys if k in self.offsets.get(group_id, {})]

@@ -16,6 +16,7 @@ from broker.handlers import (
     quorum,
     reassignments,
     topics,
+    transactions,
 )
 from protocol.versions import ApiKey
 
@@ -28,6 +29,14 @@ HANDLERS = {
     ApiKey.FETCH: fetch.handle,
     ApiKey.LIST_OFFSETS: list_offsets.handle,
     ApiKey.INIT_PRODUCER_ID: producer_id.handle,
+    ApiKey.ADD_PARTITIONS_TO_TXN: transactions.handle_add_partitions,
+    ApiKey.ADD_OFFSETS_TO_TXN: transactions.handle_add_offsets,
+    ApiKey.END_TXN: transactions.handle_end_txn,
+    ApiKey.WRITE_TXN_MARKERS: transactions.handle_write_markers,
+    ApiKey.TXN_OFFSET_COMMIT: transactions.handle_txn_offset_commit,
+    ApiKey.DESCRIBE_PRODUCERS: transactions.handle_describe_producers,
+    ApiKey.DESCRIBE_TRANSACTIONS: transactions.handle_describe_transactions,
+    ApiKey.LIST_TRANSACTIONS: transactions.handle_list_transactions,
     ApiKey.FIND_COORDINATOR: groups.handle_find_coordinator,
     ApiKey.JOIN_GROUP: groups.handle_join,
     ApiKey.SYNC_GROUP: groups.handle_sync,

@@ -1,8 +1,9 @@
 """What a handler may use: the few collaborators it needs, built once in broker/app.py.
 
 Handlers get this instead of the broker, so what a handler can touch is listed here
-(the log, the groups and their offsets, who leads what, the settings and the request
-counters) rather than found by walking from one object to the next.
+(the log, the groups and their offsets, who leads what, the settings, the request
+counters, and the transaction coordinator with its marker writer) rather than found
+by walking from one object to the next.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from broker.groups.offset_store import OffsetStore
     from broker.leadership import Leadership
     from broker.log.manager import LogManager
+    from broker.txn.coordinator import TransactionCoordinator
+    from broker.txn.markers import MarkerWriter
 
 
 class TopicCounters(Protocol):
@@ -45,3 +48,5 @@ class HandlerContext:
     leadership: Leadership
     settings: BrokerSettings
     counters: RequestCounters
+    transactions: TransactionCoordinator
+    txn_markers: MarkerWriter

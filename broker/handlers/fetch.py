@@ -1,5 +1,8 @@
 """Fetch: read batches up to the high watermark, long-polling for min_bytes / max_wait.
 
+read_committed (isolation level 1) reads up to the last stable offset instead, and
+lists the aborted transactions in the range read, which clients skip.
+
 No fetch sessions (KIP-227): every response carries session id 0, which tells
 clients to send full fetch requests, as Kafka does when its session cache is full.
 """
@@ -58,7 +61,9 @@ def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wa
     return plan
 
 
-async def _read_all(ctx: HandlerContext, plan, max_bytes: int) -> tuple[list[dict], int, bool]:
+async def _read_all(
+    ctx: HandlerContext, plan, max_bytes: int, committed: bool
+) -> tuple[list[dict], int, bool]:
     """One pass over the wanted partitions: (topic responses, bytes, any error)."""
     logs = ctx.logs
     remaining = max_bytes
@@ -71,20 +76,22 @@ async def _read_all(ctx: HandlerContext, plan, max_bytes: int) -> tuple[list[dic
             p = w.partition
             error = w.error
             data = b""
+            aborted = None
             if p is not None and error == ErrorCode.none:
+                limit = p.last_stable_offset if committed else p.high_watermark
                 if p.deleted:
                     error = ErrorCode.unknown_topic_or_partition
                 elif not ctx.leadership.serves(p):  # handed over while the fetch waited
                     error = ErrorCode.not_leader_or_follower
                 elif w.fetch_offset < p.log_start_offset or w.fetch_offset > p.log_end_offset:
                     error = ErrorCode.offset_out_of_range
-                elif remaining > 0 and w.fetch_offset < p.high_watermark:
+                elif remaining > 0 and w.fetch_offset < limit:
                     try:
                         batches = await logs.read(
                             p,
                             w.fetch_offset,
                             min(w.max_bytes, remaining),
-                            p.high_watermark,
+                            limit,
                             first_may_exceed=total == 0,
                         )
                     except (TrimmedRead, ObjectNotFound) as e:
@@ -97,6 +104,8 @@ async def _read_all(ctx: HandlerContext, plan, max_bytes: int) -> tuple[list[dic
                         log.warning("fetch %s at %d: object store: %r", p, w.fetch_offset, e)
                         batches, error = [], ErrorCode.kafka_storage_error
                     data = b"".join(batches)
+                    if committed and data:
+                        aborted = _aborted(p, w.fetch_offset, limit)
                     total += len(data)
                     remaining -= len(data)
             any_error = any_error or error != ErrorCode.none
@@ -105,15 +114,22 @@ async def _read_all(ctx: HandlerContext, plan, max_bytes: int) -> tuple[list[dic
                     "partition_index": w.index,
                     "error_code": error,
                     "high_watermark": p.high_watermark if p is not None else -1,
-                    "last_stable_offset": p.high_watermark if p is not None else -1,
+                    "last_stable_offset": p.last_stable_offset if p is not None else -1,
                     "log_start_offset": p.log_start_offset if p is not None else -1,
-                    "aborted_transactions": None,
+                    "aborted_transactions": aborted,
                     "preferred_read_replica": -1,
                     "records": data,
                 }
             )
         responses.append({**key, "partitions": parts})
     return responses, total, any_error
+
+
+def _aborted(p: Partition, start: int, end: int) -> list[dict] | None:
+    found = p.txns.aborted_between(start, end)
+    if not found:
+        return None
+    return [{"producer_id": pid, "first_offset": first} for pid, first in found]
 
 
 def _count(ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool) -> None:
@@ -144,16 +160,25 @@ async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred:
     max_bytes = getattr(body, "max_bytes", 2**31 - 1)
     plan = _resolve(ctx, request)
     deadline = time.monotonic() + body.max_wait.total_seconds()
-    responses, total, any_error = await _read_all(ctx, plan, max_bytes)
+    committed = getattr(body, "isolation_level", 0) == 1
+    responses, total, any_error = await _read_all(ctx, plan, max_bytes, committed)
     watched = [w.partition for _, ws in plan for w in ws if w.partition is not None]
     if total < body.min_bytes and not any_error and watched and deadline > time.monotonic():
         first = (responses, total, any_error)
-        return Deferred(_long_poll(ctx, plan, max_bytes, body.min_bytes, deadline, first))
+        return Deferred(
+            _long_poll(ctx, plan, max_bytes, committed, body.min_bytes, deadline, first)
+        )
     return _answer(ctx, plan, responses, total, any_error)
 
 
 async def _long_poll(
-    ctx: HandlerContext, plan, max_bytes: int, min_bytes: int, deadline: float, first
+    ctx: HandlerContext,
+    plan,
+    max_bytes: int,
+    committed: bool,
+    min_bytes: int,
+    deadline: float,
+    first,
 ) -> dict:
     """Wait for appends to the watched partitions until min_bytes or the deadline; the
     answer is the last read."""
@@ -170,7 +195,7 @@ async def _long_poll(
             break
         finally:
             ctx.logs.unwatch(fut, watched)
-        responses, total, any_error = await _read_all(ctx, plan, max_bytes)
+        responses, total, any_error = await _read_all(ctx, plan, max_bytes, committed)
     return _answer(ctx, plan, responses, total, any_error)
 
 

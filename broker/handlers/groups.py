@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from broker.deferred import Deferred
 from broker.groups.coordinator import Answer
 from broker.groups.responses import join_error, sync_error
-from broker.handlers.resolve import coordinates, coordinator_of
+from broker.handlers.resolve import coordinates, coordinator_of, txn_coordinator_of
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -38,16 +38,15 @@ def _no_coordinator(key: str, error: ErrorCode, message: str) -> dict:
 
 
 def _coordinator_entry(ctx: HandlerContext, key: str, key_type: int) -> dict:
-    if key_type != GROUP_KEY:
-        return _no_coordinator(
-            key, ErrorCode.coordinator_not_available, "transactions are not supported yet"
-        )
+    if key_type not in (GROUP_KEY, TRANSACTION_KEY):
+        return _no_coordinator(key, ErrorCode.invalid_request, f"unknown key type {key_type}")
     if not key:
-        return _no_coordinator(key, ErrorCode.invalid_request, "empty group id")
-    node = coordinator_of(ctx, key)
-    if node is None:  # its offsets partition has no live leader right now
+        return _no_coordinator(key, ErrorCode.invalid_request, "empty key")
+    find = txn_coordinator_of if key_type == TRANSACTION_KEY else coordinator_of
+    node = find(ctx, key)
+    if node is None:  # its offsets (or transaction state) partition has no live leader
         return _no_coordinator(
-            key, ErrorCode.coordinator_not_available, "the group's coordinator is moving; retry"
+            key, ErrorCode.coordinator_not_available, "the coordinator is moving; retry"
         )
     return {
         "key": key,

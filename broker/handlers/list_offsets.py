@@ -1,4 +1,8 @@
-"""ListOffsets: earliest, latest, max timestamp, and the first offset at or after a time."""
+"""ListOffsets: earliest, latest, max timestamp, and the first offset at or after a time.
+
+Latest is the high watermark, or for read_committed (isolation level 1) the last
+stable offset.
+"""
 
 from __future__ import annotations
 
@@ -84,10 +88,14 @@ async def _lookup(
         return ref.max_timestamp, ref.base_offset
 
 
-async def _offset_at(ctx: HandlerContext, p: Partition, timestamp: int) -> tuple[int, int, int]:
+async def _offset_at(
+    ctx: HandlerContext, p: Partition, timestamp: int, committed: bool
+) -> tuple[int, int, int]:
     """(error, timestamp, offset) answering one partition's query."""
     if timestamp < EARLIEST_PENDING_UPLOAD:
         return ErrorCode.invalid_request, -1, -1
+    if timestamp == LATEST and committed:
+        return ErrorCode.none, -1, p.last_stable_offset
     try:
         ts, offset = await _lookup(ctx, p, timestamp)
     except ObjectStoreError as e:  # the store is down: retriable
@@ -98,6 +106,7 @@ async def _offset_at(ctx: HandlerContext, p: Partition, timestamp: int) -> tuple
 
 async def handle(ctx: HandlerContext, request: Request) -> dict:
     logs = ctx.logs
+    committed = getattr(request.body, "isolation_level", 0) == 1
     topics = []
     for t in request.body.topics:
         state = logs.topics.get(t.name)
@@ -108,7 +117,7 @@ async def handle(ctx: HandlerContext, request: Request) -> dict:
             epoch = -1 if p is None else p.leader_epoch
             ts, offset = -1, -1
             if p is not None and error == ErrorCode.none:
-                error, ts, offset = await _offset_at(ctx, p, lp.timestamp)
+                error, ts, offset = await _offset_at(ctx, p, lp.timestamp, committed)
             parts.append(
                 {
                     "partition_index": lp.partition_index,

@@ -69,7 +69,11 @@ async def handle_commit(ctx: HandlerContext, request: Request) -> dict:
     return {"throttle_time": 0, "topics": topics}
 
 
-def _fetch_group(ctx: HandlerContext, group_id: str, topics) -> tuple[list[dict], ErrorCode]:
+def _fetch_group(
+    ctx: HandlerContext, group_id: str, topics, require_stable: bool = False
+) -> tuple[list[dict], ErrorCode]:
+    """`require_stable` (KIP-447): a partition whose offset an open transaction is
+    committing answers UNSTABLE_OFFSET_COMMIT, and the client asks again."""
     if not coordinates(ctx, group_id):
         return [], ErrorCode.not_coordinator
     store = ctx.offsets
@@ -85,13 +89,14 @@ def _fetch_group(ctx: HandlerContext, group_id: str, topics) -> tuple[list[dict]
         parts = []
         for partition in partitions:
             c = store.get(group_id, topic, partition)
+            unstable = require_stable and store.is_pending(group_id, topic, partition)
             parts.append(
                 {
                     "partition_index": partition,
                     "committed_offset": c.offset if c else -1,
                     "committed_leader_epoch": c.leader_epoch if c else -1,
                     "metadata": c.metadata if c else "",
-                    "error_code": ErrorCode.none,
+                    "error_code": ErrorCode.unstable_offset_commit if unstable else ErrorCode.none,
                 }
             )
         out.append({"name": topic, "partitions": parts})
@@ -100,13 +105,14 @@ def _fetch_group(ctx: HandlerContext, group_id: str, topics) -> tuple[list[dict]
 
 async def handle_fetch(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
+    stable = getattr(b, "require_stable", False)
     if request.header.api_version >= 8:
         groups = []
         for g in b.groups:
-            topics, error = _fetch_group(ctx, g.group_id, g.topics)
+            topics, error = _fetch_group(ctx, g.group_id, g.topics, stable)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return {"throttle_time": 0, "groups": groups}
-    topics, error = _fetch_group(ctx, b.group_id, b.topics)
+    topics, error = _fetch_group(ctx, b.group_id, b.topics, stable)
     return {"throttle_time": 0, "topics": topics, "error_code": error}
 
 

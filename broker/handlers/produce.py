@@ -198,10 +198,16 @@ def _append_one(ctx: HandlerContext, state, p, pd) -> dict:
     except records.InvalidBatch as e:
         log.warning("invalid batch for %s: %s", p, e)
         return _partition_result(pd.index, ErrorCode.invalid_record, message=str(e))
-    if h.is_transactional or h.is_control:
+    if h.is_control:
         return _partition_result(
-            pd.index, ErrorCode.invalid_record, message="transactions are not supported yet"
+            pd.index,
+            ErrorCode.invalid_record,
+            message="control batches are written by the transaction coordinator only",
         )
+    if h.is_transactional:
+        error = ctx.transactions.verify(h.producer_id, h.producer_epoch, state.name, p.index)
+        if error != ErrorCode.none:
+            return _partition_result(pd.index, error, log_start=p.log_start_offset)
     verdict = p.producers.check(h)
     if verdict.error != ErrorCode.none:
         return _partition_result(pd.index, verdict.error, log_start=p.log_start_offset)

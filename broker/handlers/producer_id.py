@@ -1,4 +1,5 @@
-"""InitProducerId for idempotent producers (transactions are not supported yet)."""
+"""InitProducerId: idempotent producers get an id here; transactional ones from their
+transaction coordinator (broker.txn.coordinator)."""
 
 from __future__ import annotations
 
@@ -18,19 +19,19 @@ _MAX_EPOCH = 32767
 
 async def handle(ctx: HandlerContext, request: Request) -> dict:
     body = request.body
-    if body.transactional_id is not None:
-        log.info(
-            "InitProducerId with transactional id %r refused: no transactions",
-            body.transactional_id,
+    pid = getattr(body, "producer_id", -1)
+    epoch = getattr(body, "producer_epoch", -1)
+    if body.transactional_id:  # an empty id means none, as in Kafka
+        timeout_ms = int(body.transaction_timeout.total_seconds() * 1000)
+        error, pid, epoch = await ctx.transactions.init_producer_id(
+            body.transactional_id, timeout_ms, pid, epoch
         )
         return {
             "throttle_time": 0,
-            "error_code": ErrorCode.transactional_id_authorization_failed,
-            "producer_id": -1,
-            "producer_epoch": -1,
+            "error_code": error,
+            "producer_id": pid,
+            "producer_epoch": epoch,
         }
-    pid = getattr(body, "producer_id", -1)
-    epoch = getattr(body, "producer_epoch", -1)
     if 0 <= pid < ctx.logs.meta.producer_id_limit and 0 <= epoch < _MAX_EPOCH - 1:
         # KIP-360: an idempotent producer re-initialising keeps its id with a bumped epoch.
         return {

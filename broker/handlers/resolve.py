@@ -62,7 +62,15 @@ def coordinates(ctx: HandlerContext, group_id: str) -> bool:
 def coordinator_of(ctx: HandlerContext, group_id: str) -> BrokerAddress | None:
     """The broker coordinating a group; None while its offsets partition has no live
     leader."""
-    p = _offsets_partition(ctx, group_id)
+    return leader_address(ctx, _offsets_partition(ctx, group_id))
+
+
+def txn_coordinator_of(ctx: HandlerContext, transactional_id: str) -> BrokerAddress | None:
+    """The broker coordinating a transactional id: the leader of its state partition."""
+    return leader_address(ctx, ctx.transactions.state_partition(transactional_id))
+
+
+def leader_address(ctx: HandlerContext, p: Partition | None) -> BrokerAddress | None:
     if p is None:
         return None
     leader, _ = ctx.leadership.leader_of(p)

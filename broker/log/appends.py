@@ -16,6 +16,7 @@ from broker.log.partition import Partition
 from broker.log.topics import TopicState
 from broker.log.watch import Watchers
 from protocol import records
+from protocol.record_codec import control_type
 from protocol.records import BatchHeader
 from s3stream.tail_cache import TailCache
 from s3stream.uploader import Uploader
@@ -71,7 +72,8 @@ class AppendPath:
             h = records.parse_header(batch)
         batch = records.with_base_offset(batch, base_offset, p.leader_epoch)
         position, wal_end = self.wal.append(p.topic_id, p.index, p.leader_epoch, base_offset, batch)
-        p.record_append(h, base_offset, position, wal_end)
+        control = control_type(batch) if h.is_control else None
+        p.record_append(h, base_offset, position, wal_end, control)
         self._unsynced.add(p)
         self.tail.put(p.tail, base_offset, batch)
         return AppendResult(base_offset, wal_end, append_time)

@@ -18,6 +18,7 @@ from broker.log.loader import LogLoader, Orphan
 from broker.log.partition import Partition
 from broker.log.reads import ReadPath
 from broker.log.topics import TopicRegistry, TopicState
+from broker.log.txn_index import TxnIndex
 from broker.log.watch import Watchers
 from s3stream.api import BatchRef
 from s3stream.catalog import Catalog, PartitionView
@@ -89,6 +90,7 @@ class HandOff:
             for key, seq, osize, created, base, last, ts, pos, size in view.rows if view else ():
                 obj = self.catalog.ensure(key, seq, osize, created)
                 p.record_block(BatchRef(base, last, ts, pos, size, obj.id))
+            p.txns = TxnIndex.restore(view.state if view else None, p.objects_end)
             if view is not None and view.producers is not None and not view.discovered:
                 p.producers.restore(view.producers)  # a hand-off: the record is current
             else:
@@ -100,6 +102,7 @@ class HandOff:
             p.epoch_start_offset = p.log_end_offset
         try:
             await self.loader.restore_producers(unknown_producers)
+            await self.loader.restore_transactions(opened)
             await self.loader.replay_internal(opened)
             await self.catalog.write_snapshot(self.registry.live_partitions())
         except BaseException:

@@ -19,7 +19,9 @@ from pathlib import Path
 from broker.log.appends import AppendPath
 from broker.log.partition import Partition
 from broker.log.topics import TopicRegistry
+from broker.log.txn_index import TxnIndex
 from protocol import records
+from protocol.record_codec import control_type
 from protocol.records import BatchHeader
 from s3stream.api import BatchRef
 from s3stream.catalog import Catalog, PartitionView
@@ -97,8 +99,13 @@ class LogLoader:
             garbage = []  # perhaps another broker's now: the controller's sweep decides
             await self._keep_awaited(own, awaited)
         self.registry.apply_log_starts()
+        for (tid, index), view in own.items():
+            p = self.registry.partition_by_id(tid, index)
+            if p is not None and p.held:
+                p.txns = TxnIndex.restore(view.state, p.objects_end)
         await self.replay_internal(self.registry.live_partitions())
         await self.restore_producers(self.registry.live_partitions())
+        await self.restore_transactions(self.registry.live_partitions())
         log.info(
             "opened %d objects from %s (%d newer than the snapshot, %d leftovers) in %.2fs",
             report.objects,
@@ -155,6 +162,24 @@ class LogLoader:
             for h, base in batches:
                 p.producers.update(h, base)
 
+    async def restore_transactions(self, partitions: list[Partition]) -> None:
+        """Bring each partition's transaction index from its stored horizon to the end
+        of its objects: only objects uploaded after the last snapshot are read (the
+        snapshot stores the index as of its own end)."""
+        for p in partitions:
+            idx, end = p.batches, p.objects_end
+            if p.txns.horizon >= end:
+                continue
+            for i in range(p.object_entries):
+                if idx.last_offsets[i] < p.txns.horizon:
+                    continue
+                for base, batch in await self._stored_batches(idx.ref(i)):
+                    h = records.parse_header(batch)
+                    if h.is_transactional:
+                        control = control_type(batch) if h.is_control else None
+                        p.record_producer(h, base, control)
+            p.txns.horizon = end
+
     async def replay_internal(self, partitions: list[Partition]) -> None:
         """Feed internal topics' uploaded batches to their replayers (the WAL's part
         follows during recovery)."""
@@ -186,7 +211,7 @@ class LogLoader:
                 continue
             producers = None if view.discovered else view.producers
             data = self.catalog.encode_handoff(
-                view.epoch or 0, [list(r) for r in view.rows], producers
+                view.epoch or 0, [list(r) for r in view.rows], producers, view.state
             )
             await self.store.put(self.catalog.handoff_key(tid, index), data)
 
@@ -216,15 +241,16 @@ class LogLoader:
             counts["skipped"] += 1
             return
         h = records.parse_header(entry.batch)
+        control = control_type(entry.batch) if h.is_control else None
         if entry.base_offset < p.log_end_offset:
             # already in an object (or below the log start): only its producer state counts
-            p.producers.update(h, entry.base_offset)
+            p.record_producer(h, entry.base_offset, control)
             counts["uploaded"] += 1
             return
         p.leader_epoch = max(p.leader_epoch, entry.leader_epoch)
         # in object mode the high watermark waits for the upload, even after a restart
         wal_end = entry.end_position if self.appends.object_mode else None
-        p.record_append(h, entry.base_offset, entry.batch_position, wal_end)
+        p.record_append(h, entry.base_offset, entry.batch_position, wal_end, control)
         if wal_end is not None:
             self.appends.awaits_durability(p)
         replayer = self.internal_replayers.get(topic.name)

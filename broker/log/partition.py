@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 from broker.log.batch_index import BatchIndex
 from broker.log.producer_state import ProducerStateTable
+from broker.log.txn_index import TxnIndex
+from protocol.record_codec import COMMIT
 from protocol.records import BatchHeader
 from s3stream.api import WAL, BatchRef, BlockRow, WalSlice
 
@@ -43,6 +45,7 @@ class Partition:
         self.high_watermark = 0  # end of durable, readable data
         self.batches = BatchIndex()
         self.producers = ProducerStateTable()
+        self.txns = TxnIndex()
         self.tail: dict[int, bytes] = {}  # base offset -> batch, managed by TailCache
         self.max_timestamp_offset = -1
         self.max_timestamp = -1
@@ -58,6 +61,7 @@ class Partition:
         self.log_start_offset = self.log_end_offset = self.high_watermark = 0
         self.batches = BatchIndex()
         self.producers = ProducerStateTable()
+        self.txns = TxnIndex()
         self.max_timestamp_offset = self.max_timestamp = -1
         self.size_bytes = 0
         self._unsynced.clear()
@@ -67,12 +71,18 @@ class Partition:
         return f"{self.topic}-{self.index}"
 
     def record_append(
-        self, h: BatchHeader, base_offset: int, position: int, wal_end: int | None
+        self,
+        h: BatchHeader,
+        base_offset: int,
+        position: int,
+        wal_end: int | None,
+        control: int | None = None,
     ) -> None:
-        """Index a batch the WAL holds; `wal_end` None means already durable (recovery)."""
+        """Index a batch the WAL holds; `wal_end` None means already durable (recovery);
+        `control` is a control batch's type (protocol.record_codec COMMIT or ABORT)."""
         last = base_offset + h.last_offset_delta
         self.batches.add(base_offset, last, h.max_timestamp, position, h.size)
-        self.producers.update(h, base_offset)
+        self.record_producer(h, base_offset, control)
         self.log_end_offset = last + 1
         self.size_bytes += h.size
         if h.max_timestamp > self.max_timestamp:
@@ -82,6 +92,32 @@ class Partition:
             self.high_watermark = self.log_end_offset
         else:
             self._unsynced.append((wal_end, self.log_end_offset))
+
+    def record_producer(self, h: BatchHeader, base_offset: int, control: int | None) -> None:
+        """A batch's effect on producer and transaction state (also for batches replayed
+        from the WAL that are already in objects)."""
+        self.producers.update(h, base_offset)
+        if h.is_transactional:
+            if h.is_control:
+                self.txns.marker(h.producer_id, base_offset, control == COMMIT)
+            else:
+                self.txns.data(h.producer_id, base_offset)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Where read_committed consumers stop: before the oldest open transaction."""
+        return max(self.log_start_offset, self.txns.last_stable_offset(self.high_watermark))
+
+    @property
+    def objects_end(self) -> int:
+        """The first offset not in an uploaded object."""
+        n = self.object_entries
+        return self.batches.last_offsets[n - 1] + 1 if n else self.log_start_offset
+
+    def stream_state(self) -> list:
+        """What the catalog stores beside the object entries: the transactions as of
+        the end of the uploaded data."""
+        return self.txns.state_at(self.objects_end)
 
     def record_block(self, ref: BatchRef) -> None:
         """Index a block of an uploaded object (when opening from the bucket, before
@@ -190,6 +226,7 @@ class Partition:
         offsets from here, so they are never reused.
         """
         self.log_start_offset = max(self.log_start_offset, offset)
+        self.txns.trim(self.log_start_offset)
         if self.log_end_offset < self.log_start_offset:
             self.log_end_offset = self.high_watermark = self.log_start_offset
         idx = self.batches

@@ -63,7 +63,7 @@ class ProducerStateTable:
         if h.producer_epoch < entry.epoch:
             return SequenceCheck(ErrorCode.invalid_producer_epoch)
         if h.producer_epoch > entry.epoch:
-            if h.base_sequence != 0:
+            if h.base_sequence != 0 and not h.is_control:
                 return SequenceCheck(ErrorCode.out_of_order_sequence_number)
             return APPEND
         for b in entry.batches:
@@ -95,11 +95,17 @@ class ProducerStateTable:
             entry = _ProducerEntry(h.producer_epoch)
             self._producers[h.producer_id] = entry
         entry.last_timestamp = max(entry.last_timestamp, h.max_timestamp)
+        if h.is_control:  # a transaction marker: it carries the epoch, not a sequence
+            return
         entry.batches.append(
             _BatchMeta(
                 h.base_sequence, h.last_sequence, base_offset, base_offset + h.last_offset_delta
             )
         )
+
+    def describe(self) -> list[tuple[int, int, int, int]]:
+        """(producer id, epoch, last sequence, last timestamp) of each producer."""
+        return [(pid, e.epoch, e.last_seq, e.last_timestamp) for pid, e in self._producers.items()]
 
     def snapshot(self) -> list:
         """The table as plain lists (stored with the catalog, so the next leader of the

@@ -1,0 +1,1 @@
+"""Transactions (KIP-98, KIP-447): the coordinator, its state log and the markers."""
