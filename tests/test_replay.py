@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from devkit.broker import REPO_ROOT, BrokerProcess, metric
-from devkit.procs import NO_PROXY, free_port
+from devkit.procs import NO_PROXY, free_port, wait_for
 
 EVENTS = 24_000
 SESSIONS = 500
@@ -540,3 +540,52 @@ def test_objects_from_before_key_indexes_are_served_and_replayed(s3_bucket, tmp_
             assert read == total, "an object without a key index is read block by block"
     finally:
         assert b.stop() == 0
+
+
+def test_read_committed_replay_leaves_out_aborted_and_open_transactions(
+    s3_bucket, tmp_path: Path
+) -> None:
+    server, bucket = s3_bucket
+    http = free_port()
+    topic = "agent-txn"
+    b = _broker(tmp_path / "data", s3_bucket, http)
+    try:
+        _create_topic(b.bootstrap, topic, 2)
+        p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": "agent-1"})
+        p.init_transactions(30)
+        step = 0
+        for outcome in ("commit", "abort", "commit"):
+            p.begin_transaction()
+            for _ in range(4):
+                step += 1
+                value = json.dumps({"step": step, "outcome": outcome})
+                p.produce(topic, value, key="sess_t")
+                p.produce(topic, value, key="sess_other")
+            p.flush(10)
+            (p.commit_transaction if outcome == "commit" else p.abort_transaction)(30)
+
+        def steps(**params: str) -> list[int]:
+            return [r["value"]["step"] for r in _replay_http(http, topic, "sess_t", **params)]
+
+        assert steps() == list(range(1, 13))
+        committed = [1, 2, 3, 4, 9, 10, 11, 12]
+        assert steps(isolation="read_committed") == committed
+        p.begin_transaction()  # still open: read_committed stops before it
+        p.produce(topic, json.dumps({"step": 13, "outcome": "open"}), key="sess_t")
+        p.flush(10)
+        assert wait_for(lambda: steps() == list(range(1, 14)), 10)
+        assert steps(isolation="read_committed") == committed
+        p.abort_transaction(30)
+        status, _, body = _http(
+            f"http://127.0.0.1:{http}/v1/topics/{topic}/records?key=sess_t&isolation=dirty"
+        )
+        assert status == 400 and b"isolation" in body
+    finally:
+        assert b.stop() == 0
+    out = _strata(
+        "replay", "--topic", topic, "--key", "sess_t", "--format", "jsonl",
+        "--isolation", "read_committed",
+        "--object-store", f"s3://{bucket}", "--s3-endpoint", server.endpoint, env=server.env(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["value"]["step"] for line in out.stdout.splitlines()] == committed

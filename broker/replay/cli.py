@@ -33,6 +33,12 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="start", metavar="TIME", help="ISO 8601 or epoch ms")
     p.add_argument("--to", dest="end", metavar="TIME", help="ISO 8601 or epoch ms")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"at most {MAX_LIMIT}")
+    p.add_argument(
+        "--isolation",
+        choices=("read_uncommitted", "read_committed"),
+        default="read_uncommitted",
+        help="read_committed: leave out aborted transactions' records",
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--broker", metavar="URL", help="a broker's --http-listen, http://...")
     where.add_argument(
@@ -116,7 +122,7 @@ async def _fetch_many(args: argparse.Namespace, keys: list[str]) -> list[list[di
 
 
 def _from_broker(base: str, topic: str, key: str, args: argparse.Namespace) -> list[dict]:
-    params = {"key": key, "limit": str(args.limit)}
+    params = {"key": key, "limit": str(args.limit), "isolation": args.isolation}
     if args.start:
         params["from"] = args.start
     if args.end:
@@ -166,7 +172,9 @@ async def _from_bucket(
             raise ReplayFailed(f"{store.describe()} holds no Strata metadata") from None
         out = []
         for k in keys:
-            result = await replayer.replay(partitions, Query(k.encode(), start, end, args.limit))
+            committed = args.isolation == "read_committed"
+            q = Query(k.encode(), start, end, args.limit, committed)
+            result = await replayer.replay(partitions, q)
             if replayer.progress is not None:
                 sys.stderr.write("\r\x1b[K")  # the bar goes once the answer is in
             out.append([to_dict(r) for r in result.records])

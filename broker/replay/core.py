@@ -23,7 +23,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from protocol.record_codec import decompress, read_varint
-from protocol.records import CONTROL, HEADER_SIZE, TIMESTAMP_TYPE_LOG_APPEND, parse_header
+from protocol.records import (
+    CONTROL,
+    HEADER_SIZE,
+    TIMESTAMP_TYPE_LOG_APPEND,
+    TRANSACTIONAL,
+    parse_header,
+)
 from s3stream.key_index import BlockKeys, fingerprint
 from s3stream.object_format import (
     FOOTER,
@@ -60,12 +66,17 @@ class StoredBlock:
 @dataclass(frozen=True)
 class PartitionData:
     """Where one partition's records are: object blocks, then a tail not uploaded yet
-    (`tail()` returns its batches, in offset order), from `log_start` on."""
+    (`tail()` returns its batches, in offset order), from `log_start` on. For
+    read_committed: `stable_end` (the last stable offset; None: no open transaction
+    holds it back) and the aborted transactions, (producer id, first offset, marker
+    offset)."""
 
     partition: int
     log_start: int
     blocks: Sequence[StoredBlock]
     tail: Callable[[], Awaitable[list[bytes | memoryview]]] | None = None
+    stable_end: int | None = None
+    aborted: Sequence[tuple[int, int, int]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,7 @@ class Query:
     start_ms: int | None = None
     end_ms: int | None = None
     limit: int = DEFAULT_LIMIT
+    committed: bool = False  # read_committed: no aborted records, none past the LSO
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,14 +287,27 @@ def _matching(
     """The records of `q.key` in the blocks and the tail (on a worker thread)."""
     batches = [d for block in blocks for *_, d in split_block(block)]
     batches += [t for t in tail if parse_header(t).last_offset > covered]
+    aborted: dict[int, list[tuple[int, int]]] = {}
+    end = None
+    if q.committed:
+        end = p.stable_end
+        for pid, first, last in p.aborted:
+            aborted.setdefault(pid, []).append((first, last))
     out = []
     seen = -1
     for batch in batches:
         h = parse_header(batch)
         if h.attributes & CONTROL or h.last_offset < max(p.log_start, seen + 1):
             continue
+        if end is not None and h.base_offset >= end:
+            break
+        if h.attributes & TRANSACTIONAL and any(
+            first <= h.base_offset <= last for first, last in aborted.get(h.producer_id, ())
+        ):
+            seen = max(seen, h.last_offset)
+            continue
         for offset, ts, value, headers in records_with_key(batch, q.key):
-            if offset < p.log_start or offset <= seen:
+            if offset < p.log_start or offset <= seen or (end is not None and offset >= end):
                 continue
             if q.start_ms is not None and ts < q.start_ms:
                 continue

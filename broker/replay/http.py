@@ -1,4 +1,4 @@
-"""`GET /v1/topics/{topic}/records?key=&from=&to=&limit=` on the broker's HTTP listener.
+"""`GET /v1/topics/{topic}/records?key=&from=&to=&limit=&isolation=` on the HTTP listener.
 
 A WSGI app like the rest of the listener (broker.metrics.http), run on its thread: the
 request is parsed and checked there, the replay itself runs on the event loop (the
@@ -53,7 +53,10 @@ def parse_query(params: dict[str, list[str]]) -> Query:
         raise BadRequest(f"limit {limit} out of range: 1 to {MAX_LIMIT}")
     if start is not None and end is not None and start > end:
         raise BadRequest("from is after to")
-    return Query(key.encode(), start, end, limit)
+    isolation = one("isolation") or "read_uncommitted"
+    if isolation not in ("read_uncommitted", "read_committed"):
+        raise BadRequest(f"isolation {isolation!r}: read_uncommitted or read_committed")
+    return Query(key.encode(), start, end, limit, isolation == "read_committed")
 
 
 class ReplayHttp:

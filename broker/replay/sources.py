@@ -47,11 +47,8 @@ class LogSource:
         if not elsewhere:
             return here
         rec = state.record
-        stored = await self.bucket.blocks(rec.topic_id, elsewhere)
-        return sorted(
-            here + [PartitionData(i, rec.log_start.get(i, 0), stored[i]) for i in elsewhere],
-            key=lambda d: d.partition,
-        )
+        stored = await self.bucket.stored(rec.topic_id, rec.log_start, elsewhere)
+        return sorted(here + [stored[i] for i in elsewhere], key=lambda d: d.partition)
 
     def _partition(self, p: Partition) -> PartitionData:
         catalog = self.logs.catalog
@@ -81,7 +78,15 @@ class LogSource:
                     break
             return out
 
-        return PartitionData(p.index, p.log_start_offset, blocks, tail)
+        lso = p.last_stable_offset
+        return PartitionData(
+            p.index,
+            p.log_start_offset,
+            blocks,
+            tail,
+            None if lso >= p.high_watermark else lso,
+            p.txns.aborted_ranges(),
+        )
 
 
 async def _blocks_as_batches(
@@ -126,18 +131,36 @@ class BucketSource:
         rec = meta.topics.get(topic)
         if rec is None:
             raise UnknownTopic(topic)
-        stored = await self.blocks(rec.topic_id, list(range(rec.partitions)))
-        return [PartitionData(i, rec.log_start.get(i, 0), stored[i]) for i in range(rec.partitions)]
+        stored = await self.stored(rec.topic_id, rec.log_start, list(range(rec.partitions)))
+        return [stored[i] for i in range(rec.partitions)]
 
-    async def blocks(self, topic_id: bytes, partitions: list[int]) -> dict[int, list[StoredBlock]]:
-        """The partitions' object blocks, from every broker's catalog in the bucket."""
+    async def stored(
+        self, topic_id: bytes, log_start: dict[int, int], partitions: list[int]
+    ) -> dict[int, PartitionData]:
+        """The partitions as every broker's catalog in the bucket has them: object blocks,
+        and for read_committed the transactions as of the newest catalog snapshot (records
+        uploaded after it are taken as they are)."""
         rows: dict[int, list[tuple]] = {i: [] for i in partitions}
+        states: dict[int, list] = {}
         for broker_id in await self.broker_ids():
             views = await Catalog(self.store, broker_id).read_other(broker_id)
             for (tid, index), view in views.items():
                 if tid == topic_id and index in rows:
                     rows[index].extend(view.rows)
-        return {i: _tiling(r) for i, r in rows.items()}
+                    st = view.state
+                    if st and (index not in states or st[0] > states[index][0]):
+                        states[index] = st
+        out = {}
+        for i in partitions:
+            _horizon, ongoing, aborted = states.get(i) or (0, [], [])
+            out[i] = PartitionData(
+                i,
+                log_start.get(i, 0),
+                _tiling(rows[i]),
+                stable_end=min((first for _, first in ongoing), default=None),
+                aborted=[(pid, first, last) for last, pid, first in aborted],
+            )
+        return out
 
 
 def _tiling(rows: Sequence[tuple]) -> list[StoredBlock]:
