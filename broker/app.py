@@ -24,6 +24,7 @@ from broker.metrics.state import StateCollector
 from broker.peers import Peers
 from broker.replay.core import Replayer
 from broker.replay.http import PREFIX, ReplayHttp
+from broker.replay.leader_tail import LeaderTail
 from broker.replay.sources import BucketSource, LogSource
 from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
@@ -216,7 +217,8 @@ class Broker:
 
     def _replay_http(self) -> ReplayHttp:
         """The replay API over this broker's log (see broker.replay)."""
-        source = LogSource(self.logs, BucketSource(self.store))
+        tail = LeaderTail(self.leadership, self.peers) if self.cluster is not None else None
+        source = LogSource(self.logs, BucketSource(self.store), tail)
         return ReplayHttp(source, Replayer(self.store), self.metrics.replay)
 
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:

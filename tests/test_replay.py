@@ -419,7 +419,18 @@ def test_replay_leaves_out_what_delete_records_removed(s3_bucket, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_any_broker_of_a_cluster_replays_partitions_another_leads(s3_bucket, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ("--durability", "object"),  # every acknowledged record is in the bucket
+        # nothing uploaded: all of another leader's partition is its tail, asked of it
+        ("--upload-interval-ms", "3600000", "--upload-bytes", str(1 << 30)),
+    ],
+    ids=["uploaded", "leaders-tail"],
+)
+def test_any_broker_of_a_cluster_replays_partitions_another_leads(
+    s3_bucket, tmp_path, mode
+) -> None:
     from devkit.etcd import EtcdServer
     from tests.cluster import Cluster, wait_for
 
@@ -429,8 +440,7 @@ def test_any_broker_of_a_cluster_replays_partitions_another_leads(s3_bucket, tmp
         tmp_path,
         etcd.url,
         ["--object-store", f"s3://{bucket}/c", "--s3-endpoint", moto.endpoint],
-        "--durability",
-        "object",  # every acknowledged record is in the bucket
+        *mode,
     )
     try:
         c.start(0)

@@ -9,8 +9,9 @@ footers of objects uploaded after it).
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from broker.log.manager import LogManager
 from broker.log.partition import Partition
@@ -26,13 +27,21 @@ class UnknownTopic(LookupError):
     """No such topic."""
 
 
+# a partition led elsewhere, and the first offset the bucket lacks -> its leader's batches
+LeaderTail = Callable[[Partition, int], Awaitable[list[bytes | memoryview]]]
+
+
 class LogSource:
     """A running broker's log; partitions another broker leads (cluster mode) are read
-    from the bucket (`bucket`), without their leader's un-uploaded tail."""
+    from the bucket (`bucket`), and their un-uploaded tail asked of their leader
+    (`leader_tail`, if given)."""
 
-    def __init__(self, logs: LogManager, bucket: BucketSource) -> None:
+    def __init__(
+        self, logs: LogManager, bucket: BucketSource, leader_tail: LeaderTail | None = None
+    ) -> None:
         self.logs = logs
         self.bucket = bucket
+        self.leader_tail = leader_tail
 
     def topics(self) -> list[str]:
         return sorted(self.logs.topics)
@@ -48,7 +57,20 @@ class LogSource:
             return here
         rec = state.record
         stored = await self.bucket.stored(rec.topic_id, rec.log_start, elsewhere)
+        if self.leader_tail is not None:
+            for i in elsewhere:
+                stored[i] = self._with_leader_tail(state.partitions[i], stored[i])
         return sorted(here + [stored[i] for i in elsewhere], key=lambda d: d.partition)
+
+    def _with_leader_tail(self, p: Partition, data: PartitionData) -> PartitionData:
+        assert self.leader_tail is not None
+        ask = self.leader_tail
+        start = max([data.log_start] + [b.last_offset + 1 for b in data.blocks])
+
+        async def tail() -> list[bytes | memoryview]:
+            return await ask(p, start)
+
+        return dataclasses.replace(data, tail=tail)
 
     def _partition(self, p: Partition) -> PartitionData:
         catalog = self.logs.catalog
