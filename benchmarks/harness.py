@@ -45,7 +45,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import javaperf, objectstore, physical, readme, report, workloads
+from benchmarks import javaperf, objectstore, physical, readme, replay, report, workloads
 from benchmarks.common import REPO_ROOT, environment, json_default, mount_of, step
 from benchmarks.systems import (
     DEFAULT_SYSTEMS,
@@ -198,6 +198,22 @@ def figure_specs(plan: Plan) -> list[dict[str, Any]]:
                 None,
                 group="objects",
             )
+    scale = f"{plan.replay_events:,} events, {plan.replay_sessions:,} sessions"
+    for key, label, unit, better in (
+        ("replay_p50_ms", "replay one session (HTTP, cold), p50", "ms", "lower"),
+        ("replay_p99_ms", "replay one session (HTTP, cold), p99", "ms", "lower"),
+        (
+            "replay_bytes_pct_of_topic",
+            "replay: store bytes per session / topic bytes",
+            "%",
+            "lower",
+        ),
+        ("replay_gets_per_session", "replay: store GETs per session", "GETs", "lower"),
+        ("replay_index_pct_of_data", "key index size / data size", "%", "lower"),
+        ("replay_scan_s", "consumer scan of the topic for one session", "s", "lower"),
+        ("replay_speedup_vs_scan", "replay p50 vs that scan", "×", "higher"),
+    ):
+        add(key, f"{label} ({scale})", unit, better, None, rank=False, group="replay")
     add(
         "restart_s",
         f"restart with {size_label(plan.catchup_bytes)} of data",
@@ -355,6 +371,8 @@ def run_system(
                 notes.append("Java client load generator skipped: kafka-tools jars unavailable")
             else:
                 todo.append("java")
+        if "replay" in selected:
+            todo.append("replay")  # Strata: on a fresh broker of its own; Kafka: the scan
         if "objects" in selected and system.is_strata:
             todo.append("objects")  # last: it stops the system's broker and starts it again
         fns = {
@@ -363,6 +381,7 @@ def run_system(
             "rebalance": workloads.rebalance_workload,
             "java": workloads.java_workload,
             "objects": workloads.objects_workload,
+            "replay": replay.replay_workload,
         }
         for rep in range(plan.reps):
             step(f"{system.name}: repetition {rep + 1}/{plan.reps}")

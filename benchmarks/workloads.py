@@ -84,6 +84,13 @@ class Plan:
     objects_latency_rate_mb: float = 5.0  # produce latency, durability object vs wal
     objects_latency_seconds: float = 20.0
     objects_latency_warmup: float = 2.0
+    # --- session replay (benchmarks/replay.py): the 10M events, 100k sessions ---
+    replay_events: int = 10_000_000
+    replay_sessions: int = 100_000
+    replay_partitions: int = 12
+    replay_samples: int = 100
+    replay_scans: int = 1
+    replay_block_bytes: int = 1024 * 1024
 
 
 FULL = Plan(
@@ -136,9 +143,13 @@ SMOKE = Plan(
     objects_upload_interval_ms=1000,  # the default 10 s would be most of the smoke run
     objects_latency_seconds=1.0,
     objects_latency_warmup=0.3,
+    replay_events=20_000,
+    replay_sessions=500,
+    replay_samples=20,
+    replay_block_bytes=64 * 1024,  # 20k events in 1 MiB blocks: a block per partition
 )
 
-WORKLOADS = ("catchup", "produce", "latency", "rebalance", "java", "objects")
+WORKLOADS = ("catchup", "produce", "latency", "rebalance", "java", "objects", "replay")
 
 
 def size_label(nbytes: int) -> str:

@@ -22,6 +22,10 @@ from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
 from broker.metrics.state import StateCollector
 from broker.peers import Peers
+from broker.replay.core import Replayer
+from broker.replay.http import PREFIX, ReplayHttp
+from broker.replay.leader_tail import LeaderTail
+from broker.replay.sources import BucketSource, LogSource
 from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
 from broker.txn.markers import MarkerWriter
@@ -109,7 +113,7 @@ class Broker:
                 crash_point=config.crash_point,
             ),
         )
-        self.metrics_http = MetricsHttp(self.metrics)
+        self.metrics_http = MetricsHttp(self.metrics, {PREFIX: self._replay_http().app})
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,
@@ -140,7 +144,7 @@ class Broker:
 
     async def start(self) -> None:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
-        self.metrics_port = self.metrics_http.start(self.config.metrics_listen)
+        self.metrics_port = self.metrics_http.start(self.config.http_address)
         await self.store.open()
         if self.cluster is not None:
             await self.cluster.join()
@@ -211,6 +215,12 @@ class Broker:
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
+
+    def _replay_http(self) -> ReplayHttp:
+        """The replay API over this broker's log (see broker.replay)."""
+        tail = LeaderTail(self.leadership, self.peers) if self.cluster is not None else None
+        source = LogSource(self.logs, BucketSource(self.store), tail)
+        return ReplayHttp(source, Replayer(self.store), self.metrics.replay)
 
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
         if topic.name == TRANSACTION_TOPIC:

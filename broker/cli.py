@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         "from STRATA_<SETTING> environment variables; flags win over both.",
     )
     broker_config.add_arguments(serve)
+    from broker.replay import cli as replay_cli
+
+    replay_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("replay", "diff"):
+        logs_setup.configure("WARNING", "text", "")
+        return replay_cli.run(args)
     try:
         cfg = broker_config.load(args)
         logs_setup.configure(cfg.log_level, cfg.log_format, cfg.log_levels)

@@ -118,9 +118,17 @@ class BrokerConfig:
     log_level: str = _setting("INFO", "logging level")
     log_format: str = _setting("text", "log line format: text or json (one object per line)")
     log_levels: str = _setting("", "per-logger levels, e.g. broker.groups=DEBUG,wal=WARNING")
-    metrics_listen: str = _setting(
-        "", "HOST:PORT for Prometheus /metrics, /healthz and /readyz (default: off)"
+    http_listen: str = _setting(
+        "",
+        "HOST:PORT for HTTP: /metrics, /healthz, /readyz and the replay API "
+        "/v1/topics/{topic}/records (default: off)",
     )
+    metrics_listen: str = _setting("", "the same as --http-listen (its older name)")
+
+    @property
+    def http_address(self) -> str:
+        """Where the HTTP listener binds: --http-listen, else --metrics-listen."""
+        return self.http_listen or self.metrics_listen
 
     @property
     def listen_host(self) -> str:

@@ -80,6 +80,12 @@ class MetadataStore:
             return
         self._apply(msgpack.unpackb(raw, strict_map_key=False))
 
+    async def load_read_only(self) -> None:
+        """Read the stored metadata and never write (offline tools reading a bucket);
+        ObjectNotFound if the bucket has none."""
+        raw = await self.store.get(METADATA_KEY)
+        self._apply(msgpack.unpackb(raw, strict_map_key=False))
+
     async def update(self, change: Callable[[], T]) -> T:
         """Apply `change` (which edits this object, and may raise to refuse) and persist
         it; if it cannot be persisted, the state before it is restored. Changes run one

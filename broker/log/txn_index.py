@@ -78,6 +78,11 @@ class TxnIndex:
         i = bisect.bisect_left(self._aborted, (start, -(2**63), -(2**63)))
         return [(pid, first) for last, pid, first in self._aborted[i:] if first < end]
 
+    def aborted_ranges(self) -> list[tuple[int, int, int]]:
+        """(producer id, first offset, marker offset) of every aborted transaction still
+        above the log start (a session replay skips their batches wherever they lie)."""
+        return [(pid, first, last) for last, pid, first in self._aborted]
+
     def first_offset_of(self, producer_id: int) -> int:
         """The first offset of the producer's open transaction here, or -1."""
         return self.ongoing.get(producer_id, -1)

@@ -1,6 +1,7 @@
 """Prometheus metrics and health checks, served on their own HTTP port.
 
-`--metrics-listen HOST:PORT` serves, from a thread (never the event loop):
+`--http-listen HOST:PORT` (or its older name `--metrics-listen`) serves, from a thread
+(never the event loop), besides the replay API (broker.replay.http):
 
 - `/metrics`: the broker's own registry (not prometheus_client's global one), in the
   Prometheus text format, or OpenMetrics when the scraper asks for it;
@@ -50,6 +51,14 @@ Partitions and groups (computed at scrape time, on the event loop):
   strata_consumer_group_committed_offset, strata_consumer_group_lag
                                         by group, topic and partition; lag is the high
                                         watermark minus the committed offset (records)
+Session replays (`GET /v1/topics/{topic}/records`, broker.replay):
+  strata_replay_requests_total          by `outcome`: ok, bad_request, not_found, error
+  strata_replay_duration_seconds        histogram of answered replays
+  strata_replay_store_bytes_total       bytes replays fetched from the object store (key
+                                        indexes and blocks); per replay: the response's
+                                        X-Strata-Replay-Bytes header
+  strata_replay_store_gets_total        GETs they sent (X-Strata-Replay-Gets)
+  strata_replay_records_total           records they returned
 Plus prometheus_client's process_* and python_info collectors.
 
 counters.py holds the registry and what the hot path and the WAL count (built first,

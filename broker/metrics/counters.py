@@ -100,6 +100,39 @@ class TopicStats:
         self.records_in.inc(records)
 
 
+class ReplayCounters:
+    """Session replays over HTTP: how many, how long, and what each cost the store."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "strata_replay_requests", "Replay requests, by outcome", ["outcome"], registry=r
+        )
+        self.duration = Histogram(
+            "strata_replay_duration_seconds",
+            "Time to answer a replay request",
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.store_bytes = Counter(
+            "strata_replay_store_bytes", "Bytes replays fetched from the object store", registry=r
+        )
+        self.store_gets = Counter(
+            "strata_replay_store_gets", "GETs replays sent to the object store", registry=r
+        )
+        self.records = Counter("strata_replay_records", "Records replays returned", registry=r)
+
+    def served(self, seconds: float, gets: int, nbytes: int, records: int) -> None:
+        self.requests.labels("ok").inc()
+        self.duration.observe(seconds)
+        self.store_gets.inc(gets)
+        self.store_bytes.inc(nbytes)
+        self.records.inc(records)
+
+    def refused(self, outcome: str) -> None:
+        """`outcome`: bad_request, not_found or error."""
+        self.requests.labels(outcome).inc()
+
+
 class BrokerMetrics:
     """The registry, and the counters the hot path and the WAL report into."""
 
@@ -160,6 +193,7 @@ class BrokerMetrics:
             buckets=SYNC_BYTES_BUCKETS,
             registry=r,
         )
+        self.replay = ReplayCounters(r)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         # every known API starts at zero, so rates and dashboards have series from the start

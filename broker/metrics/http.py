@@ -1,4 +1,5 @@
-"""Serving the metrics registry, /healthz and /readyz over HTTP, from a thread."""
+"""The broker's HTTP listener: the metrics registry, /healthz and /readyz, and the apps
+given to it (the replay API under /v1/), served from a thread."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import concurrent.futures
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
@@ -21,10 +23,16 @@ log = logging.getLogger(__name__)
 SCRAPE_STATE_TIMEOUT = 5.0  # seconds a scrape waits for the event loop
 
 
+# a WSGI app that also gets a way to run coroutines on the broker's event loop
+LoopApp = Callable[[dict, Callable, Callable[[Callable[[], Awaitable[Any]], float], Any]], Any]
+
+
 class MetricsHttp:
-    def __init__(self, metrics: BrokerMetrics) -> None:
-        """Serves `metrics.registry`; /readyz answers `metrics.ready`."""
+    def __init__(self, metrics: BrokerMetrics, apps: Mapping[str, LoopApp] | None = None) -> None:
+        """Serves `metrics.registry`; /readyz answers `metrics.ready`; `apps[prefix]`
+        answers the paths under that prefix."""
         self.metrics = metrics
+        self.apps = dict(apps or {})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._httpd: WSGIServer | None = None
         self._metrics_app = make_wsgi_app(metrics.registry)
@@ -43,7 +51,12 @@ class MetricsHttp:
         self._httpd = make_server(host, int(port), self._app, Server, _QuietHandler)
         threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True).start()
         bound = self._httpd.server_port
-        log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", host, bound)
+        log.info(
+            "HTTP on http://%s:%d: /metrics, /healthz, /readyz%s",
+            host,
+            bound,
+            "".join(f", {prefix}" for prefix in self.apps),
+        )
         return bound
 
     async def stop(self) -> None:
@@ -55,6 +68,9 @@ class MetricsHttp:
 
     def _app(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        for prefix, app in self.apps.items():
+            if path.startswith(prefix):
+                return app(environ, start_response, self.run_on_loop)
         if path == "/metrics":
             return self._metrics_app(environ, start_response)
         if path == "/healthz":
@@ -69,6 +85,23 @@ class MetricsHttp:
             status, text = "404 Not Found", b"try /metrics, /healthz or /readyz\n"
         start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
         return [text]
+
+    def run_on_loop(self, make: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+        """Run the coroutine `make()` on the event loop from the HTTP thread; its result,
+        or its exception (TimeoutError after `timeout` seconds)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the broker is not running")
+
+        async def call() -> Any:
+            return await make()
+
+        fut = asyncio.run_coroutine_threadsafe(call(), loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"no answer within {timeout}s") from None
 
     def on_loop(self, fn: Callable[[], list[Metric]]) -> list[Metric]:
         """Run `fn` on the event loop (the broker's dicts change only there) and wait."""
