@@ -126,7 +126,7 @@ def test_metrics_follow_a_produce_consume_run(broker_factory) -> None:
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(15)
 
     m0 = Scrape(mport)
-    assert m0.get("strata_topics") == 2  # and __consumer_offsets
+    assert m0.get("strata_topics") == 3  # and __consumer_offsets, __transaction_state
     assert m0.get("strata_partitions") == PARTITIONS + OFFSETS_PARTITIONS
     assert m0.get("strata_leader_partitions") == PARTITIONS + OFFSETS_PARTITIONS
     assert m0.get("strata_topic_bytes_in_total", topic=topic) == 0
