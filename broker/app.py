@@ -121,6 +121,7 @@ class Broker:
             store=self.store,
             groups=self.groups,
             offsets=self.offsets,
+            transactions=self.transactions,
             cluster=self.cluster,
             follower=self.follower,
         )

@@ -42,6 +42,7 @@ from wal.segment import list_segments, segment_path
 N = 3000
 PARTITIONS = 3
 OFFSETS_PARTITIONS = 4
+TXN_PARTITIONS = 2
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "strata.json"
 
 
@@ -117,6 +118,8 @@ def test_metrics_follow_a_produce_consume_run(broker_factory) -> None:
         "0",
         "--offsets-topic-num-partitions",
         str(OFFSETS_PARTITIONS),
+        "--transaction-state-log-num-partitions",
+        str(TXN_PARTITIONS),
     )
     _wait_ready(mport)
     assert _get(mport, "/healthz") == (200, "ok\n")
@@ -127,8 +130,8 @@ def test_metrics_follow_a_produce_consume_run(broker_factory) -> None:
 
     m0 = Scrape(mport)
     assert m0.get("strata_topics") == 3  # and __consumer_offsets, __transaction_state
-    assert m0.get("strata_partitions") == PARTITIONS + OFFSETS_PARTITIONS
-    assert m0.get("strata_leader_partitions") == PARTITIONS + OFFSETS_PARTITIONS
+    assert m0.get("strata_partitions") == PARTITIONS + OFFSETS_PARTITIONS + TXN_PARTITIONS
+    assert m0.get("strata_leader_partitions") == PARTITIONS + OFFSETS_PARTITIONS + TXN_PARTITIONS
     assert m0.get("strata_topic_bytes_in_total", topic=topic) == 0
 
     # --- produce ------------------------------------------------------------------------

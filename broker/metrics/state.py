@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
     from broker.log.manager import LogManager
+    from broker.txn.coordinator import TransactionCoordinator
     from s3stream.counting_store import CountingStore
 
 
@@ -32,6 +33,7 @@ class StateCollector(Collector):
         store: CountingStore,
         groups: GroupCoordinator,
         offsets: OffsetStore,
+        transactions: TransactionCoordinator,
         cluster: ClusterNode | None,
         follower: PartitionFollower | None,
     ) -> None:
@@ -43,6 +45,7 @@ class StateCollector(Collector):
         self.store = store
         self.groups = groups
         self.offsets = offsets
+        self.transactions = transactions
         self.cluster = cluster
         self.follower = follower
         metrics.registry.register(self)
@@ -154,6 +157,38 @@ class StateCollector(Collector):
             ),
         ]
 
+    def _txn_families(self) -> list[Metric]:
+        txns = self.transactions
+        ended = CounterMetricFamily(
+            "strata_transactions", "Transactions ended by this coordinator", labels=["outcome"]
+        )
+        ended.add_metric(["commit"], txns.commits)
+        ended.add_metric(["abort"], txns.aborts)
+        lso_lag = GaugeMetricFamily(
+            "strata_partition_lso_lag",
+            "High watermark minus last stable offset, for partitions with open transactions",
+            labels=["topic", "partition"],
+        )
+        for name, t in self.logs.topics.items():
+            for p in t.partitions:
+                if p.held and len(p.txns):
+                    lag = p.high_watermark - p.last_stable_offset
+                    lso_lag.add_metric([name, str(p.index)], lag)
+        return [
+            GaugeMetricFamily(
+                "strata_transactions_ongoing",
+                "Open transactions this broker coordinates",
+                value=txns.ongoing(),
+            ),
+            ended,
+            CounterMetricFamily(
+                "strata_transaction_timeouts",
+                "Transactions aborted for exceeding their timeout",
+                value=txns.timeouts,
+            ),
+            lso_lag,
+        ]
+
     def families(self) -> list[Metric]:
         logs = self.logs
         wal = logs.wal
@@ -236,6 +271,7 @@ class StateCollector(Collector):
                 "strata_leader_partitions", "Partitions this broker leads", value=led
             ),
             *self._cluster_families(),
+            *self._txn_families(),
             hw,
             groups,
             committed,
