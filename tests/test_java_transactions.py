@@ -284,20 +284,82 @@ class _PacedProducer:
         assert not self._thread.is_alive(), "the input producer did not finish"
 
 
-def _read_all(bootstrap: str, topic: str, partitions: int) -> list[tuple[str, bytes]]:
-    return _read_committed(bootstrap, topic, partitions)
-
-
 def test_kafka_streams_exactly_once_count_survives_two_broker_kills(
     broker_factory, tmp_path
 ) -> None:
     broker = broker_factory(*BROKER_ARGS)
+
+    def kill_and_restart() -> None:
+        broker.kill()
+        time.sleep(1)
+        broker.start()  # same port and data dir, `wal` durability
+
+    try:
+        _streams_count_run(
+            lambda: broker.bootstrap,
+            tmp_path,
+            [(25_000, kill_and_restart), (60_000, kill_and_restart)],
+        )
+    except ClientCheckError as e:
+        _fail(e, broker)
+
+
+@pytest.fixture
+def etcd():
+    from devkit.etcd import EtcdServer, etcd_binary
+
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed")
+    server = EtcdServer().start()
+    yield server
+    server.close()
+
+
+def test_kafka_streams_exactly_once_count_in_cluster_survives_a_broker_kill(
+    etcd, s3_bucket, tmp_path
+) -> None:
+    from tests.cluster import Cluster
+
+    moto, bucket = s3_bucket
+    cluster = Cluster(
+        tmp_path / "cluster",
+        etcd.url,
+        ["--object-store", f"s3://{bucket}/c", "--s3-endpoint", moto.endpoint],
+        "--durability",
+        "object",
+        "--lease-ttl-ms",
+        "3000",
+        "--upload-interval-ms",
+        "200",
+        *BROKER_ARGS,
+    )
+    try:
+        for i in (1, 2, 3):
+            cluster.start(i)
+
+        def kill_a_leader() -> None:
+            led = [t for t in ("eos-in", "eos-out") if 2 in cluster.leaders(t).values()]
+            assert led, "broker 2 leads none of the application's partitions"
+            cluster.brokers[2].kill()
+
+        try:
+            _streams_count_run(lambda: cluster.bootstrap, tmp_path, [(40_000, kill_a_leader)])
+        except ClientCheckError as e:
+            logs = "\n".join(b.log()[-3000:] for b in cluster.brokers.values())
+            pytest.fail(f"{e}\n--- broker logs (tails) ---\n{logs}", pytrace=False)
+    finally:
+        cluster.stop_all()
+
+
+def _streams_count_run(bootstrap, tmp_path, kills) -> None:
+    """Run StreamsEosCheck over STREAMS_RECORDS paced input, calling each kill once the
+    group has committed that many input offsets; then check the output's counts are exact."""
     app_id, topic_in, topic_out = "eos-count", "eos-in", "eos-out"
-    _create_topics(broker.bootstrap, STREAMS_PARTITIONS, topic_in, topic_out)
+    _create_topics(bootstrap(), STREAMS_PARTITIONS, topic_in, topic_out)
     app = JavaApp(
         STREAMS_SOURCE,
         "--bootstrap",
-        broker.bootstrap,
+        bootstrap(),
         "--application-id",
         app_id,
         "--input",
@@ -310,41 +372,37 @@ def test_kafka_streams_exactly_once_count_survives_two_broker_kills(
     )
     try:
         assert wait_for(lambda: "state RUNNING" in app.lines or not app.alive(), 90), app.stderr
-        producer = _PacedProducer(broker.bootstrap, topic_in)
+        producer = _PacedProducer(bootstrap(), topic_in)
 
         def committed() -> int:
             try:
-                offs = _group_offsets(broker.bootstrap, app_id, topic_in, STREAMS_PARTITIONS)
-            except Exception:  # the group is not there yet, or the broker restarts
+                offs = _group_offsets(bootstrap(), app_id, topic_in, STREAMS_PARTITIONS)
+            except Exception:  # the group is not there yet, or a broker restarts
                 return 0
             return sum(max(0, o) for o in offs.values())
 
-        for at in (25_000, 60_000):
-            assert wait_for(lambda at=at: committed() >= at, 90), (
+        for at, kill in kills:
+            assert wait_for(lambda at=at: committed() >= at, 120), (
                 f"stuck at {committed()}:\n{app.stderr[-3000:]}"
             )
             assert committed() < STREAMS_RECORDS, "the run finished before the kill"
-            broker.kill()
-            time.sleep(1)
-            broker.start()
-        producer.join(120)
+            kill()
+        producer.join(180)
         assert producer.errors == []
         assert producer.acked == STREAMS_RECORDS
-        ends = _end_offsets(broker.bootstrap, topic_in, STREAMS_PARTITIONS)
+        ends = _end_offsets(bootstrap(), topic_in, STREAMS_PARTITIONS)
         assert sum(ends.values()) == STREAMS_RECORDS  # the input itself holds each record once
         assert wait_for(lambda: committed() >= STREAMS_RECORDS, 120), (
             f"stuck at {committed()}:\n{app.stderr[-3000:]}"
         )
         app.proc.terminate()  # a clean close: the last transaction is already committed
         app.result(60)
-    except ClientCheckError as e:
-        _fail(e, broker)
     finally:
         app.kill()
 
-    inputs = _read_all(broker.bootstrap, topic_in, STREAMS_PARTITIONS)
+    inputs = _read_committed(bootstrap(), topic_in, STREAMS_PARTITIONS)
     want = Counter(k for k, _ in inputs)
-    out = _read_committed(broker.bootstrap, topic_out, STREAMS_PARTITIONS)
+    out = _read_committed(bootstrap(), topic_out, STREAMS_PARTITIONS)
     last: dict[str, int] = {}
     regressions = []
     for k, v in out:
@@ -357,6 +415,4 @@ def test_kafka_streams_exactly_once_count_survives_two_broker_kills(
     assert regressions == [], f"{len(regressions)} counts repeated or fell, e.g. {regressions[:5]}"
     assert len(last) == STREAMS_KEYS
     wrong = {k: (last.get(k), n) for k, n in want.items() if last.get(k) != n}
-    assert wrong == {}, (
-        f"{len(wrong)} keys with wrong counts (got, want), e.g. {list(wrong.items())[:5]}"
-    )
+    assert wrong == {}, f"{len(wrong)} keys wrong (got, want), e.g. {list(wrong.items())[:5]}"
