@@ -247,14 +247,16 @@ STREAMS_PARTITIONS = 4
 
 
 class _PacedProducer:
-    """Writes the Streams input over ~20 s from a thread (idempotent, so a broker kill
-    neither loses nor repeats a record), so the application is mid-stream when it is killed."""
+    """Writes the Streams input from a thread, 5,000 records a second (idempotent, so a broker
+    kill neither loses nor repeats a record), so the application is busy when it is killed;
+    never past `limit` (raised by allow()), so a kill cannot come after the last input."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, limit: int) -> None:
         import threading
 
         self.errors: list[str] = []
         self.acked = 0
+        self.limit = limit
         self._p = Producer(
             {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
         )
@@ -271,6 +273,8 @@ class _PacedProducer:
     def _run(self) -> None:
         chunk = 1000
         for start in range(0, STREAMS_RECORDS, chunk):
+            while start + chunk > self.limit:
+                time.sleep(0.05)
             for i in range(start, start + chunk):
                 self._p.produce(
                     self._topic, key=f"k{i % STREAMS_KEYS}", value=str(i), on_delivery=self._ack
@@ -278,6 +282,9 @@ class _PacedProducer:
             self._p.poll(0)
             time.sleep(0.2)
         self._p.flush(120)
+
+    def allow(self, limit: int) -> None:
+        self.limit = limit
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -372,7 +379,8 @@ def _streams_count_run(bootstrap, tmp_path, kills) -> None:
     )
     try:
         assert wait_for(lambda: "state RUNNING" in app.lines or not app.alive(), 90), app.stderr
-        producer = _PacedProducer(bootstrap(), topic_in)
+        limits = [at + 5000 for at, _ in kills[1:]] + [STREAMS_RECORDS]
+        producer = _PacedProducer(bootstrap(), topic_in, kills[0][0] + 5000)
 
         def committed() -> int:
             try:
@@ -381,12 +389,12 @@ def _streams_count_run(bootstrap, tmp_path, kills) -> None:
                 return 0
             return sum(max(0, o) for o in offs.values())
 
-        for at, kill in kills:
+        for (at, kill), limit in zip(kills, limits, strict=True):
             assert wait_for(lambda at=at: committed() >= at, 120), (
                 f"stuck at {committed()}:\n{app.stderr[-3000:]}"
             )
-            assert committed() < STREAMS_RECORDS, "the run finished before the kill"
             kill()
+            producer.allow(limit)
         producer.join(180)
         assert producer.errors == []
         assert producer.acked == STREAMS_RECORDS

@@ -8,7 +8,8 @@
  * store, changelog topic) -> toStream -> OUTPUT (String key, Long count).
  *
  *   java -cp '<streams lib>/*' tests/java/StreamsEosCheck.java --bootstrap H:P \
- *        --application-id APP --input IN --output OUT --state-dir DIR [--threads 1]
+ *        --application-id APP --input IN --output OUT --state-dir DIR [--threads 1] \
+ *        [--guarantee exactly_once_v2]  (at_least_once: to compare)
  *
  * Runs until SIGTERM (the test stops it once the group's committed offsets reach the input's
  * end), printing "state <STATE>" on every state change. The test reads the counts back itself.
@@ -44,7 +45,8 @@ public class StreamsEosCheck {
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, opts.get("application-id"));
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, opts.get("bootstrap"));
         p.put(StreamsConfig.STATE_DIR_CONFIG, opts.get("state-dir"));
-        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG,
+                opts.getOrDefault("guarantee", StreamsConfig.EXACTLY_ONCE_V2));
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, opts.getOrDefault("threads", "1"));
         p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, "1");
         p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class.getName());
