@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,6 @@ class JavaApp:
     """
 
     def __init__(self, source: Path, *args: str, classpath: str | None = None) -> None:
-        import threading
-
         cmd = _java_command(source, "-XX:TieredStopAtLevel=1", classpath=classpath) + list(args)
         self.name = source.stem
         self.lines: list[str] = []
