@@ -9,7 +9,8 @@
  *
  *   java -cp '<streams lib>/*' tests/java/StreamsEosCheck.java --bootstrap H:P \
  *        --application-id APP --input IN --output OUT --state-dir DIR [--threads 1] \
- *        [--guarantee exactly_once_v2]  (at_least_once: to compare)
+ *        [--guarantee exactly_once_v2]  (at_least_once: to compare) \
+ *        [--cache-max-bytes N] [--commit-interval-ms MS]
  *
  * Runs until SIGTERM (the test stops it once the group's committed offsets reach the input's
  * end), printing "state <STATE>" on every state change. The test reads the counts back itself.
@@ -47,6 +48,12 @@ public class StreamsEosCheck {
         p.put(StreamsConfig.STATE_DIR_CONFIG, opts.get("state-dir"));
         p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG,
                 opts.getOrDefault("guarantee", StreamsConfig.EXACTLY_ONCE_V2));
+        if (opts.containsKey("cache-max-bytes")) { // 0: every count update reaches the output
+            p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, opts.get("cache-max-bytes"));
+        }
+        if (opts.containsKey("commit-interval-ms")) { // exactly_once_v2's default is 100
+            p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, opts.get("commit-interval-ms"));
+        }
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, opts.getOrDefault("threads", "1"));
         p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, "1");
         p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class.getName());
