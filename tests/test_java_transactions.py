@@ -87,9 +87,9 @@ CTP_RECORDS = 10_000
 CTP_PARTITIONS = 4
 
 
-def _create_topics(bootstrap: str, partitions: int, *names: str, **configs: str) -> None:
+def _create_topics(bootstrap: str, partitions: int, *names: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [NewTopic(n, partitions, 1, config=dict(configs)) for n in names]
+    new = [NewTopic(n, partitions, 1) for n in names]
     for f in admin.create_topics(new).values():
         f.result(30)
 
@@ -211,6 +211,7 @@ def test_java_consume_transform_produce_survives_broker_kill(broker_factory) -> 
     try:
         _wait_progress(app, 3000, broker)
         broker.kill()
+        assert app.progress() < CTP_RECORDS, "the app finished before the kill"
         time.sleep(1)
         broker.start()  # same port and data dir
         r = app.result(200)
