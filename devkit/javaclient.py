@@ -1,9 +1,11 @@
-"""Run tests/java/ClientCheck.java (and GroupCheck.java), the official Kafka Java client's checks.
+"""Run the official Kafka Java client's checks in tests/java (ClientCheck, GroupCheck, TxnCheck,
+and StreamsEosCheck on Kafka Streams).
 
 Why: the Java client is the reference Kafka client; if it can produce (idempotent, compressed)
 and consume through Strata with everything intact, most other clients will too. The jars come
 from Maven Central once (tests/java/pom.xml) into <cache>/java-client/libs, where <cache> is
-$STRATA_CACHE_DIR or ~/.cache/strata.
+$STRATA_CACHE_DIR or ~/.cache/strata; Kafka Streams (tests/java/streams/pom.xml, with RocksDB)
+into <cache>/java-streams/libs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +140,12 @@ def run_group_check(
     return _summary(f"GroupCheck {scenario}", proc.returncode, out, err)
 
 
-def _java_command(source: Path, *jvm_flags: str) -> list[str]:
+def _java_command(source: Path, *jvm_flags: str, classpath: str | None = None) -> list[str]:
     """`java` running a single-file check program against the cached client jars."""
     java = shutil.which("java")
     if java is None:
         raise RuntimeError("`java` is not on PATH")
-    cp = java_client_classpath()
+    cp = classpath or java_client_classpath()
     return [java, "-Xmx512m", "-XX:+UseSerialGC", *jvm_flags, "-cp", cp, str(source)]
 
 
@@ -166,3 +169,94 @@ def _summary(name: str, returncode: int, out: str, err: str) -> dict[str, Any]:
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+TXN_SOURCE = JAVA_DIR / "TxnCheck.java"
+STREAMS_SOURCE = JAVA_DIR / "StreamsEosCheck.java"
+STREAMS_POM = JAVA_DIR / "streams" / "pom.xml"
+
+
+def streams_classpath() -> str:
+    """Fetch kafka-streams (with RocksDB) once, apart from the plain client jars."""
+    libs = maven_libs(
+        STREAMS_POM, cache_root() / "java-streams", "kafka-streams-*.jar", "Kafka Streams"
+    )
+    return f"{libs}/*"
+
+
+def run_txn_check(bootstrap: str, *args: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Run tests/java/TxnCheck.java to completion (`args`: its --mode and options)."""
+    app = JavaApp(
+        TXN_SOURCE, "--bootstrap", bootstrap, *args, "--timeout-ms", str(int(timeout * 1000))
+    )
+    return app.result(timeout + 60)
+
+
+class JavaApp:
+    """A Java check program running in its own process group, its stdout read as it goes.
+
+    Why: the exactly-once tests kill the broker or the application itself mid-stream, so they
+    need the program running in the background, its progress lines ("committed N") as it
+    prints them, and a SIGKILL of its whole process group (the JVM and anything it started).
+    """
+
+    def __init__(self, source: Path, *args: str, classpath: str | None = None) -> None:
+        cmd = _java_command(source, "-XX:TieredStopAtLevel=1", classpath=classpath) + list(args)
+        self.name = source.stem
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self._err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._err), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _pump(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self._err)
+
+    def progress(self) -> int:
+        """The last count the program reported with a 'committed N' line (0 before any)."""
+        for line in reversed(self.lines):
+            if line.startswith("committed "):
+                return int(line.split()[1])
+        return 0
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would."""
+        _kill_group(self.proc.pid)
+        self.proc.wait(10)
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        """Wait for the program to exit; its JSON summary, or ClientCheckError."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ClientCheckError(
+                f"{self.name} hung past {timeout:.0f}s; stderr:\n{self.stderr[-4000:]}",
+                None,
+                self.stderr,
+            ) from None
+        finally:
+            _kill_group(self.proc.pid)
+        for t in self._readers:
+            t.join(5)
+        return _summary(self.name, self.proc.returncode, "\n".join(self.lines), self.stderr)

@@ -36,6 +36,7 @@ CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
 CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 GET_OFFSET_SHELL = "org.apache.kafka.tools.GetOffsetShell"
+TRANSACTIONS_COMMAND = "org.apache.kafka.tools.TransactionsCommand"
 # kafka-configs: moved from core (Scala) to the tools module in later releases; config_command()
 # picks whichever the fetched jars hold.
 CONFIG_COMMAND_CANDIDATES = ("org.apache.kafka.tools.ConfigCommand", "kafka.admin.ConfigCommand")
@@ -47,6 +48,7 @@ TOOLS = {
     "kafka-console-consumer": CONSOLE_CONSUMER,
     "kafka-consumer-groups": CONSUMER_GROUP_COMMAND,
     "kafka-get-offsets": GET_OFFSET_SHELL,
+    "kafka-transactions": TRANSACTIONS_COMMAND,
     "kafka-configs": "",  # whichever ConfigCommand the jars hold
     "kafka-leader-election": "org.apache.kafka.tools.LeaderElectionCommand",
     "kafka-metadata-quorum": "org.apache.kafka.tools.MetadataQuorumCommand",

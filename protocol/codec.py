@@ -189,7 +189,9 @@ def build(cls: type, data: dict[str, Any]) -> Any:
             if not isinstance(value, ErrorCode):
                 value = ErrorCode(value)
         elif kind == _DATETIME and isinstance(value, int):
-            value = None if value < 0 else _EPOCH + datetime.timedelta(milliseconds=value)
+            # Not None for -1: kio cannot write None into a non-nullable datetime field (e.g.
+            # DescribeTransactions' transaction_start_time), and epoch - 1 ms writes -1 anyway.
+            value = _EPOCH + datetime.timedelta(milliseconds=value)
         kwargs[name] = value
     return cls(**kwargs)
 

@@ -93,3 +93,23 @@ def test_request_roundtrip_and_versioned_response() -> None:
         out = encode_response(42, build_response(3, version, body))
         assert struct.unpack(">ii", out[:8])[1] == 42
         assert struct.unpack(">i", out[:4])[0] == len(out) - 4
+
+
+def test_a_not_ongoing_transaction_describes_with_start_time_minus_one() -> None:
+    """DescribeTransactions' transaction_start_time is non-nullable; -1 (no transaction
+    ongoing, as Kafka sends it) must encode as -1 rather than fail."""
+    state = {
+        "error_code": 0,
+        "transactional_id": "t",
+        "transaction_state": "CompleteCommit",
+        "transaction_timeout": 60000,
+        "transaction_start_time": -1,
+        "producer_id": 7,
+        "producer_epoch": 0,
+        "topics": [],
+    }
+    body = {"throttle_time": 0, "transaction_states": [state]}
+    out = encode_response(1, build_response(65, 0, body))
+    # ... start time (i64), producer id (i64), epoch (i16), no topics, two empty tag buffers
+    start, producer_id = struct.unpack(">qq", out[-21:-5])
+    assert (start, producer_id) == (-1, 7)
