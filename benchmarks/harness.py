@@ -5,9 +5,11 @@
    cold sequential read there.
 2. Each system in turn (started here, stopped here, nothing shared): the catch-up read of data
    written earlier with cold caches, the produce matrix with a tail consume, end-to-end latency
-   at a fixed offered load, a consumer-group rebalance, and the Java client's
-   ProducerPerformance / ConsumerPerformance. Every workload is repeated; the repetitions are
-   interleaved with the other workloads of the same system.
+   at a fixed offered load, a consumer-group rebalance, the Java client's
+   ProducerPerformance / ConsumerPerformance, and transactions (transactional produce at 100
+   and 1,000 records per transaction, commit latency, read_committed vs read_uncommitted tail
+   consume). Every workload is repeated; the repetitions are interleaved with the other
+   workloads of the same system.
 3. Every figure as median, min and max over the repetitions; each Strata figure also as a ratio
    to Kafka's and to its physical limit. DIR/results.json, DIR/results.md, DIR/latency.png.
 
@@ -144,6 +146,38 @@ def figure_specs(plan: Plan) -> list[dict[str, Any]]:
         "MB/s",
         "higher",
         "loopback_tcp_mb_s",
+    )
+    for n in plan.txn_records:
+        base = workloads.txn_key(n)
+        label = f"transactional produce, {n:,} records/txn, 1 KiB, 6 partitions (target ≥ 1×)"
+        add(f"{base}_mb_s", label, "MB/s", "higher", "disk_fdatasync_mb_s", group="txn")
+        add(f"{base}_msgs_s", label, "msgs/s", "higher", None, group="txn")
+        for q in ("p50", "p99"):
+            add(
+                f"{base}_commit_{q}_ms",
+                f"commit_transaction latency {q}, {n:,} records/txn",
+                "ms",
+                "lower",
+                None,
+                group="txn",
+            )
+    for level in ("read_uncommitted", "read_committed"):
+        add(
+            f"txn_consume_{level}_mb_s",
+            f"tail consume of transactional data, {level}",
+            "MB/s",
+            "higher",
+            "loopback_tcp_mb_s",
+            group="txn",
+        )
+    add(
+        "txn_read_committed_ratio",
+        "read_committed ÷ read_uncommitted tail consume, same data (target ≥ 0.9)",
+        "ratio",
+        "higher",
+        None,
+        rank=False,
+        group="txn",
     )
     add(
         "catchup_store_mb_s",
@@ -371,6 +405,8 @@ def run_system(
                 notes.append("Java client load generator skipped: kafka-tools jars unavailable")
             else:
                 todo.append("java")
+        if "txn" in selected:
+            todo.append("txn")
         if "replay" in selected:
             todo.append("replay")  # Strata: on a fresh broker of its own; Kafka: the scan
         if "objects" in selected and system.is_strata:
@@ -382,6 +418,7 @@ def run_system(
             "java": workloads.java_workload,
             "objects": workloads.objects_workload,
             "replay": replay.replay_workload,
+            "txn": workloads.txn_workload,
         }
         for rep in range(plan.reps):
             step(f"{system.name}: repetition {rep + 1}/{plan.reps}")

@@ -52,6 +52,27 @@ class ConsumeJob:
     topic: str
     ranges: tuple[tuple[int, int, int], ...]  # (partition, start offset, end offset)
     seconds: float
+    isolation_level: str = "read_committed"  # librdkafka's default
+    expected: int = -1  # records to read; -1: every offset of the ranges (no control batches)
+
+
+@dataclass(frozen=True)
+class TxnProduceJob:
+    """A transactional producer: each transaction spreads `records_per_txn` records over every
+    partition (round-robin from partition 0, so each partition's share is known), then commits."""
+
+    index: int
+    bootstrap: str
+    topic: str
+    partitions: int
+    seconds: float
+    max_txns: int
+    records_per_txn: int
+    linger_ms: float
+    batch_size: int
+    txn_timeout: float  # seconds commit_transaction may take
+    transactional_id: str
+    message_size: int = MESSAGE_SIZE
 
 
 class _Deliveries:
@@ -179,6 +200,7 @@ def _run_consumer(job: ConsumeJob, barrier: Any) -> dict[str, Any]:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "isolation.level": job.isolation_level,
             "fetch.wait.max.ms": 100,
             "max.partition.fetch.bytes": 4 * MIB,
             "fetch.max.bytes": 64 * MIB,
@@ -187,7 +209,9 @@ def _run_consumer(job: ConsumeJob, barrier: Any) -> dict[str, Any]:
     )
     try:
         c.list_topics(job.topic, timeout=20)
-        expected = sum(end - start for _, start, end in job.ranges)
+        expected = (
+            job.expected if job.expected >= 0 else sum(end - start for _, start, end in job.ranges)
+        )
         barrier.wait(60)
         cpu0 = rusage_cpu()
         start = time.monotonic()
@@ -295,7 +319,78 @@ def _run_latency_consumer(job: LatencyConsumeJob, barrier: Any) -> dict[str, Any
         c.close()
 
 
-Job = ProduceJob | ConsumeJob | LatencyConsumeJob
+def _run_txn_producer(job: TxnProduceJob, barrier: Any) -> dict[str, Any]:
+    """Transactions back to back until the time or the count is up; commit_transaction timed.
+
+    The commit includes flushing what the transaction still has queued, as it does for an
+    application; records count once their transaction committed.
+    """
+    from confluent_kafka import Producer
+
+    p = Producer(
+        {
+            "bootstrap.servers": job.bootstrap,
+            "client.id": f"strata-bench-txn-{job.index}",
+            "transactional.id": job.transactional_id,
+            "linger.ms": job.linger_ms,
+            "batch.size": job.batch_size,
+            "compression.type": "none",
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": 256 * 1024,
+            "transaction.timeout.ms": 60_000,  # the default; message.timeout.ms may not exceed it
+            "message.timeout.ms": 60_000,
+        }
+    )
+    md = p.list_topics(job.topic, timeout=20)
+    found = len(md.topics[job.topic].partitions)
+    if found != job.partitions:
+        raise RuntimeError(f"topic {job.topic} has {found} partitions, expected {job.partitions}")
+    p.init_transactions(30)
+    value = os.urandom(job.message_size)
+    topic, partitions, n = job.topic, job.partitions, job.records_per_txn
+    produce, poll = p.produce, p.poll
+    monotonic = time.monotonic
+    begun, committed = array("d"), array("d")  # per transaction
+    txns = queue_full = 0
+
+    barrier.wait(60)
+    cpu0 = rusage_cpu()
+    start = monotonic()
+    deadline = start + job.seconds
+    while txns < job.max_txns and monotonic() < deadline:
+        p.begin_transaction()
+        for i in range(n):
+            while True:
+                try:
+                    produce(topic, value, partition=i % partitions)
+                    break
+                except BufferError:  # the local queue is full: wait for acks
+                    queue_full += 1
+                    poll(0.001)
+            if i & 511 == 511:
+                poll(0)
+        t_commit = monotonic()
+        p.commit_transaction(job.txn_timeout)
+        begun.append(t_commit)
+        committed.append(monotonic())
+        txns += 1
+    stopped = monotonic()
+    cpu = rusage_cpu() - cpu0
+    return {
+        "index": job.index,
+        "txns": txns,
+        "records": txns * n,
+        "queue_full": queue_full,
+        "start": start,
+        "stopped": stopped,
+        "commit_started": begun,
+        "committed": committed,
+        "cpu_seconds": cpu,
+        "cpu_cores": cpu / max(1e-9, stopped - start),
+    }
+
+
+Job = ProduceJob | ConsumeJob | LatencyConsumeJob | TxnProduceJob
 
 
 def _worker(kind: str, job: Job, barrier: Any, results: Any) -> None:
@@ -306,6 +401,8 @@ def _worker(kind: str, job: Job, barrier: Any, results: Any) -> None:
             result = _run_producer(job, barrier)
         elif isinstance(job, ConsumeJob):
             result = _run_consumer(job, barrier)
+        elif isinstance(job, TxnProduceJob):
+            result = _run_txn_producer(job, barrier)
         else:
             result = _run_latency_consumer(job, barrier)
     except BaseException as e:  # reported to the parent, which fails the run

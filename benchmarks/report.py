@@ -122,6 +122,10 @@ def _context_for(results: dict[str, Any], key: str) -> list[str]:
         workload = "latency"
     elif key.startswith("catchup"):
         workload = "catchup"
+    elif key.startswith("txn_consume_"):
+        workload, sub = "txn", "consume_" + key.removeprefix("txn_consume_").removesuffix("_mb_s")
+    elif key.startswith("txn_"):
+        workload, sub = "txn", "_".join(key.split("_", 2)[:2])
     for name in _ran(results):
         runs = results["systems"][name].get("runs", {}).get(workload or "", [])
         if not runs:
@@ -260,6 +264,36 @@ def objects_section(results: dict[str, Any], heading: str = "##") -> list[str]:
     return lines
 
 
+TXN_TARGETS = ("txn_100_mb_s", "txn_1000_mb_s")  # ≥ 1.0× Kafka
+
+
+def txn_section(results: dict[str, Any], heading: str = "##") -> list[str]:
+    """Issue 16's transaction targets, met or missed, per Strata system: transactional produce
+    ≥ 1.0× Kafka, read_committed tail consume ≥ 0.9× read_uncommitted on the same data."""
+    lines: list[str] = []
+    for name in _strata(results):
+        figs = results["systems"][name]["figures"]
+        if "txn_read_committed_ratio" not in figs:
+            continue
+        cmp = results["comparison"].get(name, {}).get("figures", {})
+        for key in TXN_TARGETS:
+            ratio = cmp.get(key, {}).get("ratio_to_kafka")
+            if ratio is None:
+                continue
+            lines.append(
+                f"- {name}, {_spec(results, key)['label'].split(' (')[0]}: "
+                f"{_ratio(ratio)} {REFERENCE} ({'met' if ratio >= 1.0 else 'MISSED'})"
+            )
+        rc = figs["txn_read_committed_ratio"]["median"]
+        lines.append(
+            f"- {name}, read_committed ÷ read_uncommitted: {rc:.2f} "
+            f"({'met' if rc >= 0.9 else 'MISSED'}, target ≥ 0.9)"
+        )
+    if not lines:
+        return []
+    return [f"{heading} Transaction targets", "", *lines, ""]
+
+
 def gaps_section(results: dict[str, Any]) -> list[str]:
     """Each Strata system's largest gap to the reference and what it is ahead on, then the CPU
     context of the gaps named, once per figure (not once per system)."""
@@ -322,6 +356,7 @@ def readme_section(results: dict[str, Any]) -> str:
         table(results),
         "",
         *objects_section(results, heading="###"),
+        *txn_section(results, heading="###"),
         *gaps_section(results),
         "### Physical limits (same run)",
         "",
@@ -390,6 +425,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"- {note}")
     lines += ["", "## Results", "", table(results), ""]
     lines += objects_section(results)
+    lines += txn_section(results)
     lines += gaps_section(results)
     lines += ["## Physical limits (same run)", "", physical_table(results), ""]
     lines += disk_probe_table(results)

@@ -24,6 +24,7 @@ from benchmarks.loadgen import (
     ConsumeJob,
     LatencyConsumeJob,
     ProduceJob,
+    TxnProduceJob,
     coprime_stride,
     create_topic,
     end_offsets,
@@ -91,6 +92,10 @@ class Plan:
     replay_samples: int = 100
     replay_scans: int = 1
     replay_block_bytes: int = 1024 * 1024
+    # --- transactions (1 KiB records, 6 partitions, `producers` transactional producers) ---
+    txn_records: tuple[int, ...] = (100, 1000)  # records per transaction
+    txn_seconds: float = 10.0
+    txn_warmup: float = 2.0
 
 
 FULL = Plan(
@@ -147,9 +152,11 @@ SMOKE = Plan(
     replay_sessions=500,
     replay_samples=20,
     replay_block_bytes=64 * 1024,  # 20k events in 1 MiB blocks: a block per partition
+    txn_seconds=1.0,
+    txn_warmup=0.3,
 )
 
-WORKLOADS = ("catchup", "produce", "latency", "rebalance", "java", "objects", "replay")
+WORKLOADS = ("catchup", "produce", "latency", "rebalance", "java", "objects", "replay", "txn")
 
 
 def size_label(nbytes: int) -> str:
@@ -312,10 +319,22 @@ def produce_once(
     }
 
 
-def consume_once(ctx: Context, topic: str, ends: list[int], seconds: float) -> dict[str, Any]:
-    """Consumers (assign(), no group) in separate processes read partitions 0..end."""
+def consume_once(
+    ctx: Context,
+    topic: str,
+    ends: list[int],
+    seconds: float,
+    isolation_level: str = "read_committed",
+    records: list[int] | None = None,
+) -> dict[str, Any]:
+    """Consumers (assign(), no group) in separate processes read partitions 0..end.
+
+    `records`: the data records per partition when the offsets also hold control batches
+    (transaction markers, which consumers never see); by default every offset is a record.
+    """
     system = ctx.system
     n = max(1, min(ctx.plan.consumers, len(ends)))
+    per = records if records is not None else ends
     jobs = [
         ConsumeJob(
             i,
@@ -323,6 +342,8 @@ def consume_once(ctx: Context, topic: str, ends: list[int], seconds: float) -> d
             topic,
             tuple((p, 0, ends[p]) for p in range(len(ends)) if p % n == i),
             seconds,
+            isolation_level,
+            sum(per[p] for p in range(len(ends)) if p % n == i),
         )
         for i in range(n)
     ]
@@ -333,18 +354,20 @@ def consume_once(ctx: Context, topic: str, ends: list[int], seconds: float) -> d
     usage = _usage(box[0], results)
     msgs = sum(r["messages"] for r in results)
     nbytes = sum(r["bytes"] for r in results)
-    if msgs < sum(ends):
+    if msgs < sum(per):
         raise WorkloadError(
-            f"{system.name}: consumers read {msgs:,} of {sum(ends):,} messages in {seconds:g}s"
+            f"{system.name}: consumers read {msgs:,} of {sum(per):,} messages in {seconds:g}s "
+            f"({isolation_level})"
         )
     took = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {
         "mb_per_s": mb_per_s(nbytes, took),
         "details": {
             "consumers": n,
+            "isolation_level": isolation_level,
             "messages": msgs,
-            "expected": sum(ends),
-            "complete": msgs == sum(ends),
+            "expected": sum(per),
+            "complete": msgs == sum(per),
             "bytes": nbytes,
             "seconds": round(took, 3),
             "errors": sum(r["errors"] for r in results),
@@ -376,6 +399,137 @@ def produce_workload(ctx: Context) -> dict[str, Any]:
             ctx.check("tail consume")
             figures["tail_consume_mb_s"] = c["mb_per_s"]
             details["tail_consume"] = c["details"]
+    return {"figures": figures, "details": details}
+
+
+# --- transactions ------------------------------------------------------------------------
+
+
+def txn_key(records_per_txn: int) -> str:
+    return f"txn_{records_per_txn}"
+
+
+def txn_produce_once(ctx: Context, records_per_txn: int) -> dict[str, Any]:
+    """`producers` transactional producers in separate processes, transactions back to back,
+    each over all partitions; throughput counts records of transactions that committed."""
+    plan, system = ctx.plan, ctx.system
+    size, partitions = 1024, 6
+    topic = ctx.topic(f"txn{records_per_txn}")
+    create_topic(system.bootstrap, topic, partitions)
+    run = uuid.uuid4().hex[:8]
+    jobs = [
+        TxnProduceJob(
+            i,
+            system.bootstrap,
+            topic,
+            partitions,
+            plan.txn_seconds,
+            1_000_000,
+            records_per_txn,
+            plan.linger_ms,
+            plan.batch_size,
+            plan.flush_timeout,
+            f"bench-txn-{run}-{i}",
+            message_size=size,
+        )
+        for i in range(plan.producers)
+    ]
+    box: list[PhaseMeter] = []
+    results, _ = run_workers(
+        "txn-produce",
+        jobs,
+        plan.txn_seconds + plan.flush_timeout + 60,
+        on_start=lambda: box.append(ctx.meter()),
+    )
+    usage = _usage(box[0], results)
+    txns = sum(r["txns"] for r in results)
+    records = sum(r["records"] for r in results)
+    ends = end_offsets(system.bootstrap, topic, partitions)
+    # every transaction wrote to every partition: one commit marker each per partition
+    data = [e - txns for e in ends]
+    if records_per_txn < partitions or sum(data) != records or min(data) < 0:
+        raise WorkloadError(
+            f"{system.name}: {txns:,} transactions of {records_per_txn} committed, but the "
+            f"partitions end at {ends} ({sum(ends):,} offsets for {records:,} records)"
+        )
+    # steady: the records of transactions committed while every producer ran, past warm-up
+    t0 = max(r["start"] for r in results) + plan.txn_warmup
+    t1 = min(r["stopped"] for r in results)
+    in_window = sum(records_per_txn for r in results for t in r["committed"] if t0 <= t < t1)
+    first, last = min(r["start"] for r in results), max(r["stopped"] for r in results)
+    overall = records / (last - first) if last > first else math.nan
+    short = in_window < 4 * records_per_txn * len(results) or t1 <= t0
+    rps = overall if short else in_window / (t1 - t0)
+    commits = [
+        d - s
+        for r in results
+        for s, d in zip(r["commit_started"], r["committed"], strict=True)
+        if short or s >= t0
+    ]
+    commit_ms = latency_summary(commits)
+    return {
+        "topic": topic,
+        "ends": ends,
+        "records": data,
+        "records_per_s": rps,
+        "mb_per_s": rps * size / MB,
+        "commit_ms": commit_ms,
+        "details": {
+            "records_per_txn": records_per_txn,
+            "message_bytes": size,
+            "partitions": partitions,
+            "producers": plan.producers,
+            "transactions": txns,
+            "records": records,
+            "end_offsets": sum(ends),
+            "steady_seconds": round(t1 - t0, 3),
+            "steady_window_too_short": short,
+            "overall_mb_per_s": round(overall * size / MB, 2),
+            "commit_ms": commit_ms,
+            "commit_quantiles_ms": _quantiles(sorted(commits)),
+            "queue_full": sum(r["queue_full"] for r in results),
+            **usage,
+        },
+    }
+
+
+def txn_workload(ctx: Context) -> dict[str, Any]:
+    """Transactional produce throughput and commit latency at each transaction size, then the
+    last size's data tail-read twice at each isolation level, in the order uncommitted,
+    committed, committed, uncommitted; each level's figure is the mean of its two reads, and
+    their ratio is what read_committed costs (the LSO bound, control batches skipped)."""
+    plan, system = ctx.plan, ctx.system
+    figures: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    last: dict[str, Any] = {}
+    for n in plan.txn_records:
+        key = txn_key(n)
+        step(f"  {system.name}: transactional produce, {n:,} records per transaction")
+        with ctx.profiled(key, plan.txn_seconds + plan.flush_timeout):
+            last = txn_produce_once(ctx, n)
+        ctx.check(key)
+        figures[f"{key}_mb_s"] = last["mb_per_s"]
+        figures[f"{key}_msgs_s"] = last["records_per_s"]
+        figures[f"{key}_commit_p50_ms"] = last["commit_ms"]["p50"]
+        figures[f"{key}_commit_p99_ms"] = last["commit_ms"]["p99"]
+        details[key] = last["details"]
+    # A B B A: neither level gets only the first (or only a warmer) read of the data
+    reads: dict[str, list[float]] = {"read_uncommitted": [], "read_committed": []}
+    for level in ("read_uncommitted", "read_committed", "read_committed", "read_uncommitted"):
+        step(f"  {system.name}: tail consume of {sum(last['records']):,} records, {level}")
+        with ctx.profiled(f"txn_{level}", plan.consume_seconds):
+            c = consume_once(
+                ctx, last["topic"], last["ends"], plan.consume_seconds, level, last["records"]
+            )
+        ctx.check(f"txn tail consume {level}")
+        reads[level].append(c["mb_per_s"])
+        details.setdefault(f"consume_{level}", c["details"])  # the first read's CPU shares
+        details.setdefault("consume_mb_s", []).append({level: round(c["mb_per_s"], 2)})
+    for level, rates in reads.items():
+        figures[f"txn_consume_{level}_mb_s"] = sum(rates) / len(rates)
+    figures["txn_read_committed_ratio"] = (
+        figures["txn_consume_read_committed_mb_s"] / figures["txn_consume_read_uncommitted_mb_s"]
+    )
     return {"figures": figures, "details": details}
 
 

@@ -30,6 +30,14 @@ EXPECTED_FIGURES = [
     "e2e_latency_p99_ms",
     "e2e_latency_p999_ms",
     "rebalance_join_ms",
+    *(
+        f"txn_{n}_{what}"
+        for n in (100, 1000)
+        for what in ("mb_s", "msgs_s", "commit_p50_ms", "commit_p99_ms")
+    ),
+    "txn_consume_read_uncommitted_mb_s",
+    "txn_consume_read_committed_mb_s",
+    "txn_read_committed_ratio",
     "restart_s",
     "broker_peak_rss_mib",
 ]
@@ -118,6 +126,7 @@ def test_smoke_run_writes_the_table(tmp_path: Path) -> None:
     md = (out / "results.md").read_text()
     assert "| workload |" in md and "produce 1 KiB msgs, 6 partitions" in md
     assert "strata-s3" in md and "scale-out" in md and "## Object store" in md
+    assert "## Transaction targets" in md and "read_committed ÷ read_uncommitted" in md
     # the README's figures are generated once from a results.json, between its markers
     from benchmarks import readme
 
