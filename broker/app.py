@@ -111,6 +111,7 @@ class Broker:
                 id_expiration_ms=config.transactional_id_expiration_ms,
                 abort_interval_ms=config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
                 crash_point=config.crash_point,
+                one_log=self.cluster is None,
             ),
         )
         self.metrics_http = MetricsHttp(self.metrics, {PREFIX: self._replay_http().app})

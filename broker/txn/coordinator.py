@@ -45,6 +45,7 @@ class TxnSettings:
     id_expiration_ms: int = 604_800_000  # transactional.id.expiration.ms
     abort_interval_ms: int = 10_000  # ...abort.timed.out.transaction.cleanup.interval.ms
     crash_point: str = ""  # fault tests: "txn-after-prepare" exits between the two phases
+    one_log: bool = True  # embedded: every partition is in this broker's one WAL, unfenced
 
 
 class StateWriteFailed(Exception):
@@ -116,17 +117,32 @@ class TransactionCoordinator:
 
     async def _write(self, meta: TxnMeta | None, transactional_id: str) -> None:
         """Make `meta` (None: forget the id) durable in its state partition, then apply."""
+        p, fenced, wal_end = await self._append(meta, transactional_id)
+        try:
+            await self.logs.wait_acked(wal_end)
+        except WalFailure as e:
+            raise StateWriteFailed(str(e)) from e
+        self._applied(meta, transactional_id, p, fenced)
+
+    async def _append(
+        self, meta: TxnMeta | None, transactional_id: str
+    ) -> tuple[Partition, int, int]:
+        """Append the state record: (its partition, the partition's fence count, WAL end)."""
         topic = await self.ensure_topic()
         p = topic.partitions[self.partition_for(transactional_id)]
         key, value = record(meta) if meta is not None else tombstone(transactional_id)
         batch = encode_batch([value], keys=[key])
-        fenced = p.fenced
         try:
             appended = self.logs.append(topic, p, batch, records.validate(batch))
-            assert appended.wal_end is not None
-            await self.logs.wait_acked(appended.wal_end)
         except WalFailure as e:
             raise StateWriteFailed(str(e)) from e
+        assert appended.wal_end is not None
+        return p, p.fenced, appended.wal_end
+
+    def _applied(
+        self, meta: TxnMeta | None, transactional_id: str, p: Partition, fenced: int
+    ) -> None:
+        """A state record is durable: apply it, unless its partition moved meanwhile."""
         if p.fenced != fenced or not self.leadership.may_ack():
             raise StateWriteFailed(f"{p} moved before the transaction state was durable")
         if meta is None:
@@ -203,6 +219,8 @@ class TransactionCoordinator:
                 return error
             assert prepared is not None
             try:
+                if await self._end_in_one_sync(prepared):
+                    return ErrorCode.none
                 await self._write(prepared, transactional_id)
                 if self.settings.crash_point == "txn-after-prepare":
                     log.error("crash point txn-after-prepare: exiting")
@@ -228,6 +246,49 @@ class TransactionCoordinator:
 
     # --- finishing --------------------------------------------------------------------
 
+    async def _end_in_one_sync(self, prepared: TxnMeta) -> bool:
+        """Embedded mode (one WAL, nothing fenced): PrepareCommit, the markers and the
+        completion are appended back to back and share one sync. The WAL is one ordered
+        log, so a durable marker implies a durable PrepareCommit and a durable completion
+        durable markers: whatever a crash leaves is a prefix that recovery finishes.
+        False, with nothing appended, when this does not apply."""
+        if not self.settings.one_log or self.settings.crash_point:
+            return False
+        _, remote = self.markers.by_leader(set(prepared.partitions))
+        if remote:
+            return False
+        txn_id = prepared.transactional_id
+        p, fenced, _ = await self._append(prepared, txn_id)
+        commit = prepared.state == TxnState.PREPARE_COMMIT
+        errors, appended = self.markers.append_local(
+            prepared.producer_id,
+            prepared.producer_epoch,
+            commit,
+            p.leader_epoch,
+            sorted(prepared.partitions),
+        )
+        done = rules.completed(prepared, _now())
+        failed = any(e != ErrorCode.unknown_topic_or_partition for e in errors.values())
+        _, _, wal_end = await self._append(prepared if failed else done, txn_id)
+        try:
+            await self.logs.wait_acked(wal_end)
+        except WalFailure as e:
+            raise StateWriteFailed(str(e)) from e
+        self.markers.settle(prepared.producer_id, commit, appended)
+        if failed:  # the prepared state stands: markers are retried the usual way
+            self._applied(prepared, txn_id, p, fenced)
+            await self._finish(prepared)
+            return True
+        self._applied(done, txn_id, p, fenced)
+        self._count(commit)
+        return True
+
+    def _count(self, commit: bool) -> None:
+        if commit:
+            self.commits += 1
+        else:
+            self.aborts += 1
+
     async def _finish(self, prepared: TxnMeta) -> TxnMeta:
         """Markers for a prepared transaction, then its completion (under its lock)."""
         p = self.state_partition(prepared.transactional_id)
@@ -242,10 +303,7 @@ class TransactionCoordinator:
         )
         done = rules.completed(prepared, _now())
         await self._write(done, prepared.transactional_id)
-        if commit:
-            self.commits += 1
-        else:
-            self.aborts += 1
+        self._count(commit)
         return done
 
     async def recover(self, index: int | None = None) -> None:

@@ -52,6 +52,30 @@ class MarkerWriter:
         partitions: list[TopicPartition],
     ) -> dict[TopicPartition, ErrorCode]:
         """Append the marker to partitions this broker leads and wait until durable."""
+        results, appended = self.append_local(
+            producer_id, producer_epoch, commit, coordinator_epoch, partitions
+        )
+        if not appended:
+            return results
+        try:
+            await self.logs.wait_acked(max(a[3] for a in appended))
+        except WalFailure as e:
+            log.error("transaction markers not durable: %s", e)
+            results.update((tp, ErrorCode.kafka_storage_error) for tp, *_ in appended)
+            return results
+        results.update(self.settle(producer_id, commit, appended))
+        return results
+
+    def append_local(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        partitions: list[TopicPartition],
+    ) -> tuple[dict[TopicPartition, ErrorCode], list]:
+        """Append the marker where this broker leads, without waiting: (errors of the
+        partitions it could not append to, the appended ones for `settle`)."""
         logs = self.logs
         batch = control_batch(
             producer_id, producer_epoch, commit, coordinator_epoch, int(time.time() * 1000)
@@ -74,14 +98,12 @@ class MarkerWriter:
                     continue
                 assert a.wal_end is not None
                 appended.append(((topic, index), p, p.fenced, a.wal_end))
-        if not appended:
-            return results
-        try:
-            await logs.wait_acked(max(a[3] for a in appended))
-        except WalFailure as e:
-            log.error("transaction markers not durable: %s", e)
-            results.update((tp, ErrorCode.kafka_storage_error) for tp, *_ in appended)
-            return results
+        return results, appended
+
+    def settle(self, producer_id: int, commit: bool, appended: list) -> dict:
+        """Once the appended markers are durable: which ones count (a partition taken
+        away meanwhile does not), and offsets committed in the transaction applied."""
+        results: dict[TopicPartition, ErrorCode] = {}
         may_ack = self.leadership.may_ack()
         for tp, p, fenced, _ in appended:
             if not may_ack or p.fenced != fenced:
@@ -104,7 +126,7 @@ class MarkerWriter:
         pending = set(partitions)
         delay = 0.05
         while pending:
-            local, remote = self._by_leader(pending)
+            local, remote = self.by_leader(pending)
             results = await self.write_local(
                 producer_id, producer_epoch, commit, coordinator_epoch, local
             )
@@ -125,7 +147,7 @@ class MarkerWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _by_leader(
+    def by_leader(
         self, partitions: set[TopicPartition]
     ) -> tuple[list[TopicPartition], dict[int, list[TopicPartition]]]:
         local: list[TopicPartition] = []
