@@ -122,22 +122,24 @@ def test_kafka_python_transactions_commit_and_abort(broker) -> None:
     from kafka import KafkaConsumer, KafkaProducer
     from kafka import TopicPartition as KTopicPartition
 
-    (topic,) = _topics(broker.bootstrap, 3)
+    topics = _topics(broker.bootstrap, 4, 4, 4)
     p = KafkaProducer(
         bootstrap_servers=broker.bootstrap, transactional_id=f"kp-{uuid.uuid4().hex[:6]}"
     )
     p.init_transactions()
-    expected = []
+    expected: dict[tuple[str, int], list[bytes]] = {}
     for txn in range(4):
         p.begin_transaction()
-        for n in range(9):
-            p.send(topic, value=f"{txn}-{n}".encode(), partition=n % 3)
+        for n in range(24):
+            topic, partition = topics[n % 3], n % 4
+            p.send(topic, value=f"{txn}-{n}".encode(), partition=partition)
+            if not txn % 2:
+                expected.setdefault((topic, partition), []).append(f"{txn}-{n}".encode())
         if txn % 2:
             p.flush()
             p.abort_transaction()
         else:
             p.commit_transaction()
-            expected += [f"{txn}-{n}".encode() for n in range(9)]
     p.close()
     c = KafkaConsumer(
         bootstrap_servers=broker.bootstrap,
@@ -145,11 +147,15 @@ def test_kafka_python_transactions_commit_and_abort(broker) -> None:
         auto_offset_reset="earliest",
         consumer_timeout_ms=3000,
     )
-    c.assign([KTopicPartition(topic, i) for i in range(3)])
-    got = [m.value for m in c]
+    c.assign([KTopicPartition(t, i) for t in topics for i in range(4)])
+    got: dict[tuple[str, int], list[bytes]] = {}
+    for m in c:
+        got.setdefault((m.topic, m.partition), []).append(m.value)
     c.close()
-    assert sorted(got) == sorted(expected)
-    assert len(_read(broker.bootstrap, topic, 3, "read_uncommitted")[0]) == 12
+    assert got == expected  # exactly the committed records, in order per partition
+    for topic in topics:
+        everything = _read(broker.bootstrap, topic, 4, "read_uncommitted")
+        assert sum(map(len, everything.values())) == 4 * 8
 
 
 def _input(bootstrap: str, topic: str, partitions: int, count: int) -> set[bytes]:
