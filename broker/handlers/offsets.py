@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from broker.groups.committed import CommittedOffset
@@ -57,16 +58,24 @@ async def handle_commit(ctx: HandlerContext, request: Request) -> dict:
         group = ctx.groups.group(b.group_id)
         try:
             await ctx.offsets.commit(b.group_id, to_commit, group.protocol_type if group else None)
-        except (WalFailure, CommitFenced, CommitTimedOut) as e:  # the client retries
-            code = {
-                CommitFenced: ErrorCode.not_coordinator,
-                CommitTimedOut: ErrorCode.request_timed_out,
-            }.get(type(e), ErrorCode.coordinator_not_available)
-            for t in topics:
-                for part in t["partitions"]:
-                    if (t["name"], part["partition_index"]) in to_commit:
-                        part["error_code"] = code
+        except COMMIT_FAILURES as e:  # the client retries
+            mark_failed(topics, to_commit, e)
     return {"throttle_time": 0, "topics": topics}
+
+
+COMMIT_FAILURES = (WalFailure, CommitFenced, CommitTimedOut)
+
+
+def mark_failed(topics: list[dict], committed: Iterable[tuple[str, int]], e: Exception) -> None:
+    """A commit that was not stored: its partitions answer with the retriable error."""
+    code = {
+        CommitFenced: ErrorCode.not_coordinator,
+        CommitTimedOut: ErrorCode.request_timed_out,
+    }.get(type(e), ErrorCode.coordinator_not_available)
+    for t in topics:
+        for part in t["partitions"]:
+            if (t["name"], part["partition_index"]) in committed:
+                part["error_code"] = code
 
 
 def _fetch_group(

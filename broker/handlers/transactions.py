@@ -13,12 +13,11 @@ import time
 from typing import TYPE_CHECKING
 
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffset
-from broker.groups.offset_store import CommitFenced, CommitTimedOut
+from broker.handlers.offsets import COMMIT_FAILURES, mark_failed
 from broker.handlers.resolve import coordinates, partition, served
 from broker.txn.state import TxnState
 from protocol.codec import Request
 from protocol.errors import ErrorCode
-from wal import WalFailure
 
 if TYPE_CHECKING:
     from broker.handlers.context import HandlerContext
@@ -126,15 +125,8 @@ async def handle_txn_offset_commit(ctx: HandlerContext, request: Request) -> dic
     if to_commit:
         try:
             await ctx.offsets.txn_commit(b.group_id, b.producer_id, b.producer_epoch, to_commit)
-        except (WalFailure, CommitFenced, CommitTimedOut) as e:
-            code = {
-                CommitFenced: ErrorCode.not_coordinator,
-                CommitTimedOut: ErrorCode.request_timed_out,
-            }.get(type(e), ErrorCode.coordinator_not_available)
-            for t in topics:
-                for part in t["partitions"]:
-                    if (t["name"], part["partition_index"]) in to_commit:
-                        part["error_code"] = code
+        except COMMIT_FAILURES as e:
+            mark_failed(topics, to_commit, e)
     return {"throttle_time": 0, "topics": topics}
 
 
