@@ -160,15 +160,10 @@ class HandOff:
             p.leading = False
             self.watchers.wake(p)
         try:
-            end = self.wal.end_position
-            if end > self.wal.durable_position:
-                await self.wal.wait_durable(end)
-            uploaded = self.uploader.bytes_uploaded
-            while self.uploader.uploaded_position < end:
-                if not await self.uploader.upload():
-                    await asyncio.sleep(0.01)
-            # every partition's tail goes up with the moving ones': one object, not many
-            self.upload_bytes += self.uploader.bytes_uploaded - uploaded
+            # partitions whose every batch is in objects already (quiet ones, internal
+            # ones) need no upload: their hand-off record names it all
+            if any(p.first_position is not None for p in parts):
+                await self._upload_all()
             await asyncio.gather(*(self.write_handoff(p) for p in parts))
         except BaseException:
             for p in parts:
@@ -176,6 +171,18 @@ class HandOff:
             with contextlib.suppress(Exception):
                 await self.delete_handoffs(parts)
             raise
+
+    async def _upload_all(self) -> None:
+        """Upload everything appended so far: every partition's tail goes up with the
+        moving ones', one object rather than many."""
+        end = self.wal.end_position
+        if end > self.wal.durable_position:
+            await self.wal.wait_durable(end)
+        uploaded = self.uploader.bytes_uploaded
+        while self.uploader.uploaded_position < end:
+            if not await self.uploader.upload():
+                await asyncio.sleep(0.01)
+        self.upload_bytes += self.uploader.bytes_uploaded - uploaded
 
     def drop(self, p: Partition, lost: bool = False) -> None:
         """Forget a partition's log here: another broker leads it now. `lost`: it was
