@@ -39,6 +39,19 @@ def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerPr
     b.stop()
 
 
+@pytest.fixture
+def etcd() -> Iterator:
+    """A single-member etcd on loopback (a subprocess), stopped at teardown; the test is
+    skipped where etcd is not installed."""
+    from devkit.etcd import EtcdServer, etcd_binary
+
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed")
+    server = EtcdServer().start()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator:
     """One moto S3 server (a subprocess) for the whole session; see devkit/moto.py."""

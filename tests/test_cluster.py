@@ -27,7 +27,7 @@ from confluent_kafka.admin import (
 from kio.index import load_response_schema
 from kio.serial import entity_reader
 
-from devkit.etcd import EtcdServer, etcd_binary
+from devkit.etcd import etcd_binary
 from tests import wire
 from tests.cluster import Cluster, wait_for
 from tests.test_crash_recovery import _read_all
@@ -40,13 +40,6 @@ pytestmark = [
 
 TTL_MS = 3000
 _MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
-
-
-@pytest.fixture
-def etcd():
-    server = EtcdServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

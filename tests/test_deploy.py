@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from broker.config import ENV_PREFIX, BrokerConfig, load
 from devkit.broker import BrokerProcess
-from devkit.etcd import EtcdServer, etcd_binary
+from devkit.etcd import etcd_binary
 from devkit.procs import free_port
 from tests.cluster import wait_for
 
@@ -254,13 +254,6 @@ def _loopback_args(
             value = f"127.0.0.1:{free_port()}"
         args += ["--" + name.replace("_", "-"), value]
     return args
-
-
-@pytest.fixture
-def etcd():
-    server = EtcdServer().start()
-    yield server
-    server.close()
 
 
 @pytest.mark.slow

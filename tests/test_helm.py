@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from broker.config import ENV_PREFIX, BrokerConfig, load
-from devkit.etcd import EtcdServer, etcd_binary
+from devkit.etcd import etcd_binary
 from devkit.helm import (
     HelmUnavailable,
     helm,
@@ -548,13 +548,6 @@ def test_the_embedded_default_pod_serves_a_round_trip(tmp_path: Path) -> None:
         assert list((Path(pod.env["STRATA_DATA_DIR"]) / "objects").iterdir())
     finally:
         pod.stop()
-
-
-@pytest.fixture
-def etcd():
-    server = EtcdServer().start()
-    yield server
-    server.close()
 
 
 @pytest.mark.slow

@@ -315,17 +315,6 @@ def test_kafka_streams_exactly_once_count_survives_two_broker_kills(
         _fail(e, broker)
 
 
-@pytest.fixture
-def etcd():
-    from devkit.etcd import EtcdServer, etcd_binary
-
-    if etcd_binary() is None:
-        pytest.skip("etcd is not installed")
-    server = EtcdServer().start()
-    yield server
-    server.close()
-
-
 def test_kafka_streams_exactly_once_count_in_cluster_survives_a_broker_kill(
     etcd, s3_bucket, tmp_path
 ) -> None:

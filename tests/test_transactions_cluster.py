@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 
 from tests.cluster import wait_for
-from tests.test_cluster import _create, cluster, etcd  # noqa: F401 (fixtures)
+from tests.test_cluster import _create, cluster  # noqa: F401 (the fixture)
 from tests.test_transactions import _read
 from tests.wire import WireClient
 
