@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cramjam
@@ -18,6 +19,7 @@ from protocol.records import (
     HEADER_SIZE,
     TIMESTAMP_TYPE_LOG_APPEND,
     TRANSACTIONAL,
+    BatchHeader,
     parse_header,
 )
 
@@ -76,7 +78,8 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+def read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    """A length-prefixed field (length -1: null) at `pos`: (its bytes, position after it)."""
     n, pos = read_varint(buf, pos)
     if n < 0:
         return None, pos
@@ -85,36 +88,69 @@ def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
     return bytes(buf[pos : pos + n]), pos + n
 
 
-def decode_records(batch: bytes) -> list[Record]:
-    """Every record of one batch; raises ValueError (or a codec's error) if malformed."""
+RecordSpan = tuple[int, int, int, int, int]  # ts delta, offset delta, key pos, key len, end
+
+
+def record_spans(batch: bytes | memoryview) -> tuple[BatchHeader, bytes, Iterator[RecordSpan]]:
+    """Walk a batch's records without decoding them: its header, the decompressed
+    records, and for each record (timestamp delta, offset delta, where its key starts,
+    the key's length (-1: null), where the record ends). The one reader of the record
+    framing, for callers that need only some fields (keys, or one key's records)."""
     h = parse_header(batch)
     buf = decompress(h.compression, bytes(batch[HEADER_SIZE : h.size]))
-    log_append = bool(h.attributes & TIMESTAMP_TYPE_LOG_APPEND)
+
+    def spans() -> Iterator[RecordSpan]:
+        pos = 0
+        for _ in range(h.record_count):
+            length, pos = read_varint(buf, pos)
+            end = pos + length
+            if length <= 0 or end > len(buf):
+                raise ValueError("record length out of bounds")
+            ts_delta, p = read_varint(buf, pos + 1)  # after the attributes byte
+            offset_delta, p = read_varint(buf, p)
+            n, p = read_varint(buf, p)
+            if p + max(n, 0) > end:
+                raise ValueError("key runs past the record")
+            yield ts_delta, offset_delta, p, n, end
+            pos = end
+
+    return h, buf, spans()
+
+
+def record_timestamp(h: BatchHeader, ts_delta: int) -> int:
+    return (
+        h.max_timestamp if h.attributes & TIMESTAMP_TYPE_LOG_APPEND else h.base_timestamp + ts_delta
+    )
+
+
+def value_and_headers(
+    buf: bytes, key_pos: int, key_len: int, end: int
+) -> tuple[bytes | None, tuple[tuple[str, bytes | None], ...]]:
+    """The rest of a record after its key (see record_spans), which must fill it."""
+    value, pos = read_bytes(buf, key_pos + max(key_len, 0))
+    n_headers, pos = read_varint(buf, pos)
+    if n_headers < 0:
+        raise ValueError("negative header count")
+    headers = []
+    for _ in range(n_headers):
+        hkey, pos = read_bytes(buf, pos)
+        hval, pos = read_bytes(buf, pos)
+        headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
+    if pos != end:
+        raise ValueError("record fields do not fill the record")
+    return value, tuple(headers)
+
+
+def decode_records(batch: bytes) -> list[Record]:
+    """Every record of one batch; raises ValueError (or a codec's error) if malformed."""
+    h, buf, spans = record_spans(batch)
     out = []
-    pos = 0
-    for _ in range(h.record_count):
-        length, pos = read_varint(buf, pos)
-        end = pos + length
-        if length <= 0 or end > len(buf):
-            raise ValueError("record length out of bounds")
-        pos += 1  # attributes
-        ts_delta, pos = read_varint(buf, pos)
-        offset_delta, pos = read_varint(buf, pos)
-        key, pos = _read_bytes(buf, pos)
-        value, pos = _read_bytes(buf, pos)
-        n_headers, pos = read_varint(buf, pos)
-        if n_headers < 0:
-            raise ValueError("negative header count")
-        headers = []
-        for _ in range(n_headers):
-            hkey, pos = _read_bytes(buf, pos)
-            hval, pos = _read_bytes(buf, pos)
-            headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
-        if pos != end:
-            raise ValueError("record fields do not fill the record")
-        ts = h.max_timestamp if log_append else h.base_timestamp + ts_delta
-        out.append(Record(h.base_offset + offset_delta, ts, key, value, tuple(headers)))
-        pos = end
+    for ts_delta, offset_delta, key_pos, key_len, end in spans:
+        key = None if key_len < 0 else bytes(buf[key_pos : key_pos + key_len])
+        value, headers = value_and_headers(buf, key_pos, key_len, end)
+        out.append(
+            Record(h.base_offset + offset_delta, record_timestamp(h, ts_delta), key, value, headers)
+        )
     return out
 
 

@@ -40,8 +40,8 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from protocol.record_codec import decompress, read_varint
-from protocol.records import CONTROL, HEADER_SIZE, TIMESTAMP_TYPE_LOG_APPEND, parse_header
+from protocol.record_codec import record_spans, record_timestamp
+from protocol.records import CONTROL, parse_header
 
 UNINDEXED = 0xFFFFFFFF  # a block's fingerprint count: may hold any key
 _COUNT = struct.Struct("<I")
@@ -62,32 +62,16 @@ def fingerprint(key: bytes) -> int:
 def batch_keys(batch: bytes | memoryview) -> tuple[list[bytes], int, int]:
     """The non-null record keys of one RecordBatch v2, and its records' (min, max)
     timestamps. Raises ValueError (or a codec's error) if the batch is malformed."""
-    h = parse_header(batch)
-    if h.attributes & CONTROL:
+    if parse_header(batch).attributes & CONTROL:
         return [], _NO_TIME[0], _NO_TIME[1]
-    buf = decompress(h.compression, bytes(batch[HEADER_SIZE : h.size]))
+    h, buf, spans = record_spans(batch)
     keys = []
-    if h.attributes & TIMESTAMP_TYPE_LOG_APPEND:
-        lo = hi = h.max_timestamp
-    else:
-        lo, hi = _NO_TIME
-    pos = 0
-    for _ in range(h.record_count):
-        length, pos = read_varint(buf, pos)
-        end = pos + length
-        if length <= 0 or end > len(buf):
-            raise ValueError("record length out of bounds")
-        ts_delta, p = read_varint(buf, pos + 1)  # after the attributes byte
-        _, p = read_varint(buf, p)  # offset delta
-        n, p = read_varint(buf, p)
-        if n >= 0:
-            if p + n > end:
-                raise ValueError("key runs past the record")
-            keys.append(bytes(buf[p : p + n]))
-        if not h.attributes & TIMESTAMP_TYPE_LOG_APPEND:
-            ts = h.base_timestamp + ts_delta
-            lo, hi = min(lo, ts), max(hi, ts)
-        pos = end
+    lo, hi = _NO_TIME
+    for ts_delta, _, key_pos, key_len, _ in spans:
+        if key_len >= 0:
+            keys.append(bytes(buf[key_pos : key_pos + key_len]))
+        ts = record_timestamp(h, ts_delta)
+        lo, hi = min(lo, ts), max(hi, ts)
     return keys, lo, hi
 
 

@@ -22,11 +22,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from protocol.record_codec import decompress, read_varint
+from protocol.record_codec import record_spans, record_timestamp, value_and_headers
 from protocol.records import (
     CONTROL,
-    HEADER_SIZE,
-    TIMESTAMP_TYPE_LOG_APPEND,
     TRANSACTIONAL,
     parse_header,
 )
@@ -318,43 +316,18 @@ def _matching(
     return out
 
 
-def _field(buf: bytes, pos: int) -> tuple[bytes | None, int]:
-    n, pos = read_varint(buf, pos)
-    if n < 0:
-        return None, pos
-    if pos + n > len(buf):
-        raise ValueError("field runs past the record")
-    return buf[pos : pos + n], pos + n
-
-
 def records_with_key(
     batch: bytes | memoryview, key: bytes
 ) -> list[tuple[int, int, bytes | None, tuple[tuple[str, bytes | None], ...]]]:
     """(offset, timestamp, value, headers) of the records of `batch` keyed `key`: only
     their keys are read until one matches (most records in a block are other keys')."""
-    h = parse_header(batch)
-    buf = decompress(h.compression, bytes(batch[HEADER_SIZE : h.size]))
-    log_append = bool(h.attributes & TIMESTAMP_TYPE_LOG_APPEND)
+    h, buf, spans = record_spans(batch)
     want = len(key)
     out = []
-    pos = 0
-    for _ in range(h.record_count):
-        length, pos = read_varint(buf, pos)
-        end = pos + length
-        if length <= 0 or end > len(buf):
-            raise ValueError("record length out of bounds")
-        ts_delta, p = read_varint(buf, pos + 1)  # after the attributes byte
-        offset_delta, p = read_varint(buf, p)
-        n, p = read_varint(buf, p)
-        if n == want and buf[p : p + n] == key:
-            value, p = _field(buf, p + n)
-            count, p = read_varint(buf, p)
-            headers = []
-            for _ in range(max(0, count)):
-                hkey, p = _field(buf, p)
-                hval, p = _field(buf, p)
-                headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
-            ts = h.max_timestamp if log_append else h.base_timestamp + ts_delta
-            out.append((h.base_offset + offset_delta, ts, value, tuple(headers)))
-        pos = end
+    for ts_delta, offset_delta, key_pos, key_len, end in spans:
+        if key_len == want and buf[key_pos : key_pos + key_len] == key:
+            value, headers = value_and_headers(buf, key_pos, key_len, end)
+            out.append(
+                (h.base_offset + offset_delta, record_timestamp(h, ts_delta), value, headers)
+            )
     return out
