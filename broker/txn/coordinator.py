@@ -258,7 +258,7 @@ class TransactionCoordinator:
         if remote:
             return False
         txn_id = prepared.transactional_id
-        p, fenced, _ = await self._append(prepared, txn_id)
+        p, fenced, wal_end = await self._append(prepared, txn_id)
         commit = prepared.state == TxnState.PREPARE_COMMIT
         errors, appended = self.markers.append_local(
             prepared.producer_id,
@@ -269,7 +269,10 @@ class TransactionCoordinator:
         )
         done = rules.completed(prepared, _now())
         failed = any(e != ErrorCode.unknown_topic_or_partition for e in errors.values())
-        _, _, wal_end = await self._append(prepared if failed else done, txn_id)
+        if appended:
+            wal_end = max(wal_end, *(a[3] for a in appended))
+        if not failed:
+            _, _, wal_end = await self._append(done, txn_id)
         try:
             await self.logs.wait_acked(wal_end)
         except WalFailure as e:
