@@ -8,6 +8,8 @@ import logging
 
 from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
+from broker.console.http import ConsoleHttp
+from broker.console.source import ConsoleSource
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffsets
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OffsetStore
@@ -114,7 +116,11 @@ class Broker:
                 one_log=self.cluster is None,
             ),
         )
-        self.metrics_http = MetricsHttp(self.metrics, {PREFIX: self._replay_http().app})
+        replay = self._replay_http()
+        self.console_peers = Peers(f"strata-console-{config.broker_id}")
+        self.metrics_http = MetricsHttp(
+            self.metrics, {PREFIX: replay.app}, fallback=self._console(replay).app
+        )
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,
@@ -199,6 +205,7 @@ class Broker:
         await self.server.stop()
         await self.transactions.stop()
         await self.peers.close()
+        await self.console_peers.close()
         await self.groups.stop()
         await self.logs.close()
         await self.store.close()
@@ -223,6 +230,19 @@ class Broker:
         tail = LeaderTail(self.leadership, self.peers) if self.cluster is not None else None
         source = LogSource(self.logs, BucketSource(self.store), tail)
         return ReplayHttp(source, Replayer(self.store), self.metrics.replay)
+
+    def _console(self, replay: ReplayHttp) -> ConsoleHttp:
+        """The web console (see broker.console), with its own connections to the brokers."""
+        source = ConsoleSource(
+            self.logs,
+            self.leadership,
+            self.console_peers,
+            self.store,
+            replay.replay,
+            broker_id=self.config.broker_id,
+            cluster_mode=self.cluster is not None,
+        )
+        return ConsoleHttp(source, store_name=self.store.describe())
 
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
         if topic.name == TRANSACTION_TOPIC:

@@ -120,8 +120,8 @@ class BrokerConfig:
     log_levels: str = _setting("", "per-logger levels, e.g. broker.groups=DEBUG,wal=WARNING")
     http_listen: str = _setting(
         "",
-        "HOST:PORT for HTTP: /metrics, /healthz, /readyz and the replay API "
-        "/v1/topics/{topic}/records (default: off)",
+        "HOST:PORT for HTTP: the web console at /, /metrics, /healthz, /readyz and the "
+        "replay API /v1/topics/{topic}/records (default: off)",
     )
     metrics_listen: str = _setting("", "the same as --http-listen (its older name)")
 

@@ -1,5 +1,6 @@
 """The broker's HTTP listener: the metrics registry, /healthz and /readyz, and the apps
-given to it (the replay API under /v1/), served from a thread."""
+given to it (the replay API under /v1/; the web console for every other path), served
+from a thread."""
 
 from __future__ import annotations
 
@@ -28,11 +29,17 @@ LoopApp = Callable[[dict, Callable, Callable[[Callable[[], Awaitable[Any]], floa
 
 
 class MetricsHttp:
-    def __init__(self, metrics: BrokerMetrics, apps: Mapping[str, LoopApp] | None = None) -> None:
+    def __init__(
+        self,
+        metrics: BrokerMetrics,
+        apps: Mapping[str, LoopApp] | None = None,
+        fallback: LoopApp | None = None,
+    ) -> None:
         """Serves `metrics.registry`; /readyz answers `metrics.ready`; `apps[prefix]`
-        answers the paths under that prefix."""
+        answers the paths under that prefix, and `fallback` (the console) any other."""
         self.metrics = metrics
         self.apps = dict(apps or {})
+        self.fallback = fallback
         self._loop: asyncio.AbstractEventLoop | None = None
         self._httpd: WSGIServer | None = None
         self._metrics_app = make_wsgi_app(metrics.registry)
@@ -55,7 +62,8 @@ class MetricsHttp:
             "HTTP on http://%s:%d: /metrics, /healthz, /readyz%s",
             host,
             bound,
-            "".join(f", {prefix}" for prefix in self.apps),
+            "".join(f", {prefix}" for prefix in self.apps)
+            + (", the console at /" if self.fallback is not None else ""),
         )
         return bound
 
@@ -81,6 +89,8 @@ class MetricsHttp:
                 if self.metrics.ready
                 else ("503 Service Unavailable", b"not ready\n")
             )
+        elif self.fallback is not None:
+            return self.fallback(environ, start_response, self.run_on_loop)
         else:
             status, text = "404 Not Found", b"try /metrics, /healthz or /readyz\n"
         start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
