@@ -62,7 +62,7 @@ def document(r: Rendered) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{e(r.title)} · Strata</title>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
-        '<link rel=stylesheet href="/static/console.css">'
+        '<link rel=icon href="data:,"><link rel=stylesheet href="/static/console.css">'
         '<script src="/static/console.js" defer></script></head><body>'
         f'<header><a class=brand href="/">Strata</a><nav>{nav}</nav>'
         "<span id=status class=status></span></header>"
@@ -193,7 +193,7 @@ def topics_page(v: dict, error: str | None = None, field: str | None = None) -> 
         + "<h2>Create a topic</h2>"
         + form_error(error, field)
         + '<form method=post action="/topics" class=create data-confirm="Create this topic?">'
-        '<label>name <input name=name required pattern="[A-Za-z0-9._-]+"></label>'
+        '<label>name <input name=name required pattern="[A-Za-z0-9._\\-]+"></label>'
         "<label>partitions <input name=partitions type=number min=1 value=1></label>"
         '<label>configs <input name=configs placeholder="retention.ms=86400000"></label>'
         "<button type=submit>Create</button></form>"
@@ -204,6 +204,7 @@ def topics_page(v: dict, error: str | None = None, field: str | None = None) -> 
 def topic_page(v: dict, error: str | None = None, field: str | None = None) -> Rendered:
     name = v["name"]
     href = topic_href(name)
+    defaults = [c for c in v["configs"] if not c["overridden"]]
     rows = [
         [
             num(p["partition"]),
@@ -237,19 +238,19 @@ def topic_page(v: dict, error: str | None = None, field: str | None = None) -> R
             "partitions",
         )
         + pager(v["pagination"], href)
-        + "<h2>Configs</h2>"
-        + table(
-            ["name", "value", ""],
-            [
-                [e(c["name"]), e(c["value"]), "set on the topic" if c["overridden"] else "default"]
-                for c in v["configs"]
-            ],
-            "configs",
-        )
     )
     still = (
-        "<h2>Change</h2>"
-        + form_error(error, field)
+        form_error(error, field)
+        + "<h2>Configs set on the topic</h2>"
+        + table(
+            ["name", "value"],
+            [[e(c["name"]), e(c["value"])] for c in v["configs"] if c["overridden"]],
+            "configs",
+        )
+        + f"<details><summary>{len(defaults)} defaults</summary>"
+        + table(["name", "value"], [[e(c["name"]), e(c["value"])] for c in defaults])
+        + "</details>"
+        + "<h2>Change</h2>"
         + f'<form method=post action="{e(href)}/config" class=alter '
         'data-confirm="Change this config?">'
         "<label>config <input name=key required></label>"
@@ -257,7 +258,7 @@ def topic_page(v: dict, error: str | None = None, field: str | None = None) -> R
         "<button type=submit>Set</button></form>"
         f'<form method=post action="{e(href)}/delete" class=delete '
         'data-confirm="Delete this topic and all its records?">'
-        f"<label>type the topic name to delete it <input name=confirm required></label>"
+        "<label>type the topic name to delete it <input name=confirm required></label>"
         "<button type=submit class=danger>Delete topic</button></form>"
     )
     return Rendered(f"Topic {name}", live, still, refresh_ms=3000, section="/topics")
