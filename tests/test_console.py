@@ -344,8 +344,8 @@ def test_a_broker_of_a_cluster_shows_the_whole_cluster(etcd, s3_bucket, browser,
         "3000",
     )
     try:
-        c.start(1)
-        c.start(2)
+        c.start(1, "--rack", "rack-a")
+        c.start(2, "--rack", "rack-b")
         assert cluster_wait(lambda: c.live_brokers() == {1, 2}, 30)
         admin = AdminClient({"bootstrap.servers": c.bootstrap})
         admin.create_topics([NewTopic("spread", 4, 1)])["spread"].result()
@@ -357,17 +357,47 @@ def test_a_broker_of_a_cluster_shows_the_whole_cluster(etcd, s3_bucket, browser,
         assert producer.flush(15) == 0
         ends = _ends(c.bootstrap, "spread", 4)
         leaders = c.leaders("spread")
+        # one group coordinated by each broker (FindCoordinator, as a Kafka client asks)
+        by_coordinator: dict[int, str] = {}
+        for i in range(64):
+            g = f"readers-{i}"
+            found = admin.describe_consumer_groups([g])[g].result().coordinator.id
+            by_coordinator.setdefault(found, g)
+            if len(by_coordinator) == 2:
+                break
+        assert set(by_coordinator) == {1, 2}
+        groups = list(by_coordinator.values())
+        for g in groups:
+            committer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": g})
+            committer.commit(
+                offsets=[TopicPartition("spread", p, p + 1) for p in range(4)], asynchronous=False
+            )
+            committer.close()
         url = f"http://127.0.0.1:{c.metrics_ports[1]}"
         tab = new_tab(browser)
         _visit(tab, url + "/", "cluster-mode")
         rows = tab.page.locator("table.brokers tbody tr")
         assert rows.count() == 2
         assert "cluster" in tab.page.locator('[data-figure="mode"]').inner_text()
+        assert tab.page.locator('[data-figure="racks"]').inner_text() == "rack-a, rack-b"
         _visit(tab, url + "/topics/spread")
         for p, (_, high) in ends.items():
             cells = tab.page.locator("table.partitions tbody tr").nth(p).locator("td")
             assert _int(cells.nth(1).inner_text()) == leaders[p]
             # partitions broker 2 leads too: asked of broker 2 over the Kafka protocol
             assert _int(tab.page.locator(f'[data-cell="end-{p}"]').inner_text()) == high
+        _visit(tab, url + "/groups")
+        listed = tab.page.locator("table.groups tbody tr")
+        coordinators = {}
+        for i in range(listed.count()):
+            cells = listed.nth(i).locator("td")
+            coordinators[cells.nth(0).inner_text()] = _int(cells.nth(3).inner_text())
+        assert {b: coordinators.get(g) for b, g in by_coordinator.items()} == {1: 1, 2: 2}
+        for g in groups:
+            _visit(tab, url + f"/groups/{g}")
+            for p, (_, high) in ends.items():
+                assert _int(tab.page.locator(f'[data-lag="spread-{p}"]').inner_text()) == high - (
+                    p + 1
+                )
     finally:
         c.stop_all()
