@@ -242,7 +242,8 @@ class Broker:
             broker_id=self.config.broker_id,
             cluster_mode=self.cluster is not None,
         )
-        return ConsoleHttp(source, store_name=self.store.describe())
+        metrics = self.metrics
+        return ConsoleHttp(source, store_name=self.store.describe(), ready=lambda: metrics.ready)
 
     def _partition_dropped(self, topic: TopicState, p: Partition) -> None:
         if topic.name == TRANSACTION_TOPIC:

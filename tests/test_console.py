@@ -145,6 +145,14 @@ def test_each_page_loads_without_errors_and_shows_what_kafka_clients_see(console
         range(25, 30)
     )
     assert '"order": 25' in rows.first.locator("pre.json").inner_text()  # decoded JSON
+    # by key, through the replay key index: every record of that key, none other
+    _visit(tab, url + f"/topics/{ORDERS}/messages?key=customer-1")
+    keyed = tab.page.locator("table.messages tbody tr")
+    assert keyed.count() == sum(len(range(1, n, 4)) for n in PER_PARTITION)
+    assert {keyed.nth(i).locator("td").nth(3).inner_text() for i in range(keyed.count())} == {
+        "customer-1"
+    }
+    assert "key index" in tab.page.locator(".note").inner_text()
 
     _visit(tab, url + "/groups", "groups")
     assert tab.page.locator("table.groups tr", has_text="billing").count() == 1

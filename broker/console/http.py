@@ -16,6 +16,7 @@ work puts its check there.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -98,6 +99,7 @@ _STATUS = {
     405: "405 Method Not Allowed",
     502: "502 Bad Gateway",
     500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
 }
 
 _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
@@ -123,10 +125,14 @@ class ConsoleHttp:
         source: ConsoleSource,
         *,
         store_name: str,
+        ready: Callable[[], bool] = lambda: True,
         access: Access | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`ready()`: the broker has opened its log and serves clients (until then, and
+        once it shuts down, pages answer 503)."""
         self.source = source
+        self.ready = ready
         self.store_name = store_name
         self.access = access or OpenAccess()
         self.clock = clock
@@ -153,6 +159,8 @@ class ConsoleHttp:
             fragment=environ.get("HTTP_X_CONSOLE_FRAGMENT") == "1",
         )
         try:
+            if not self.ready():
+                raise HttpError(503, "the broker is starting or stopping; try again shortly")
             if method == "POST":
                 req.form = self._read_form(environ)
             answer = self._dispatch(req, run)
@@ -298,16 +306,19 @@ class ConsoleHttp:
 
         async def messages() -> dict[str, int]:
             out = {}
-            for name in shown:
+
+            async def one(name: str) -> None:
                 try:
                     got = await self.source.offsets(name, range(counts[name]))
                 except NotFound:
-                    continue
+                    return  # deleted meanwhile
                 out[name] = sum(
                     o.end - o.start
                     for o in got.values()
                     if o.end is not None and o.start is not None
                 )
+
+            await asyncio.gather(*(one(name) for name in shown))
             return out
 
         return views.topics_view(topics, self._loop(run, messages), page, show_internal)
