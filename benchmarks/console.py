@@ -2,10 +2,11 @@
 
 One broker; a producer (confluent-kafka, acks=all, 512-byte records, 6 partitions) runs
 for `--seconds` alone, then again while another process asks console pages back to back
-(their live parts, as the refresh script does, but with no pause: far more than open
-pages ask). Prints produce records/s both ways and each page's latency.
+(their live parts, as the refresh script does; `--pause` seconds between two requests,
+0 by default: far more than open pages ask, each every 2-5 s). Prints produce
+records/s both ways and each page's latency.
 
-    python -m benchmarks.console --seconds 10
+    python -m benchmarks.console --seconds 10 [--pause 0.2]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def produce(bootstrap: str, seconds: float) -> float:
     return acked / (time.monotonic() - start)
 
 
-def hammer(base: str, seconds: float, out: multiprocessing.Queue) -> None:
+def hammer(base: str, seconds: float, pause: float, out: multiprocessing.Queue) -> None:
     latencies: dict[str, list[float]] = {p: [] for p in PAGES}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -57,12 +58,14 @@ def hammer(base: str, seconds: float, out: multiprocessing.Queue) -> None:
             with NO_PROXY.open(req, timeout=30) as r:
                 r.read()
             latencies[page].append(time.perf_counter() - t)
+            time.sleep(pause)
     out.put(latencies)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--pause", type=float, default=0.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         b = BrokerProcess(Path(tmp) / "data", None, metrics=True).start()
@@ -75,7 +78,7 @@ def main() -> None:
             base = f"http://127.0.0.1:{b.metrics_port}"
             alone = produce(b.bootstrap, args.seconds)
             q: multiprocessing.Queue = multiprocessing.Queue()
-            proc = multiprocessing.Process(target=hammer, args=(base, args.seconds, q))
+            proc = multiprocessing.Process(target=hammer, args=(base, args.seconds, args.pause, q))
             proc.start()
             busy = produce(b.bootstrap, args.seconds)
             latencies = q.get(timeout=args.seconds + 60)
@@ -83,7 +86,7 @@ def main() -> None:
         finally:
             b.stop()
     print(f"produce alone: {alone:,.0f} records/s")
-    print(f"produce while the console is asked back to back: {busy:,.0f} records/s")
+    print(f"produce while the console is asked (pause {args.pause} s): {busy:,.0f} records/s")
     for page, xs in latencies.items():
         xs.sort()
         p99 = xs[min(len(xs) - 1, int(len(xs) * 0.99))]

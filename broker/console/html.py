@@ -439,7 +439,7 @@ def _fields(x: object) -> str:
     return e(json.dumps(x))
 
 
-def _session_form(form: dict[str, str], diff: bool) -> str:
+def _session_form(form: dict[str, str]) -> str:
     def val(k: str) -> str:
         return e(form.get(k, ""))
 
@@ -469,7 +469,7 @@ def _summary(s: dict) -> str:
 def session_page(
     v: dict | None, form: dict[str, str], error: str | None, field: str | None
 ) -> Rendered:
-    still = form_error(error, field) + _session_form(form, False)
+    still = form_error(error, field) + _session_form(form)
     if v is None:
         return Rendered("Sessions", "", still, section="/sessions")
     live = f"<p class=note>session <code>{e(v['key'])}</code> in {e(v['topic'])}"
@@ -507,7 +507,7 @@ def _side(x: dict | None) -> str:
 def diff_page(
     v: dict | None, form: dict[str, str], error: str | None, field: str | None
 ) -> Rendered:
-    still = form_error(error, field) + _session_form(form, True)
+    still = form_error(error, field) + _session_form(form)
     if v is None:
         return Rendered("Compare sessions", "", still, section="/sessions")
     d = v["divergence"]

@@ -6,6 +6,7 @@ what these functions return, and the JSON endpoints send it as it is.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import struct
@@ -320,8 +321,6 @@ def decoded(b: bytes | None) -> tuple[str, object]:
     try:
         text = b.decode("utf-8")
     except UnicodeDecodeError:
-        import base64
-
         return "base64", base64.b64encode(b).decode()
     try:
         return "json", json.loads(text)
