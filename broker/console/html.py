@@ -279,7 +279,9 @@ def messages_page(
     note: str | None,
     error: str | None,
     field: str | None,
+    next_offset: int | None = None,
 ) -> Rendered:
+    """`next_offset`: where the next page of a partition's records starts."""
     href = topic_href(name)
 
     def val(k: str) -> str:
@@ -313,7 +315,7 @@ def messages_page(
                     num(m["partition"]),
                     num(m["offset"]),
                     e(m["time"]),
-                    f"<code>{e(m['key'])}</code>",
+                    _key_html(name, m["key"]),
                     _value_html(m),
                     e(json.dumps(m["headers"])) if m["headers"] else "",
                 ]
@@ -321,7 +323,24 @@ def messages_page(
             ],
             "messages",
         )
+    if next_offset is not None and messages:
+        q = urlencode(
+            {
+                "partition": form.get("partition") or "0",
+                "offset": next_offset,
+                "limit": form.get("limit") or 20,
+            }
+        )
+        live += f'<p class=pager><a href="{e(href)}/messages?{e(q)}">next →</a></p>'
     return Rendered(f"Messages of {name}", live, still, section="/topics")
+
+
+def _key_html(topic: str, key: str | None) -> str:
+    """A key links to its session's timeline."""
+    if key is None:
+        return "<code>null</code>"
+    q = urlencode({"topic": topic, "key": key})
+    return f'<a href="/sessions?{e(q)}"><code>{e(key)}</code></a>'
 
 
 def groups_page(v: dict) -> Rendered:

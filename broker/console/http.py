@@ -435,10 +435,16 @@ class ConsoleHttp:
         except views.FormError as e:
             page = html.messages_page(name, partitions, form, None, None, str(e), e.field)
             raise HttpError(400, str(e), page) from None
-        data = {"topic": name, "partitions": partitions, "messages": messages, "note": note}
-        return Answer(
-            200, data, html.messages_page(name, partitions, form, messages, note, None, None)
-        )
+        following = messages[-1]["offset"] + 1 if messages and b.key is None else None
+        data = {
+            "topic": name,
+            "partitions": partitions,
+            "messages": messages,
+            "note": note,
+            "next_offset": following,
+        }
+        page = html.messages_page(name, partitions, form, messages, note, None, None, following)
+        return Answer(200, data, page)
 
     def _by_key(self, run: LoopRunner, name: str, b: views.Browse) -> tuple[list[dict], str]:
         assert b.key is not None
