@@ -264,6 +264,8 @@ def test_bad_input_gets_a_404_page_or_a_form_error_and_long_lists_paginate(
     assert "There is no group named no-such-group" in page.locator(".notfound").inner_text()
     assert tab.open(url + f"/topics/{ORDERS}/messages?partition=0&offset=12x") == 400
     assert "not a whole number" in page.locator(".form-error").inner_text()
+    assert tab.open(url + f"/topics/{ORDERS}/messages?partition=0&offset=999") == 400
+    assert "outside partition 0's log (0 to 12)" in page.locator(".form-error").inner_text()
     assert tab.open(url + f"/topics/{ORDERS}/messages?partition=0&time=last+tuesday") == 400
     assert "malformed time" in page.locator(".form-error").inner_text()
     # the form keeps what was typed, and a good time then works
