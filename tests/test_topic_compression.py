@@ -291,3 +291,28 @@ def test_kafka_topics_describe_shows_the_codec_and_the_policy(shared_broker) -> 
     assert {"compression.type=lz4", "cleanup.policy=compact"} <= set(configs[1].split(",")), (
         r.stdout
     )
+
+
+def test_the_broker_default_codec_applies_to_topics_that_set_none(broker) -> None:
+    """kafka-configs --entity-type brokers --entity-name 0 --add-config compression.type=..."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    bootstrap = broker.bootstrap
+    own, plain = _topic("own"), _topic("plain")
+    _create(bootstrap, own, {"compression.type": "gzip"})
+    _create(bootstrap, plain, {})
+    res = ConfigResource(
+        ConfigResource.Type.BROKER,
+        "0",
+        incremental_configs=[
+            ConfigEntry("compression.type", "zstd", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    admin = _admin(bootstrap)
+    admin.incremental_alter_configs([res])[res].result(15)
+    entry = _described(bootstrap, plain)["compression.type"]
+    assert (entry.value, entry.source) == ("zstd", 2)  # DYNAMIC_BROKER_CONFIG
+    for topic in (own, plain):
+        _produce(bootstrap, topic, "none", 0, 200)
+    assert {c for c, _ in _fetched_batches(bootstrap, own)} == {CODECS["gzip"]}
+    assert {c for c, _ in _fetched_batches(bootstrap, plain)} == {CODECS["zstd"]}
