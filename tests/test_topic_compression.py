@@ -316,3 +316,53 @@ def test_the_broker_default_codec_applies_to_topics_that_set_none(broker) -> Non
         _produce(bootstrap, topic, "none", 0, 200)
     assert {c for c, _ in _fetched_batches(bootstrap, own)} == {CODECS["gzip"]}
     assert {c for c, _ in _fetched_batches(bootstrap, plain)} == {CODECS["zstd"]}
+
+
+def test_transactional_batches_keep_their_transaction_when_recompressed(shared_broker) -> None:
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+    bootstrap = shared_broker.bootstrap
+    topic = _topic("txn")
+    _create(bootstrap, topic, {"compression.type": "zstd"})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": f"tx-{topic}",
+            "compression.type": "none",
+            "linger.ms": 5,
+        }
+    )
+    p.init_transactions(30)
+    for commit, start in ((True, 0), (False, 100), (True, 200)):
+        p.begin_transaction()
+        for i in range(start, start + 100):
+            key, value = _values(i)
+            p.produce(topic, value, key)
+        p.flush(30)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{topic}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    try:
+        while True:
+            m = c.poll(10)
+            assert m is not None, "no end of partition within 10 s"
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                break
+            got.append((m.key(), m.value()))
+    finally:
+        c.close()
+    assert got == [_values(i) for i in (*range(100), *range(200, 300))]
+    data = {c for c, _ in _fetched_batches(bootstrap, topic) if c}  # markers are uncompressed
+    assert data == {CODECS["zstd"]}
