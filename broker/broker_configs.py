@@ -162,6 +162,13 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
         _as_topic("retention.bytes"),
         "retention.bytes of topics that set none",
     ),
+    _fixed(
+        "compression.type",
+        STRING,
+        TOPIC_CONFIGS["compression.type"][0],
+        _as_topic("compression.type"),
+        "compression.type of topics that set none",
+    ),
     _field("log.retention.check.interval.ms", LONG, "retention_check_interval_ms"),
     # kafka-reassign-partitions sets and clears these; no replication to throttle here
     *(

@@ -28,13 +28,10 @@ def _cleanup_policy(v: str) -> None:
     parts = [p.strip() for p in v.split(",") if p.strip()]
     if not parts or any(p not in ("delete", "compact") for p in parts):
         raise ValueError("must be a list of delete and compact")
-    if "compact" in parts:
-        raise ValueError("log compaction (cleanup.policy=compact) is not supported by Strata yet")
 
 
-def _compression(v: str) -> None:
-    if v != "producer":
-        raise ValueError("Strata keeps batches as the producer compressed them: only 'producer'")
+# Kafka's values; any but `producer` makes the broker recompress batches of another codec
+COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
 
 
 def _anything(v: str) -> None:
@@ -44,7 +41,7 @@ def _anything(v: str) -> None:
 # key -> (default, validator). Defaults follow Apache Kafka's.
 TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str], None]]] = {
     "cleanup.policy": ("delete", _cleanup_policy),
-    "compression.type": ("producer", _compression),
+    "compression.type": ("producer", _one_of(*COMPRESSION_TYPES)),
     "delete.retention.ms": ("86400000", _int(0)),
     "file.delete.delay.ms": ("60000", _int(0)),
     "flush.messages": ("9223372036854775807", _int(1)),

@@ -1,7 +1,8 @@
-"""Encoding and decoding of the records inside a batch: never on the produce/fetch path.
+"""Encoding and decoding of the records inside a batch: never on the event loop's hot path.
 
 Used where the broker must look inside a batch: its own internal records (committed
-offsets), ListOffsets by timestamp, and tests.
+offsets), ListOffsets by timestamp, recompression for a topic's `compression.type`
+(in a thread), and tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import cramjam
 import crc32c
 
 from protocol.records import (
+    COMPRESSION_MASK,
     CONTROL,
     HEADER_SIZE,
     TIMESTAMP_TYPE_LOG_APPEND,
@@ -62,6 +64,75 @@ def decompress(codec: int, data: bytes) -> bytes:
     if codec == 4:
         return bytes(cramjam.zstd.decompress(data))
     raise ValueError(f"unknown compression codec {codec}")
+
+
+# Kafka's codec ids (attributes bits 0-2) by the names `compression.type` uses
+CODECS = {"uncompressed": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)  # version 1, compatible with 1
+_XERIAL_BLOCK = 32 * 1024  # what the Java client's SnappyOutputStream writes per block
+
+
+def _snappy_xerial(data: bytes) -> bytes:
+    """Snappy in the xerial framing the Java client (and Kafka's broker) writes, which
+    every client reads; raw snappy would fail older Java consumers."""
+    out = bytearray(_XERIAL_HEADER)
+    view = memoryview(data)
+    for pos in range(0, len(data), _XERIAL_BLOCK):
+        block = bytes(cramjam.snappy.compress_raw(view[pos : pos + _XERIAL_BLOCK]))
+        out += len(block).to_bytes(4, "big") + block
+    return bytes(out)
+
+
+def _lz4_frame(data: bytes) -> bytes:
+    """An LZ4 frame of independent blocks: Kafka's Java reader decodes each block on its own
+    (it cannot follow linked blocks), as the frames it writes are."""
+    c = cramjam.lz4.Compressor(block_linked=False, content_checksum=False)
+    c.compress(data)
+    return bytes(c.finish())
+
+
+def compress(codec: int, data: bytes) -> bytes:
+    """`data` (a batch's records) compressed with Kafka codec `codec`."""
+    if codec == 0:
+        return data
+    if codec == 1:
+        return bytes(cramjam.gzip.compress(data))
+    if codec == 2:
+        return _snappy_xerial(data)
+    if codec == 3:
+        return _lz4_frame(data)
+    if codec == 4:
+        return bytes(cramjam.zstd.compress(data))
+    raise ValueError(f"unknown compression codec {codec}")
+
+
+def recompressed(batch: bytes, codec: int) -> bytes:
+    """The batch with its records compressed by `codec` instead: the header (offsets,
+    timestamps, producer id, epoch and sequence, transactional bit) is kept, the
+    attributes name the new codec, and batchLength and the CRC-32C are recomputed, as
+    Kafka's broker does for a topic whose `compression.type` differs from the producer's.
+    CPU-bound: call it off the event loop."""
+    h = parse_header(batch)
+    body = compress(codec, decompress(h.compression, bytes(batch[HEADER_SIZE : h.size])))
+    attributes = (h.attributes & ~COMPRESSION_MASK) | codec
+    after_crc = (
+        _AFTER_CRC.pack(
+            attributes,
+            h.last_offset_delta,
+            h.base_timestamp,
+            h.max_timestamp,
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.record_count,
+        )
+        + body
+    )
+    batch_length = 4 + 1 + 4 + len(after_crc)
+    before = _BEFORE_CRC.pack(
+        h.base_offset, batch_length, h.leader_epoch, h.magic, crc32c.crc32c(after_crc)
+    )
+    return before + after_crc
 
 
 def read_varint(buf: bytes, pos: int) -> tuple[int, int]:

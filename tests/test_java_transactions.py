@@ -11,8 +11,8 @@ and in cluster mode (3 brokers, etcd, moto, `object` durability) the kill of one
 exact counts. tests/java/TxnCheck.java and StreamsEosCheck.java are the applications; what they
 wrote is read back here with confluent-kafka (read_committed) and its AdminClient.
 
-Kafka Streams runs unchanged but for one setting: its changelog topics get cleanup.policy=delete
-with unlimited retention, as Strata has no log compaction yet (issue 18) and refuses compact.
+Kafka Streams runs unchanged: its changelog topics are created with cleanup.policy=compact, as
+on Kafka (tests/test_streams_restore.py restores a state store from one).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """Produce: validate each batch's header, assign offsets, append to the WAL, ack when durable.
 
 Durable means synced in the WAL, or in `object` mode uploaded to the object store.
-Split as validate -> append -> wait for durability -> answer. Everything up to the WAL
-append runs without awaiting; the wait is returned as a Deferred, so the connection's
-next request (often the next produce) starts while this one waits for its fsync. When too
-much data waits for the object store, new batches get NOT_ENOUGH_REPLICAS (retriable:
-the store is this broker's replication) instead of growing the WAL without bound.
+Split as validate -> append -> wait for durability -> answer. A topic whose
+`compression.type` asks for another codec than a batch's has it recompressed first, in a
+thread (the only await before the append); from there up to the WAL append nothing
+awaits; the wait is returned as a Deferred, so the connection's next request (often the
+next produce) starts while this one waits for its fsync. When too much data waits for the
+object store, new batches get NOT_ENOUGH_REPLICAS (retriable: the store is this broker's
+replication) instead of growing the WAL without bound.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from broker.deferred import Deferred
 from broker.errors import CloseConnection
 from broker.handlers.resolve import leader_error, partition
 from broker.log.partition import Partition
+from broker.log.recompress import (
+    RecompressError,
+    needs_recompression,
+    recompress_all,
+    wanted_codec,
+)
 from protocol import records
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -63,7 +71,8 @@ async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred | Non
     """Validate and append (the request takes effect, in arrival order), then defer the
     wait for durability, so the connection's next request starts meanwhile."""
     body = request.body
-    responses, appended = _append_all(ctx, request)
+    replaced = await _recompressed(ctx, request)
+    responses, appended = _append_all(ctx, request, replaced)
     if body.acks == 0:
         failed = [r for t in responses for r in t["partition_responses"] if r["error_code"]]
         if failed:
@@ -74,7 +83,28 @@ async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred | Non
     return Deferred(_acknowledge(ctx, body.timeout.total_seconds(), responses, appended))
 
 
-def _append_all(ctx: HandlerContext, request: Request) -> tuple[list[dict], _Appended]:
+async def _recompressed(ctx: HandlerContext, request: Request) -> dict:
+    """The batches to append instead of those produced, by id() of their partition data:
+    recompressed in a thread for topics whose compression.type wants another codec."""
+    by_id = request.header.api_version >= 13
+    logs = ctx.logs
+    work = []
+    for t in request.body.topic_data:
+        state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.name)
+        if state is None or state.record.internal:
+            continue
+        codec = wanted_codec(logs.topic_config(state, "compression.type"))
+        for pd in t.partition_data:
+            if pd.records and needs_recompression(pd.records, codec):
+                work.append((id(pd), pd.records, codec))
+    if not work:
+        return {}
+    return await asyncio.to_thread(recompress_all, work)
+
+
+def _append_all(
+    ctx: HandlerContext, request: Request, replaced: dict
+) -> tuple[list[dict], _Appended]:
     """Validate every partition's batch and append the good ones; never awaits."""
     body = request.body
     by_id = request.header.api_version >= 13
@@ -88,7 +118,15 @@ def _append_all(ctx: HandlerContext, request: Request) -> tuple[list[dict], _App
             result, p = _check_partition(ctx, body.acks, by_id, state, pd.index)
             if result is None:
                 assert p is not None
-                result = _append_one(ctx, state, p, pd)
+                replacement = replaced.get(id(pd))
+                if isinstance(replacement, RecompressError):
+                    log.warning("batch for %s not recompressed: %s", p, replacement)
+                    result = _partition_result(
+                        pd.index, ErrorCode.invalid_record, message=str(replacement)
+                    )
+                else:
+                    data = pd.records if replacement is None else replacement
+                    result = _append_one(ctx, state, p, pd.index, data)
                 wal_end = result.pop("_wal_end", None)
                 if wal_end is not None:
                     appended.wal_end = max(appended.wal_end, wal_end)
@@ -166,19 +204,19 @@ def _count_errors(ctx: HandlerContext, responses: list[dict]) -> None:
                 ctx.counters.partition_error(ApiKey.PRODUCE, r["error_code"])
 
 
-def _append_one(ctx: HandlerContext, state, p, pd) -> dict:
-    """Validate and append one partition's records; never awaits."""
+def _append_one(ctx: HandlerContext, state, p, index: int, data: bytes) -> dict:
+    """Validate and append one partition's records (as produced, or recompressed for the
+    topic); never awaits."""
     logs = ctx.logs
-    data = pd.records
     if not data:
-        return _partition_result(pd.index, ErrorCode.invalid_record, message="no records")
+        return _partition_result(index, ErrorCode.invalid_record, message="no records")
     try:
         batches = records.split_batches(data)
     except records.InvalidBatch as e:
-        return _partition_result(pd.index, ErrorCode.corrupt_message, message=str(e))
+        return _partition_result(index, ErrorCode.corrupt_message, message=str(e))
     if len(batches) != 1:
         return _partition_result(
-            pd.index,
+            index,
             ErrorCode.invalid_record,
             message="a produce request must carry exactly one record batch per partition",
         )
@@ -186,7 +224,7 @@ def _append_one(ctx: HandlerContext, state, p, pd) -> dict:
     max_bytes = int(logs.topic_config(state, "max.message.bytes"))
     if len(batch) > max_bytes:
         return _partition_result(
-            pd.index,
+            index,
             ErrorCode.message_too_large,
             message=f"batch of {len(batch)} bytes exceeds max.message.bytes {max_bytes}",
         )
@@ -194,33 +232,31 @@ def _append_one(ctx: HandlerContext, state, p, pd) -> dict:
         h = records.validate(batch)
     except records.CorruptBatch as e:
         log.warning("corrupt batch for %s: %s", p, e)
-        return _partition_result(pd.index, ErrorCode.corrupt_message, message=str(e))
+        return _partition_result(index, ErrorCode.corrupt_message, message=str(e))
     except records.InvalidBatch as e:
         log.warning("invalid batch for %s: %s", p, e)
-        return _partition_result(pd.index, ErrorCode.invalid_record, message=str(e))
+        return _partition_result(index, ErrorCode.invalid_record, message=str(e))
     if h.is_control:
         return _partition_result(
-            pd.index,
+            index,
             ErrorCode.invalid_record,
             message="control batches are written by the transaction coordinator only",
         )
     if h.is_transactional:
         error = ctx.transactions.verify(h.producer_id, h.producer_epoch, state.name, p.index)
         if error != ErrorCode.none:
-            return _partition_result(pd.index, error, log_start=p.log_start_offset)
+            return _partition_result(index, error, log_start=p.log_start_offset)
     verdict = p.producers.check(h)
     if verdict.error != ErrorCode.none:
-        return _partition_result(pd.index, verdict.error, log_start=p.log_start_offset)
+        return _partition_result(index, verdict.error, log_start=p.log_start_offset)
     if verdict.duplicate_of is not None:
-        result = _partition_result(
-            pd.index, ErrorCode.none, verdict.duplicate_of, p.log_start_offset
-        )
+        result = _partition_result(index, ErrorCode.none, verdict.duplicate_of, p.log_start_offset)
         if verdict.duplicate_of >= p.high_watermark:  # the original may still be syncing
             result["_wal_end"] = logs.wal.end_position
         return result
     if logs.backlog_full:
         return _partition_result(
-            pd.index,
+            index,
             ErrorCode.not_enough_replicas,
             message=(
                 f"{logs.uploader.backlog_bytes} bytes wait for the object store "
@@ -230,10 +266,10 @@ def _append_one(ctx: HandlerContext, state, p, pd) -> dict:
     try:
         appended = logs.append(state, p, batch, h)
     except WalFailure as e:
-        return _partition_result(pd.index, ErrorCode.kafka_storage_error, message=str(e))
+        return _partition_result(index, ErrorCode.kafka_storage_error, message=str(e))
     ctx.counters.topic(state.name).appended(len(batch), h.record_count)
     result = _partition_result(
-        pd.index, ErrorCode.none, appended.base_offset, p.log_start_offset, appended.log_append_time
+        index, ErrorCode.none, appended.base_offset, p.log_start_offset, appended.log_append_time
     )
     result["_wal_end"] = appended.wal_end
     return result

@@ -71,19 +71,23 @@ class Retention:
         self.trim_wal()
 
     async def enforce_retention(self, now_ms: int | None = None) -> None:
-        """retention.ms and retention.bytes, batch by batch, for every non-internal topic."""
+        """retention.ms and retention.bytes, batch by batch, for every non-internal topic
+        whose cleanup.policy has `delete` (as in Kafka, a `compact`-only topic keeps
+        everything that compaction does not replace)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         moves = []
         for state in list(self.registry.topics.values()):
             if state.record.internal:
                 continue
+            policy = self.registry.topic_config(state, "cleanup.policy")
+            deletes = "delete" in (part.strip() for part in policy.split(","))
             retention_ms = int(self.registry.topic_config(state, "retention.ms"))
             retention_bytes = int(self.registry.topic_config(state, "retention.bytes"))
             for p in state.partitions:
                 if not p.leading:
                     continue
                 p.producers.expire(now_ms, self.producer_id_expiration_ms)
-                n = _expired_batches(p, now_ms, retention_ms, retention_bytes)
+                n = _expired_batches(p, now_ms, retention_ms, retention_bytes) if deletes else 0
                 if n:
                     moves.append((state, p, p.batches.last_offsets[n - 1] + 1))
         await self.move_log_starts(moves)

@@ -5,12 +5,14 @@
  * offsets committed through sendOffsetsToTransaction with the group's metadata, a changelog
  * restored after a crash); counts that stay exact while the broker is killed mid-run show that
  * the whole protocol holds. The topology: INPUT (String keys) -> groupByKey -> count (RocksDB
- * store, changelog topic) -> toStream -> OUTPUT (String key, Long count).
+ * store, changelog topic) -> toStream -> OUTPUT (String key, Long count). With --regroup N the
+ * count is by a new key instead (input key kI -> gJ, J = I mod N): Streams then writes the
+ * records to a repartition topic first, which it purges with DeleteRecords once committed.
  *
  *   java -cp '<streams lib>/*' tests/java/StreamsEosCheck.java --bootstrap H:P \
  *        --application-id APP --input IN --output OUT --state-dir DIR [--threads 1] \
  *        [--guarantee exactly_once_v2]  (at_least_once: to compare) \
- *        [--cache-max-bytes N] [--commit-interval-ms MS]
+ *        [--cache-max-bytes N] [--commit-interval-ms MS] [--regroup N] [--purge-interval-ms MS]
  *
  * Runs until SIGTERM (the test stops it once the group's committed offsets reach the input's
  * end), printing "state <STATE>" on every state change. The test reads the counts back itself.
@@ -30,6 +32,9 @@ import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler;
 import org.apache.kafka.streams.kstream.Consumed;
+import org.apache.kafka.streams.kstream.Grouped;
+import org.apache.kafka.streams.kstream.KGroupedStream;
+import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.Produced;
 
 public class StreamsEosCheck {
@@ -64,15 +69,23 @@ public class StreamsEosCheck {
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), "1000");
         p.put(StreamsConfig.producerPrefix(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG), "20000");
 
-        // Strata has no log compaction yet (issue 18), and Streams creates its changelog with
-        // cleanup.policy=compact: a changelog that keeps everything restores the same state.
-        p.put(StreamsConfig.topicPrefix("cleanup.policy"), "delete");
-        p.put(StreamsConfig.topicPrefix("retention.ms"), "-1");
+        if (opts.containsKey("purge-interval-ms")) { // how often repartition topics are purged
+            p.put(StreamsConfig.REPARTITION_PURGE_INTERVAL_MS_CONFIG, opts.get("purge-interval-ms"));
+        }
 
         StreamsBuilder b = new StreamsBuilder();
-        b.stream(opts.get("input"), Consumed.with(Serdes.String(), Serdes.String()))
-                .groupByKey()
-                .count()
+        KStream<String, String> in =
+                b.stream(opts.get("input"), Consumed.with(Serdes.String(), Serdes.String()));
+        KGroupedStream<String, String> grouped;
+        if (opts.containsKey("regroup")) {
+            int groups = Integer.parseInt(opts.get("regroup"));
+            grouped = in.groupBy(
+                    (k, v) -> "g" + (Integer.parseInt(k.substring(1)) % groups),
+                    Grouped.with("regroup", Serdes.String(), Serdes.String()));
+        } else {
+            grouped = in.groupByKey();
+        }
+        grouped.count()
                 .toStream()
                 .to(opts.get("output"), Produced.with(Serdes.String(), Serdes.Long()));
 
