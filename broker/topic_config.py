@@ -28,8 +28,11 @@ def _cleanup_policy(v: str) -> None:
     parts = [p.strip() for p in v.split(",") if p.strip()]
     if not parts or any(p not in ("delete", "compact") for p in parts):
         raise ValueError("must be a list of delete and compact")
-    if "compact" in parts:
-        raise ValueError("log compaction (cleanup.policy=compact) is not supported by Strata yet")
+
+
+def _ratio(v: str) -> None:
+    if not 0.0 <= float(v) <= 1.0:
+        raise ValueError("must be between 0 and 1")
 
 
 def _compression(v: str) -> None:
@@ -59,7 +62,7 @@ TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str], None]]] = {
     "message.timestamp.after.max.ms": ("9223372036854775807", _int(0)),
     "message.timestamp.before.max.ms": ("9223372036854775807", _int(0)),
     "message.timestamp.type": ("CreateTime", _one_of("CreateTime", "LogAppendTime")),
-    "min.cleanable.dirty.ratio": ("0.5", _anything),
+    "min.cleanable.dirty.ratio": ("0.5", _ratio),
     "min.compaction.lag.ms": ("0", _int(0)),
     "min.insync.replicas": ("1", _int(1)),
     "preallocate": ("false", _one_of("true", "false")),
