@@ -31,6 +31,7 @@ KEYS = 1000
 UPDATES = 100_000
 DELETED = 100
 DELETE_RETENTION_MS = 8000
+RATIO = f'strata_log_cleaner_dirty_ratio{{partition="0",topic="{TOPIC}"}}'
 
 
 def _bucket_bytes(objects: Path) -> int:
@@ -141,7 +142,7 @@ def test_a_compacted_topic_keeps_the_latest_record_per_key_at_its_offset_and_fro
     assert len(acked) == len(items)
     written = [(o, k, v) for (o, k), (_, v) in zip(sorted(acked.items()), items, strict=True)]
     tombstoned_at = time.time()
-    bytes_in = metric(mport, 'strata_topic_bytes_in_total{topic="%s"}' % TOPIC)
+    bytes_in = metric(mport, f'strata_topic_bytes_in_total{{topic="{TOPIC}"}}')
     wait_for(lambda: _bucket_bytes(objects) >= bytes_in * 0.9, timeout=30)
     before = _bucket_bytes(objects)
 
@@ -154,7 +155,7 @@ def test_a_compacted_topic_keeps_the_latest_record_per_key_at_its_offset_and_fro
     assert time.time() - tombstoned_at < DELETE_RETENTION_MS / 1000, "too slow to see tombstones"
     _check_compacted(got, _latest(written), tombstones=True)
     assert len(got) == KEYS + 1
-    assert metric(mport, 'strata_log_cleaner_dirty_ratio{partition="0",topic="%s"}' % TOPIC) == 0
+    assert metric(mport, RATIO) == 0
 
     # a live setting: with max.compaction.lag.ms the sentinel's segment is cleaned soon
     # after the next roll although it is far below the dirty ratio
@@ -186,4 +187,4 @@ def test_a_compacted_topic_keeps_the_latest_record_per_key_at_its_offset_and_fro
     _check_compacted(got, _latest(written), tombstones=False)
     assert len(got) == KEYS - DELETED + 2
     # the cleaned end came back with the catalog: nothing counts as dirty again
-    assert metric(mport, 'strata_log_cleaner_dirty_ratio{partition="0",topic="%s"}' % TOPIC) == 0
+    assert metric(mport, RATIO) == 0
