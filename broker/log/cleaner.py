@@ -52,6 +52,7 @@ class CleanerStats:
     dirty_bytes_cleaned: int = 0
     last_run_ms: int = 0  # wall clock at the end of the last clean, 0: none yet
     last_duration_s: float = 0.0
+    seconds: float = 0.0  # time spent in cleans that completed
     records_kept: int = 0
     records_removed: int = 0
 
@@ -262,6 +263,7 @@ class LogCleaner:
         st.records_removed += stats.records_read - stats.records_kept
         st.last_run_ms = int(time.time() * 1000)
         st.last_duration_s = time.monotonic() - started
+        st.seconds += st.last_duration_s
         log.info(
             "%s: cleaned offsets %d-%d (%d bytes, %d dirty) into %d bytes in %.2fs: "
             "%d of %d records kept, %d tombstones, %d markers, %d aborted records removed",

@@ -143,6 +143,9 @@ class StateCollector(Collector):
                 "Records the cleaner removed (superseded, tombstones, aborted, markers)",
                 value=st.records_removed,
             ),
+            CounterMetricFamily(
+                "strata_log_cleaner_seconds", "Time spent in completed cleans", value=st.seconds
+            ),
             GaugeMetricFamily(
                 "strata_log_cleaner_last_run_timestamp_seconds",
                 "When the last clean ended (Unix time; 0: none yet)",
