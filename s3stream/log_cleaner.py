@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import crc32c
 
-from protocol.record_codec import read_varint, record_spans
+from protocol.record_codec import decompress, read_varint
 from protocol.records import HEADER, HEADER_SIZE, TIMESTAMP_TYPE_LOG_APPEND, iter_headers
 from s3stream.codecs import compress
 from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch
@@ -211,6 +211,55 @@ class OffsetMap:
         return True
 
 
+def _walk(buf: bytes, count: int) -> list[tuple[int, int, int, int, int, int]]:
+    """(start, end, timestamp delta, offset delta, key position, key length) of each
+    record in a batch's decompressed records: record_spans' walk with the varints of one
+    or two bytes (nearly all of them) read inline, the cleaner's inner loop."""
+    out = []
+    pos = 0
+    for _ in range(count):
+        start = pos
+        b = buf[pos]
+        if b < 0x80:
+            length, pos = (b >> 1) ^ -(b & 1), pos + 1
+        elif buf[pos + 1] < 0x80:
+            v = (b & 0x7F) | (buf[pos + 1] << 7)
+            length, pos = (v >> 1) ^ -(v & 1), pos + 2
+        else:
+            length, pos = read_varint(buf, pos)
+        end = pos + length
+        if length <= 0 or end > len(buf):
+            raise ValueError("record length out of bounds")
+        p = pos + 1  # after the attributes byte
+        b = buf[p]
+        if b < 0x80:
+            ts, p = (b >> 1) ^ -(b & 1), p + 1
+        else:
+            ts, p = read_varint(buf, p)
+        b = buf[p]
+        if b < 0x80:
+            od, p = (b >> 1) ^ -(b & 1), p + 1
+        elif buf[p + 1] < 0x80:
+            v = (b & 0x7F) | (buf[p + 1] << 7)
+            od, p = (v >> 1) ^ -(v & 1), p + 2
+        else:
+            od, p = read_varint(buf, p)
+        b = buf[p]
+        if b < 0x80:
+            kl, p = (b >> 1) ^ -(b & 1), p + 1
+        else:
+            kl, p = read_varint(buf, p)
+        if p + max(kl, 0) > end:
+            raise ValueError("key runs past the record")
+        out.append((start, end, ts, od, p, kl))
+        pos = end
+    return out
+
+
+def _payload(batch: memoryview, h) -> bytes:
+    return decompress(h.compression, bytes(batch[HEADER_SIZE : h.size]))
+
+
 def group_keys(data: bytes | memoryview, start: int, end: int) -> dict[bytes, int]:
     """Last offset of each key among the records in [start, end) of consecutive
     batches `data`; control batches and null keys count for nothing."""
@@ -219,12 +268,12 @@ def group_keys(data: bytes | memoryview, start: int, end: int) -> dict[bytes, in
     for pos, h in iter_headers(view):
         if h.is_control or h.last_offset < start or h.base_offset >= end:
             continue
-        _, buf, spans = record_spans(view[pos : pos + h.size])
+        buf = _payload(view[pos : pos + h.size], h)
         base = h.base_offset
-        for _, offset_delta, key_pos, key_len, _ in spans:
-            offset = base + offset_delta
-            if key_len >= 0 and start <= offset < end:
-                out[bytes(buf[key_pos : key_pos + key_len])] = offset
+        inside = start <= base and h.last_offset < end
+        for _, _, _, offset_delta, key_pos, key_len in _walk(buf, h.record_count):
+            if key_len >= 0 and (inside or start <= base + offset_delta < end):
+                out[buf[key_pos : key_pos + key_len]] = base + offset_delta
     return out
 
 
@@ -297,28 +346,24 @@ class CleanJob:
             self.stats.records_read += h.record_count
             self.stats.aborted_dropped += h.record_count
             return None
-        _, buf, spans = record_spans(batch)
+        buf = _payload(batch, h)
         latest = self.map.latest
         kept: list[tuple[int, int]] = []  # (start, end) of kept records in buf
         max_ts = -1
-        start = 0
         count = 0
-        for ts_delta, offset_delta, key_pos, key_len, end in spans:
+        base = h.base_offset
+        for start, end, ts_delta, offset_delta, key_pos, key_len in _walk(buf, h.record_count):
             count += 1
-            offset = h.base_offset + offset_delta
-            keep = True
             if key_len >= 0:
-                key = bytes(buf[key_pos : key_pos + key_len])
-                newest = latest.get(key)
-                if newest is not None and newest > offset:
-                    keep = False
-                elif horizon_passed and read_varint(buf, key_pos + key_len)[0] < 0:
-                    keep = False  # a tombstone past delete.retention.ms
-                    self.stats.tombstones_dropped += 1
-            if keep:
-                kept.append((start, end))
-                max_ts = max(max_ts, h.base_timestamp + ts_delta)
-            start = end
+                newest = latest.get(buf[key_pos : key_pos + key_len])
+                if newest is not None and newest > base + offset_delta:
+                    continue
+                if horizon_passed and read_varint(buf, key_pos + key_len)[0] < 0:
+                    self.stats.tombstones_dropped += 1  # a tombstone past delete.retention.ms
+                    continue
+            kept.append((start, end))
+            if h.base_timestamp + ts_delta > max_ts:
+                max_ts = h.base_timestamp + ts_delta
         self.stats.records_read += count
         self.stats.records_kept += len(kept)
         if kept and h.is_transactional:
