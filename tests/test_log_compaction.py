@@ -38,7 +38,9 @@ def _bucket_bytes(objects: Path) -> int:
     return sum(p.stat().st_size for p in (objects / "data").rglob("*.obj"))
 
 
-def _read_from_zero(bootstrap: str, topic: str = TOPIC) -> list[tuple[int, bytes, bytes | None]]:
+def _read_from_zero(
+    bootstrap: str, topic: str = TOPIC, partition: int = 0
+) -> list[tuple[int, bytes, bytes | None]]:
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -47,7 +49,7 @@ def _read_from_zero(bootstrap: str, topic: str = TOPIC) -> list[tuple[int, bytes
             "enable.auto.commit": False,
         }
     )
-    c.assign([TopicPartition(topic, 0, 0)])
+    c.assign([TopicPartition(topic, partition, 0)])
     out = []
     deadline = time.monotonic() + 60
     try:
@@ -65,7 +67,9 @@ def _read_from_zero(bootstrap: str, topic: str = TOPIC) -> list[tuple[int, bytes
     raise AssertionError("no end of partition within 60 s")
 
 
-def _produce(bootstrap: str, items: list[tuple[bytes, bytes | None]]) -> dict[int, bytes]:
+def _produce(
+    bootstrap: str, items: list[tuple[bytes, bytes | None]], topic: str = TOPIC, partition: int = 0
+) -> dict[int, bytes]:
     """Send in order; returns offset -> key of each acknowledged record."""
     p = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4", "acks": "all"}
@@ -79,7 +83,7 @@ def _produce(bootstrap: str, items: list[tuple[bytes, bytes | None]]) -> dict[in
     for key, value in items:
         while True:
             try:
-                p.produce(TOPIC, value, key, partition=0, on_delivery=done)
+                p.produce(topic, value, key, partition=partition, on_delivery=done)
                 break
             except BufferError:
                 p.poll(0.1)
@@ -188,3 +192,83 @@ def test_a_compacted_topic_keeps_the_latest_record_per_key_at_its_offset_and_fro
     assert len(got) == KEYS - DELETED + 2
     # the cleaned end came back with the catalog: nothing counts as dirty again
     assert metric(mport, RATIO) == 0
+
+
+@pytest.mark.slow
+def test_in_a_cluster_only_the_leader_cleans_a_partition_and_its_successor_goes_on(
+    etcd, s3_bucket, tmp_path: Path
+) -> None:
+    from tests.cluster import Cluster
+
+    moto, bucket = s3_bucket
+    c = Cluster(
+        tmp_path,
+        etcd.url,
+        ["--object-store", f"s3://{bucket}/c", "--s3-endpoint", moto.endpoint],
+        "--upload-interval-ms",
+        "200",
+        "--retention-check-interval-ms",
+        "500",
+        "--object-delete-delay-ms",
+        "500",
+    )
+    topic = "agents-state"
+    try:
+        c.start(1)
+        c.start(2)
+        admin = AdminClient({"bootstrap.servers": c.bootstrap})
+        configs = {"cleanup.policy": "compact", "segment.ms": "1000"}
+        admin.create_topics([NewTopic(topic, 2, 1, config=configs)])[topic].result(30)
+        assert wait_for(lambda: sorted(c.leaders(topic).values()) == [1, 2], timeout=60)
+        leaders = c.leaders(topic)
+        written: dict[int, list] = {0: [], 1: []}
+
+        def feed(rounds: int, tag: bytes) -> None:
+            for part in (0, 1):
+                items = [(b"agent-%03d" % (i % 200), b"%s %d" % (tag, i)) for i in range(rounds)]
+                acked = _produce(c.bootstrap, items, topic, part)
+                written[part] += [
+                    (o, k, v) for (o, k), (_, v) in zip(sorted(acked.items()), items, strict=True)
+                ]
+
+        def roll(tag: bytes) -> None:
+            time.sleep(1.2)  # past segment.ms: this record starts a new segment
+            for part in (0, 1):
+                acked = _produce(c.bootstrap, [(tag, b"roll")], topic, part)
+                written[part] += [(o, k, b"roll") for o, k in acked.items()]
+
+        def runs(broker_id: int) -> float:
+            return c.metric(broker_id, "strata_log_cleaner_runs_total")
+
+        def ratio_reported(broker_id: int, part: int) -> bool:
+            sample = f'strata_log_cleaner_dirty_ratio{{partition="{part}",topic="{topic}"}}'
+            try:
+                c.metric(broker_id, sample)
+            except KeyError:
+                return False
+            return True
+
+        feed(5000, b"first")
+        roll(b"roll-1")
+        assert wait_for(lambda: runs(1) >= 1 and runs(2) >= 1, timeout=60)
+        for part, leader in leaders.items():
+            other = 3 - leader
+            assert ratio_reported(leader, part) and not ratio_reported(other, part)
+        for part in (0, 1):
+            got = _read_from_zero(c.bootstrap, topic, part)
+            _check_compacted(got, _latest(written[part]), tombstones=True)
+            assert len(got) == 201
+
+        # broker 1 leaves (a hand-off): broker 2 leads both and cleans what 1 cleaned
+        c.brokers[1].stop()
+        assert wait_for(lambda: set(c.leaders(topic).values()) == {2}, timeout=60)
+        before = runs(2)
+        feed(2000, b"second")
+        roll(b"roll-2")
+        assert wait_for(lambda: runs(2) >= before + 2, timeout=60)
+        for part in (0, 1):
+            got = _read_from_zero(c.bootstrap, topic, part)
+            _check_compacted(got, _latest(written[part]), tombstones=True)
+            assert len(got) == 202
+    finally:
+        c.stop_all()
