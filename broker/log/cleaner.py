@@ -47,6 +47,7 @@ _job_ids = itertools.count(1)
 class CleanerStats:
     runs: int = 0
     aborted: int = 0
+    failed: int = 0
     bytes_read: int = 0  # dirty and clean log bytes read
     bytes_written: int = 0  # object bytes written
     dirty_bytes_cleaned: int = 0
@@ -127,6 +128,9 @@ class LogCleaner:
         self._executor = executor
         self._write_snapshot = write_snapshot
         self.stats = CleanerStats()
+        # partitions whose last clean failed, and until when they are left alone
+        self._failed: dict[tuple[bytes, int], float] = {}
+        self.retry_after_failure_s = 300.0
 
     def _compacted(self) -> list[tuple[TopicState, lc.CleanSettings, list[Partition]]]:
         """Compacted topics with the partitions this broker leads."""
@@ -151,8 +155,11 @@ class LogCleaner:
     def candidates(self, now_ms: int) -> list[tuple[float, TopicState, Partition, lc.CleanPlan]]:
         """Partitions with a clean due, dirtiest first."""
         out = []
+        now = time.monotonic()
         for t, s, parts in self._compacted():
             for p in parts:
+                if self._failed.get((p.topic_id, p.index), 0.0) > now:
+                    continue
                 c = partition_cleanable(p, s, now_ms)
                 plan = lc.plan_clean(c, p.batches.last_offsets, now_ms, s)
                 if plan is not None:
@@ -169,7 +176,14 @@ class LogCleaner:
         if not found:
             return False
         _, t, p, plan = found[0]
-        await self.clean(t, p, plan, now_ms)
+        try:
+            await self.clean(t, p, plan, now_ms)
+        except Exception:
+            # a store error, or a batch the cleaner cannot read: the partition waits, the
+            # rest of housekeeping (and the other partitions) go on
+            log.exception("%s: clean failed; retrying in %.0fs", p, self.retry_after_failure_s)
+            self._failed[(p.topic_id, p.index)] = time.monotonic() + self.retry_after_failure_s
+            self.stats.failed += 1
         return True
 
     async def clean(self, t: TopicState, p: Partition, plan: lc.CleanPlan, now_ms: int) -> bool:

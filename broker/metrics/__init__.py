@@ -55,8 +55,8 @@ The log cleaner of compacted topics (broker.log.cleaner):
   strata_log_cleaner_dirty_ratio        by topic and partition (led here): dirty bytes over
                                         cleanable bytes, what min.cleanable.dirty.ratio is
                                         compared with (computed at scrape time)
-  strata_log_cleaner_runs_total, strata_log_cleaner_aborted_total
-                                        cleans done, and dropped (the partition moved)
+  strata_log_cleaner_runs_total, strata_log_cleaner_aborted_total, strata_log_cleaner_failures_total
+                                        cleans done, dropped (the partition moved), failed
   strata_log_cleaner_bytes_read_total, strata_log_cleaner_bytes_written_total,
   strata_log_cleaner_dirty_bytes_total, strata_log_cleaner_records_removed_total,
   strata_log_cleaner_seconds_total      what the cleans read, wrote, cleaned, removed, took

@@ -126,6 +126,11 @@ class StateCollector(Collector):
                 value=st.aborted,
             ),
             CounterMetricFamily(
+                "strata_log_cleaner_failures",
+                "Cleans that failed (the partition is retried after a pause)",
+                value=st.failed,
+            ),
+            CounterMetricFamily(
                 "strata_log_cleaner_bytes_read", "Log bytes the cleaner read", value=st.bytes_read
             ),
             CounterMetricFamily(
