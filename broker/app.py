@@ -83,6 +83,7 @@ class Broker:
                 TRANSACTION_TOPIC: txn_table.replay,
             },
             observer=self.metrics,
+            cleaner=config.cleaner(),
         )
         self.follower = None
         if self.cluster is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from s3stream.compaction import CompactionSettings
+from s3stream.log_cleaner import CleanerSettings
 from s3stream.settings import ObjectTierSettings
 from s3stream.uploader import UploadSettings
 
@@ -104,6 +105,13 @@ class BrokerConfig:
     )
     compaction_min_objects: int = _setting(4, "smallest run of small objects worth merging")
     compaction_max_bytes: int = _setting(64 * 1024 * 1024, "largest object compaction writes")
+    log_cleaner_enable: bool = _setting(
+        True, "log.cleaner.enable: clean topics whose cleanup.policy includes compact"
+    )
+    log_cleaner_dedupe_buffer_size: int = _setting(
+        128 * 1024 * 1024,
+        "log.cleaner.dedupe.buffer.size: memory for the cleaner's key map (bounds one clean)",
+    )
     object_delete_delay_ms: int = _setting(
         30_000, "grace before an unneeded object is deleted (reads in flight finish)"
     )
@@ -176,6 +184,13 @@ class BrokerConfig:
             readahead_bytes=self.readahead_bytes,
             read_inflight_bytes=self.read_inflight_bytes,
             max_backlog_bytes=self.max_upload_backlog_bytes,
+        )
+
+    def cleaner(self) -> CleanerSettings:
+        return CleanerSettings(
+            dedupe_buffer_bytes=self.log_cleaner_dedupe_buffer_size,
+            block_bytes=self.object_block_bytes,
+            enabled=self.log_cleaner_enable,
         )
 
     @property

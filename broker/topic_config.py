@@ -30,6 +30,11 @@ def _cleanup_policy(v: str) -> None:
         raise ValueError("must be a list of delete and compact")
 
 
+def _ratio(v: str) -> None:
+    if not 0.0 <= float(v) <= 1.0:
+        raise ValueError("must be between 0 and 1")
+
+
 # Kafka's values; any but `producer` makes the broker recompress batches of another codec
 COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
 
@@ -56,7 +61,7 @@ TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str], None]]] = {
     "message.timestamp.after.max.ms": ("9223372036854775807", _int(0)),
     "message.timestamp.before.max.ms": ("9223372036854775807", _int(0)),
     "message.timestamp.type": ("CreateTime", _one_of("CreateTime", "LogAppendTime")),
-    "min.cleanable.dirty.ratio": ("0.5", _anything),
+    "min.cleanable.dirty.ratio": ("0.5", _ratio),
     "min.compaction.lag.ms": ("0", _int(0)),
     "min.insync.replicas": ("1", _int(1)),
     "preallocate": ("false", _one_of("true", "false")),

@@ -38,6 +38,12 @@ class TailCache:
             self.hits += 1
         return batch
 
+    def discard_below(self, shelf: dict[int, bytes], offset: int) -> None:
+        """Forget a partition's batches based below `offset` (rewritten by the log
+        cleaner: the cache must not serve what the cleaner removed)."""
+        for base in [b for b in shelf if b < offset]:
+            self.bytes -= len(shelf.pop(base))
+
     def drop(self, shelf: dict[int, bytes]) -> None:
         """Forget a deleted partition's batches now rather than when they age out."""
         self.bytes -= sum(len(b) for b in shelf.values())

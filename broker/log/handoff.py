@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from broker.log.appends import AppendPath
-from broker.log.loader import LogLoader, Orphan, stored_txns
+from broker.log.loader import LogLoader, Orphan, stored_cleaned_end, stored_txns
 from broker.log.partition import Partition
 from broker.log.reads import ReadPath
 from broker.log.topics import TopicRegistry, TopicState
@@ -90,6 +90,7 @@ class HandOff:
                 obj = self.catalog.ensure(key, seq, osize, created)
                 p.record_block(BatchRef(base, last, ts, pos, size, obj.id))
             p.txns = stored_txns(view, p)
+            p.cleaned_end = stored_cleaned_end(view)
             if view is not None and view.producers is not None and not view.discovered:
                 p.producers.restore(view.producers)  # a hand-off: the record is current
             else:

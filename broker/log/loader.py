@@ -46,6 +46,12 @@ def stored_txns(view: PartitionView | None, p: Partition) -> TxnIndex:
     return TxnIndex.restore(view.state, p.objects_end if default is None else default)
 
 
+def stored_cleaned_end(view: PartitionView | None) -> int:
+    """Where the log cleaner had got to in a partition, as its catalog stored it."""
+    state = view.state if view is not None else None
+    return state[3] if state and len(state) > 3 else 0
+
+
 class LogLoader:
     def __init__(
         self,
@@ -114,6 +120,7 @@ class LogLoader:
             p = self.registry.partition_by_id(tid, index)
             if p is not None and p.held:
                 p.txns = stored_txns(view, p)
+                p.cleaned_end = stored_cleaned_end(view)
         await self.replay_internal(self.registry.live_partitions())
         await self.restore_producers(self.registry.live_partitions())
         await self.restore_transactions(self.registry.live_partitions())

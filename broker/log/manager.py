@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from broker.log.appends import AppendPath, AppendResult
+from broker.log.cleaner import CleanerPool, LogCleaner
 from broker.log.handoff import HandOff
 from broker.log.loader import LogLoader, Orphan
 from broker.log.partition import Partition
@@ -36,6 +37,7 @@ from s3stream.api import BatchRef
 from s3stream.block_cache import BlockCache
 from s3stream.catalog import Catalog
 from s3stream.compaction import Compactor
+from s3stream.log_cleaner import CleanerSettings
 from s3stream.settings import ObjectTierSettings
 from s3stream.store import ObjectStore, ObjectStoreError, PreconditionFailed
 from s3stream.tail_cache import TailCache
@@ -83,6 +85,7 @@ class LogManager:
         on_partition_dropped: Callable[[TopicState, Partition], None] | None = None,
         observer: StorageObserver | None = None,
         internal_replayers: Mapping[str, Callable[[bytes], None]] | None = None,
+        cleaner: CleanerSettings | None = None,
     ) -> None:
         """`topic_defaults`: broker settings standing in for topic configs, read live;
         `on_partition_dropped(topic, p)` when a partition stops being this broker's
@@ -150,7 +153,16 @@ class LogManager:
             cluster=self.cluster,
             keep_orphans=cluster.keep_orphans if cluster is not None else None,
         )
-        self.retention = Retention(self.registry, self.wal, self.compactor)
+        self.cleaner_pool = CleanerPool()
+        self.cleaner = LogCleaner(
+            self.registry,
+            self.catalog,
+            self.tail,
+            cleaner or CleanerSettings(block_bytes=s.upload.block_bytes),
+            self.cleaner_pool.get,
+            lambda: self.catalog.write_snapshot(self.live_partitions()),
+        )
+        self.retention = Retention(self.registry, self.wal, self.compactor, self.cleaner)
         self.handoff = HandOff(
             self.registry,
             self.catalog,
@@ -219,6 +231,7 @@ class LogManager:
         except (ObjectStoreError, TimeoutError) as e:
             log.warning("shutdown: catalog snapshot not written (%r); objects are re-read", e)
         self.trim_wal()
+        self.cleaner_pool.close()
         await self.block_cache.close()
         await self.wal.close()
 

@@ -53,6 +53,8 @@ class Partition:
         # (WAL end position, log end offset) of appends waiting for their sync
         self._unsynced: deque[tuple[int, int]] = deque()
         self.object_entries = 0  # the index's leading entries that are object blocks
+        # compacted topics: offsets below are cleaned (Kafka's cleaner checkpoint)
+        self.cleaned_end = 0
         self.deleted = False
 
     def reset(self) -> None:
@@ -66,6 +68,7 @@ class Partition:
         self.size_bytes = 0
         self._unsynced.clear()
         self.object_entries = 0
+        self.cleaned_end = 0
 
     def __repr__(self) -> str:
         return f"{self.topic}-{self.index}"
@@ -116,8 +119,8 @@ class Partition:
 
     def stream_state(self) -> list:
         """What the catalog stores beside the object entries: the transactions as of
-        the end of the uploaded data."""
-        return self.txns.state_at(self.objects_end)
+        the end of the uploaded data, then the cleaned end (compacted topics)."""
+        return [*self.txns.state_at(self.objects_end), self.cleaned_end]
 
     def record_block(self, ref: BatchRef) -> None:
         """Index a block of an uploaded object (when opening from the bucket, before
@@ -218,6 +221,30 @@ class Partition:
         self.size_bytes += sum(b.size for b in kept) - sum(idx.sizes[start:stop])
         idx.replace(start, stop, kept)
         self.object_entries += len(kept) - (stop - start)
+
+    def replace_prefix(self, expected: list[BatchRef], blocks: list[BatchRef]) -> bool:
+        """The log cleaner rewrote the object blocks `expected` (the index's first
+        entries when it started) as `blocks`: put them in their place. Retention may
+        have dropped some of the first meanwhile (then the rest still lead the index,
+        and blocks wholly before the log start are left out); anything else changed
+        them (a hand-off, a reset): False, nothing replaced."""
+        idx = self.batches
+        for dropped in range(len(expected) + 1):
+            if dropped and expected[dropped - 1].last_offset >= self.log_start_offset:
+                return False  # not dropped by retention: changed some other way
+            rest = expected[dropped:]
+            if len(rest) <= self.object_entries and all(
+                idx.ref(i) == r for i, r in enumerate(rest)
+            ):
+                break
+        else:
+            return False
+        stop = len(rest)
+        kept = [b for b in blocks if b.last_offset >= self.log_start_offset]
+        self.size_bytes += sum(b.size for b in kept) - sum(idx.sizes[:stop])
+        idx.replace(0, stop, kept)
+        self.object_entries += len(kept) - stop
+        return True
 
     def start_at(self, offset: int) -> None:
         """Make `offset` the log start: batches wholly before it leave the index.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
+from broker.log.cleaner import LogCleaner
 from broker.log.partition import Partition
 from broker.log.topics import TopicRegistry, TopicState
 from s3stream.compaction import Compactor
@@ -15,10 +16,17 @@ log = logging.getLogger(__name__)
 
 
 class Retention:
-    def __init__(self, registry: TopicRegistry, wal: WriteAheadLog, compactor: Compactor) -> None:
+    def __init__(
+        self,
+        registry: TopicRegistry,
+        wal: WriteAheadLog,
+        compactor: Compactor,
+        cleaner: LogCleaner,
+    ) -> None:
         self.registry = registry
         self.wal = wal
         self.compactor = compactor
+        self.cleaner = cleaner
         self.producer_id_expiration_ms = 86_400_000  # Kafka's producer.id.expiration.ms
 
     async def delete_records(self, topic: TopicState, p: Partition, offset: int) -> None:
@@ -62,7 +70,12 @@ class Retention:
         self.wal.trim(floor)
 
     async def maintain_objects(self) -> None:
-        """Compaction, then deletion of objects nothing needs (housekeeping)."""
+        """Log cleaning of compacted topics, compaction of small objects, then deletion
+        of objects nothing needs (housekeeping). One after the other: a clean and an
+        object compaction must not both rewrite a partition's entries at once."""
+        for _ in range(4):  # the dirtiest partitions first, a few per round
+            if not await self.cleaner.clean_once():
+                break
         for _ in range(4):  # a few runs per round, so a backlog shrinks steadily
             merged = await self.compactor.compact_once()
             await self.compactor.collect()  # retires the sources before the next pick

@@ -112,7 +112,7 @@ class TxnIndex:
         empty index at `default_horizon`."""
         if not state:
             return cls(default_horizon)
-        horizon, ongoing, aborted = state
+        horizon, ongoing, aborted = state[:3]  # a cleaned end may follow (Partition)
         index = cls(horizon)
         index.ongoing = {pid: first for pid, first in ongoing}
         index._aborted = sorted((last, pid, first) for last, pid, first in aborted)

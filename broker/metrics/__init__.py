@@ -51,6 +51,16 @@ Partitions and groups (computed at scrape time, on the event loop):
   strata_consumer_group_committed_offset, strata_consumer_group_lag
                                         by group, topic and partition; lag is the high
                                         watermark minus the committed offset (records)
+The log cleaner of compacted topics (broker.log.cleaner):
+  strata_log_cleaner_dirty_ratio        by topic and partition (led here): dirty bytes over
+                                        cleanable bytes, what min.cleanable.dirty.ratio is
+                                        compared with (computed at scrape time)
+  strata_log_cleaner_runs_total, strata_log_cleaner_aborted_total, strata_log_cleaner_failures_total
+                                        cleans done, dropped (the partition moved), failed
+  strata_log_cleaner_bytes_read_total, strata_log_cleaner_bytes_written_total,
+  strata_log_cleaner_dirty_bytes_total, strata_log_cleaner_records_removed_total,
+  strata_log_cleaner_seconds_total      what the cleans read, wrote, cleaned, removed, took
+  strata_log_cleaner_last_run_timestamp_seconds, strata_log_cleaner_last_duration_seconds
 Session replays (`GET /v1/topics/{topic}/records`, broker.replay):
   strata_replay_requests_total          by `outcome`: ok, bad_request, not_found, error
   strata_replay_duration_seconds        histogram of answered replays

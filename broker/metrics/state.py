@@ -107,6 +107,62 @@ class StateCollector(Collector):
             ),
         ]
 
+    def _cleaner_families(self) -> list[Metric]:
+        cleaner = self.logs.cleaner
+        st = cleaner.stats
+        ratio = GaugeMetricFamily(
+            "strata_log_cleaner_dirty_ratio",
+            "Compacted partitions: dirty bytes over cleanable bytes (min.cleanable.dirty.ratio)",
+            labels=["topic", "partition"],
+        )
+        for topic, index, value in cleaner.dirty_ratios():
+            ratio.add_metric([topic, str(index)], value)
+        return [
+            ratio,
+            CounterMetricFamily("strata_log_cleaner_runs", "Partition cleans done", value=st.runs),
+            CounterMetricFamily(
+                "strata_log_cleaner_aborted",
+                "Cleans dropped because the partition moved or changed meanwhile",
+                value=st.aborted,
+            ),
+            CounterMetricFamily(
+                "strata_log_cleaner_failures",
+                "Cleans that failed (the partition is retried after a pause)",
+                value=st.failed,
+            ),
+            CounterMetricFamily(
+                "strata_log_cleaner_bytes_read", "Log bytes the cleaner read", value=st.bytes_read
+            ),
+            CounterMetricFamily(
+                "strata_log_cleaner_bytes_written",
+                "Object bytes the cleaner wrote",
+                value=st.bytes_written,
+            ),
+            CounterMetricFamily(
+                "strata_log_cleaner_dirty_bytes",
+                "Dirty log bytes cleaned",
+                value=st.dirty_bytes_cleaned,
+            ),
+            CounterMetricFamily(
+                "strata_log_cleaner_records_removed",
+                "Records the cleaner removed (superseded, tombstones, aborted, markers)",
+                value=st.records_removed,
+            ),
+            CounterMetricFamily(
+                "strata_log_cleaner_seconds", "Time spent in completed cleans", value=st.seconds
+            ),
+            GaugeMetricFamily(
+                "strata_log_cleaner_last_run_timestamp_seconds",
+                "When the last clean ended (Unix time; 0: none yet)",
+                value=st.last_run_ms / 1000,
+            ),
+            GaugeMetricFamily(
+                "strata_log_cleaner_last_duration_seconds",
+                "How long the last clean took",
+                value=st.last_duration_s,
+            ),
+        ]
+
     def _cluster_families(self) -> list[Metric]:
         node, follower = self.cluster, self.follower
         if node is None or follower is None:
@@ -205,6 +261,7 @@ class StateCollector(Collector):
                 value=wal.retained_bytes,
             ),
             *self._object_families(),
+            *self._cleaner_families(),
             CounterMetricFamily(
                 "strata_tail_cache_hits", "Batch reads served by the tail cache", value=tail.hits
             ),

@@ -174,7 +174,7 @@ class BucketSource:
                         states[index] = st
         out = {}
         for i in partitions:
-            _horizon, ongoing, aborted = states.get(i) or (0, [], [])
+            _horizon, ongoing, aborted = (states.get(i) or (0, [], []))[:3]
             out[i] = PartitionData(
                 i,
                 log_start.get(i, 0),

@@ -1,0 +1,470 @@
+"""Key-based log cleaning (Kafka's `cleanup.policy=compact`), the pure parts.
+
+After Kafka's LogCleaner. A stream's log is cut into segment-sized units; every unit
+but the last (the active one), wholly uploaded, below the last stable offset and
+older than `min.compaction.lag.ms`, is cleanable. The part already cleaned ends at
+the stream's *cleaned end* (Kafka's cleaner checkpoint); what follows up to the
+cleanable end is *dirty*. A clean is due when the dirty bytes are at least
+`min.cleanable.dirty.ratio` of the cleanable bytes, or the oldest dirty data has
+waited `max.compaction.lag.ms`.
+
+A clean reads the dirty range once to build an offset map (each key's last offset
+in it, within a byte budget: a map that would outgrow it ends the range early),
+then rewrites the whole cleanable range: a record survives if its key's latest
+offset is not after it; a surviving tombstone (null value) goes once its batch is
+older than `delete.retention.ms`; aborted transactions' data goes; a control marker
+goes once no data of its transaction is left and it is past `delete.retention.ms`.
+Offsets never change: a rebuilt batch keeps its base offset, its last offset delta
+(so a producer's last sequence stays as it was), its producer id, epoch, base
+sequence, timestamps and attributes, and is compressed again with its own codec; a
+batch nothing is left of is dropped, one that lost nothing is copied as it was.
+
+`plan_clean` decides what to clean (pure). `CleanJob` does the CPU work, block group
+by block group, and builds the output object; it runs in a worker process (see
+`job_*`, for a process pool of one worker), so decoding never holds the event loop
+or its interpreter lock.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import crc32c
+
+from protocol.record_codec import decompress, read_varint
+from protocol.records import HEADER, HEADER_SIZE, TIMESTAMP_TYPE_LOG_APPEND, iter_headers
+from s3stream.codecs import compress
+from s3stream.object_format import BlockEntry, ObjectBuilder, PendingBatch
+
+KEY_OVERHEAD = 100  # bytes a map entry costs beyond its key (dict slot, bytes, int)
+_AFTER_CRC = struct.Struct(">hiqqqhii")
+
+
+@dataclass(frozen=True)
+class CleanSettings:
+    """A topic's cleaning settings, under Kafka's names."""
+
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = 2**63 - 1
+    delete_retention_ms: int = 86_400_000
+    segment_bytes: int = 1024**3
+    segment_ms: int = 604_800_000
+
+
+@dataclass(frozen=True)
+class CleanerSettings:
+    """The broker's cleaner settings (Kafka's log.cleaner.*)."""
+
+    dedupe_buffer_bytes: int = 128 * 1024 * 1024  # log.cleaner.dedupe.buffer.size
+    block_bytes: int = 1024 * 1024
+    enabled: bool = True  # log.cleaner.enable
+
+
+@dataclass(frozen=True)
+class CleanPlan:
+    """Clean the stream's first `entries` index entries (all object blocks); the map is
+    built over entries [dirty_from, entries)."""
+
+    entries: int
+    dirty_from: int
+    clean_bytes: int
+    dirty_bytes: int
+    end_offset: int  # the offset after the last entry cleaned: the next cleaned end
+
+    @property
+    def dirty_ratio(self) -> float:
+        total = self.clean_bytes + self.dirty_bytes
+        return self.dirty_bytes / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class Cleanable:
+    """Where a stream's cleanable range ends, and its dirty ratio."""
+
+    entries: int  # leading index entries that are cleanable
+    dirty_from: int  # first entry past the cleaned end
+    clean_bytes: int
+    dirty_bytes: int
+    first_dirty_timestamp: int  # max timestamp of the first dirty entry, -1 if none
+
+    @property
+    def dirty_ratio(self) -> float:
+        total = self.clean_bytes + self.dirty_bytes
+        return self.dirty_bytes / total if total else 0.0
+
+
+def cleanable(
+    base_offsets: Sequence[int],
+    last_offsets: Sequence[int],
+    max_timestamps: Sequence[int],
+    sizes: Sequence[int],
+    object_entries: int,
+    cleaned_end: int,
+    stable_offset: int,
+    now_ms: int,
+    s: CleanSettings,
+) -> Cleanable:
+    """The cleanable prefix of a stream's index (columns in offset order; the first
+    `object_entries` are object blocks, the rest WAL batches). Segments are cut where
+    the next entry would take one past `segment_bytes`, or lies more than `segment_ms`
+    after the segment's first entry; the last segment is the active one."""
+    n = len(base_offsets)
+    active_start = 0  # index of the first entry of the last segment
+    seg_bytes, seg_ts = 0, None
+    for i in range(n):
+        ts = max_timestamps[i]
+        if seg_ts is not None and (
+            seg_bytes + sizes[i] > s.segment_bytes or ts - seg_ts > s.segment_ms
+        ):
+            active_start, seg_bytes, seg_ts = i, 0, None
+        seg_bytes += sizes[i]
+        if seg_ts is None:
+            seg_ts = ts
+    lag_limit = now_ms - s.min_compaction_lag_ms
+    k = 0
+    limit = min(active_start, object_entries)
+    while (
+        k < limit
+        and last_offsets[k] < stable_offset
+        and (s.min_compaction_lag_ms <= 0 or max_timestamps[k] <= lag_limit)
+    ):
+        k += 1
+    d = 0
+    while d < k and last_offsets[d] < cleaned_end:
+        d += 1
+    clean = sum(sizes[:d])
+    dirty = sum(sizes[d:k])
+    return Cleanable(k, d, clean, dirty, max_timestamps[d] if d < k else -1)
+
+
+def clean_due(c: Cleanable, now_ms: int, s: CleanSettings) -> bool:
+    """Kafka's rule: enough of the cleanable log is dirty, or its oldest dirty data
+    has waited max.compaction.lag.ms."""
+    if c.dirty_bytes <= 0:
+        return False
+    if c.dirty_ratio >= s.min_cleanable_dirty_ratio:
+        return True
+    return (
+        c.first_dirty_timestamp >= 0 and now_ms - c.first_dirty_timestamp > s.max_compaction_lag_ms
+    )
+
+
+def plan_clean(
+    c: Cleanable, last_offsets: Sequence[int], now_ms: int, s: CleanSettings
+) -> CleanPlan | None:
+    """The plan for a due clean (None if none is due)."""
+    if not clean_due(c, now_ms, s):
+        return None
+    return CleanPlan(
+        c.entries, c.dirty_from, c.clean_bytes, c.dirty_bytes, last_offsets[c.entries - 1] + 1
+    )
+
+
+# --- the work ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobParams:
+    log_start: int
+    dirty_start: int  # the map covers offsets from here ...
+    end_offset: int  # ... to here (exclusive); nothing at or past it is rewritten
+    now_ms: int
+    delete_retention_ms: int
+    # (producer id, first offset, marker offset) of aborted transactions
+    aborted: tuple[tuple[int, int, int], ...] = ()
+    map_budget_bytes: int = 128 * 1024 * 1024
+
+
+@dataclass
+class CleanStats:
+    bytes_read: int = 0
+    records_read: int = 0
+    records_kept: int = 0
+    batches_dropped: int = 0
+    tombstones_dropped: int = 0
+    markers_dropped: int = 0
+    aborted_dropped: int = 0
+
+
+class OffsetMap:
+    """Each key's last offset, within a byte budget (keys are kept whole: exact)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.latest: dict[bytes, int] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+    def put_all(self, keys: dict[bytes, int]) -> bool:
+        """Merge one block group's keys (a later group's offsets win); False, merging
+        nothing, if that would take the map past its budget (unless it is empty)."""
+        grow = sum(len(k) + KEY_OVERHEAD for k in keys if k not in self.latest)
+        if self.latest and self.bytes + grow > self.budget:
+            return False
+        self.latest.update(keys)
+        self.bytes += grow
+        return True
+
+
+def _walk(buf: bytes, count: int) -> list[tuple[int, int, int, int, int, int]]:
+    """(start, end, timestamp delta, offset delta, key position, key length) of each
+    record in a batch's decompressed records: record_spans' walk with the varints of one
+    or two bytes (nearly all of them) read inline, the cleaner's inner loop."""
+    out = []
+    pos = 0
+    for _ in range(count):
+        start = pos
+        b = buf[pos]
+        if b < 0x80:
+            length, pos = (b >> 1) ^ -(b & 1), pos + 1
+        elif buf[pos + 1] < 0x80:
+            v = (b & 0x7F) | (buf[pos + 1] << 7)
+            length, pos = (v >> 1) ^ -(v & 1), pos + 2
+        else:
+            length, pos = read_varint(buf, pos)
+        end = pos + length
+        if length <= 0 or end > len(buf):
+            raise ValueError("record length out of bounds")
+        p = pos + 1  # after the attributes byte
+        b = buf[p]
+        if b < 0x80:
+            ts, p = (b >> 1) ^ -(b & 1), p + 1
+        else:
+            ts, p = read_varint(buf, p)
+        b = buf[p]
+        if b < 0x80:
+            od, p = (b >> 1) ^ -(b & 1), p + 1
+        elif buf[p + 1] < 0x80:
+            v = (b & 0x7F) | (buf[p + 1] << 7)
+            od, p = (v >> 1) ^ -(v & 1), p + 2
+        else:
+            od, p = read_varint(buf, p)
+        b = buf[p]
+        if b < 0x80:
+            kl, p = (b >> 1) ^ -(b & 1), p + 1
+        else:
+            kl, p = read_varint(buf, p)
+        if p + max(kl, 0) > end:
+            raise ValueError("key runs past the record")
+        out.append((start, end, ts, od, p, kl))
+        pos = end
+    return out
+
+
+def _payload(batch: memoryview, h) -> bytes:
+    return decompress(h.compression, bytes(batch[HEADER_SIZE : h.size]))
+
+
+def group_keys(data: bytes | memoryview, start: int, end: int) -> dict[bytes, int]:
+    """Last offset of each key among the records in [start, end) of consecutive
+    batches `data`; control batches and null keys count for nothing."""
+    out: dict[bytes, int] = {}
+    view = memoryview(data)
+    for pos, h in iter_headers(view):
+        if h.is_control or h.last_offset < start or h.base_offset >= end:
+            continue
+        buf = _payload(view[pos : pos + h.size], h)
+        base = h.base_offset
+        inside = start <= base and h.last_offset < end
+        for _, _, _, offset_delta, key_pos, key_len in _walk(buf, h.record_count):
+            if key_len >= 0 and (inside or start <= base + offset_delta < end):
+                out[buf[key_pos : key_pos + key_len]] = base + offset_delta
+    return out
+
+
+class _Aborted:
+    """Aborted transactions by producer, to drop their data batches."""
+
+    def __init__(self, ranges: Sequence[tuple[int, int, int]]) -> None:
+        self.by_pid: dict[int, list[tuple[int, int]]] = {}
+        for pid, first, last in ranges:
+            self.by_pid.setdefault(pid, []).append((first, last))
+
+    def holds(self, pid: int, offset: int) -> bool:
+        return any(first <= offset <= last for first, last in self.by_pid.get(pid, ()))
+
+
+@dataclass
+class CleanJob:
+    """One stream's clean: the map, then the rewrite, then the output object."""
+
+    params: JobParams
+    map: OffsetMap = field(init=False)
+    stats: CleanStats = field(default_factory=CleanStats)
+    out: list[PendingBatch] = field(default_factory=list)
+    map_complete_to: int = -1  # where the map ended (the budget may stop it early)
+
+    def __post_init__(self) -> None:
+        self.map = OffsetMap(self.params.map_budget_bytes)
+        self._aborted = _Aborted(self.params.aborted)
+        self._txn_kept: dict[int, bool] = {}  # producer -> data of its open txn kept
+
+    # phase 1
+    def add_to_map(self, data: bytes | memoryview, group_end: int) -> bool:
+        """A dirty block group (its batches end by `group_end`); False when the map is
+        full: the clean then ends where this group begins."""
+        keys = group_keys(data, self.params.dirty_start, self.params.end_offset)
+        if not self.map.put_all(keys):
+            return False
+        self.map_complete_to = group_end
+        return True
+
+    # phase 2
+    def rewrite(self, data: bytes | memoryview, end_offset: int | None = None) -> None:
+        """Filter one block group's batches below `end_offset` (the map's end) into the
+        output, in offset order."""
+        end = self.params.end_offset if end_offset is None else end_offset
+        view = memoryview(data)
+        for pos, h in iter_headers(view):
+            if h.last_offset < self.params.log_start or h.base_offset >= end:
+                continue
+            self.stats.bytes_read += h.size
+            batch = view[pos : pos + h.size]
+            kept = self._filter(h, batch)
+            if kept is None:
+                self.stats.batches_dropped += 1
+            else:
+                self.out.append(PendingBatch(h.base_offset, h.last_offset, _max_ts(kept), kept))
+
+    def _filter(self, h, batch: memoryview) -> bytes | memoryview | None:
+        p = self.params
+        horizon_passed = h.max_timestamp < p.now_ms - p.delete_retention_ms
+        if h.is_control:
+            self.stats.records_read += h.record_count
+            data_kept = self._txn_kept.pop(h.producer_id, False)
+            if horizon_passed and not data_kept:
+                self.stats.markers_dropped += 1
+                return None
+            self.stats.records_kept += h.record_count
+            return batch
+        if h.is_transactional and self._aborted.holds(h.producer_id, h.base_offset):
+            self.stats.records_read += h.record_count
+            self.stats.aborted_dropped += h.record_count
+            return None
+        buf = _payload(batch, h)
+        latest = self.map.latest
+        kept: list[tuple[int, int]] = []  # (start, end) of kept records in buf
+        max_ts = -1
+        count = 0
+        base = h.base_offset
+        for start, end, ts_delta, offset_delta, key_pos, key_len in _walk(buf, h.record_count):
+            count += 1
+            if key_len >= 0:
+                newest = latest.get(buf[key_pos : key_pos + key_len])
+                if newest is not None and newest > base + offset_delta:
+                    continue
+                if horizon_passed and read_varint(buf, key_pos + key_len)[0] < 0:
+                    self.stats.tombstones_dropped += 1  # a tombstone past delete.retention.ms
+                    continue
+            kept.append((start, end))
+            if h.base_timestamp + ts_delta > max_ts:
+                max_ts = h.base_timestamp + ts_delta
+        self.stats.records_read += count
+        self.stats.records_kept += len(kept)
+        if kept and h.is_transactional:
+            self._txn_kept[h.producer_id] = True
+        if len(kept) == count:
+            return batch
+        if not kept:
+            return None
+        body = b"".join(buf[a:b] for a, b in kept)
+        return _rebuild(h, batch, body, len(kept), max_ts)
+
+    def finish(self, topic_id: bytes, partition: int, block_bytes: int, created_ms: int):
+        """The output object: (body, its index entries)."""
+        builder = ObjectBuilder(block_bytes)
+        if self.out:
+            builder.add_partition(topic_id, partition, self.out)
+        return builder.finish(created_ms), builder.entries
+
+
+def _rebuild(h, original: memoryview, records: bytes, count: int, max_ts: int) -> bytes:
+    """The batch with only `records` (raw, as they were: their deltas still hold, base
+    offset and timestamp being unchanged), compressed with the batch's codec."""
+    payload = compress(h.compression, records, original[HEADER_SIZE : HEADER_SIZE + 16])
+    if h.attributes & TIMESTAMP_TYPE_LOG_APPEND:
+        max_ts = h.max_timestamp
+    after_crc = (
+        _AFTER_CRC.pack(
+            h.attributes,
+            h.last_offset_delta,
+            h.base_timestamp,
+            max_ts,
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            count,
+        )
+        + payload
+    )
+    batch_length = 4 + 1 + 4 + len(after_crc)
+    head = struct.pack(
+        ">qiibI", h.base_offset, batch_length, h.leader_epoch, 2, crc32c.crc32c(after_crc)
+    )
+    return head + after_crc
+
+
+def _max_ts(batch: bytes | memoryview) -> int:
+    return HEADER.unpack_from(batch)[8]
+
+
+def block_groups(
+    refs: Sequence[tuple[int, int, int, int]], max_bytes: int
+) -> Iterator[tuple[int, int, int, int, int]]:
+    """Consecutive blocks (object id, position, size, last offset) that lie back to back
+    in one object, merged into ranged reads of up to `max_bytes`: (object id, start,
+    end, last offset, number of blocks)."""
+    cur: list[int] | None = None
+    for oid, pos, size, last in refs:
+        if (
+            cur is not None
+            and cur[0] == oid
+            and cur[2] == pos
+            and cur[2] - cur[1] + size <= max_bytes
+        ):
+            cur[2] += size
+            cur[3] = last
+            cur[4] += 1
+            continue
+        if cur is not None:
+            yield tuple(cur)  # type: ignore[misc]
+        cur = [oid, pos, pos + size, last, 1]
+    if cur is not None:
+        yield tuple(cur)  # type: ignore[misc]
+
+
+# --- the worker process's side (a pool of one worker runs these in order) -------------
+
+_JOBS: dict[int, CleanJob] = {}
+
+
+def job_open(job_id: int, params: JobParams) -> None:
+    _JOBS[job_id] = CleanJob(params)
+
+
+def job_map(job_id: int, data: bytes, group_end: int) -> tuple[bool, int, int]:
+    """(whether the group fit, keys in the map, map bytes)."""
+    job = _JOBS[job_id]
+    fit = job.add_to_map(data, group_end)
+    return fit, len(job.map), job.map.bytes
+
+
+def job_rewrite(job_id: int, data: bytes, end_offset: int) -> None:
+    _JOBS[job_id].rewrite(data, end_offset)
+
+
+def job_finish(
+    job_id: int, topic_id: bytes, partition: int, block_bytes: int, created_ms: int
+) -> tuple[bytes, list[BlockEntry], CleanStats]:
+    job = _JOBS.pop(job_id)
+    body, entries = job.finish(topic_id, partition, block_bytes, created_ms)
+    return body, entries, job.stats
+
+
+def job_close(job_id: int) -> None:
+    _JOBS.pop(job_id, None)
