@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from functools import partial
 
+from broker.groups.consumer_protocol import subscription_topics
 from broker.groups.group import Group, GroupState, Member
 from broker.groups.rebalance import maybe_complete_join, member_error, overdue, prepare_rebalance
 from broker.groups.responses import (
@@ -44,6 +45,22 @@ class GroupSettings:
     min_session_timeout_ms: int = 6000
     max_session_timeout_ms: int = 1_800_000
     initial_rebalance_delay_ms: int = 3000
+
+
+def _assignment_inputs_changed(group: Group, old: Member, new: Member) -> bool:
+    """Whether a static member's new incarnation changes what decides the assignment: the
+    group's protocol, or (consumer groups) the topics it subscribes to. The raw metadata
+    bytes do not decide it: cooperative-sticky's carry the partitions the old incarnation
+    owned and its generation, which a fresh incarnation cannot repeat (Kafka compares
+    only the selected protocol)."""
+    if group.select_protocol() != group.protocol_name:
+        return True
+    name = group.protocol_name
+    if group.protocol_type != "consumer" or name is None:
+        return old.metadata_for(name or "") != new.metadata_for(name or "")
+    return subscription_topics(old.metadata_for(name)) != subscription_topics(
+        new.metadata_for(name)
+    )
 
 
 class GroupCoordinator:
@@ -190,7 +207,6 @@ class GroupCoordinator:
         """KIP-345: a static member rejoining with a new id takes its old place, no rebalance."""
         old = group.members[old_id]
         release(old, ErrorCode.fenced_instance_id)
-        same = old.protocols == member.protocols
         member.assignment = old.assignment
         was_leader = group.leader_id == old_id
         group.members.pop(old_id)
@@ -205,7 +221,7 @@ class GroupCoordinator:
             member.group_instance_id,
             member.member_id,
         )
-        if group.state == GroupState.STABLE and same:
+        if group.state == GroupState.STABLE and not _assignment_inputs_changed(group, old, member):
             response = join_response(group, member)
             response["skip_assignment"] = was_leader
             return response

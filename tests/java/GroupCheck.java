@@ -17,6 +17,8 @@
  *                so there are always some).
  *   cooperative  2 consumers with the CooperativeStickyAssignor split 3/3; a third joins; only the
  *                partitions that move may be revoked (one from each), nothing else.
+ *   static-cooperative  the same with the CooperativeStickyAssignor, s3 joining after s1 and s2
+ *                settled (so the members' subscriptions carry owned partitions).
  *   static       3 static members (group.instance.id) split 2/2/2; each in turn (so the group
  *                leader is among them) is closed (a static member sends no LeaveGroup) and
  *                restarted with the same instance id within the session timeout: it gets the
@@ -226,7 +228,7 @@ public class GroupCheck {
                 throw new IllegalArgumentException("a child needs --topic, --group and --name");
             }
         } else {
-            if (!Arrays.asList("failover", "cooperative", "static").contains(scenario)) {
+            if (!Arrays.asList("failover", "cooperative", "static", "static-cooperative").contains(scenario)) {
                 throw new IllegalArgumentException("bad --scenario " + scenario);
             }
             if (topic == null) topic = "group-check-" + scenario;
@@ -1160,7 +1162,8 @@ public class GroupCheck {
             switch (scenario) {
                 case "failover": failover(ledger, producer, workers, children); break;
                 case "cooperative": cooperative(ledger, producer, workers); break;
-                default: staticMembership(ledger, producer, workers); break;
+                case "static-cooperative": staticMembership(ledger, producer, workers, COOPERATIVE); break;
+                default: staticMembership(ledger, producer, workers, null); break;
             }
         } catch (Abort e) {
             // recorded
@@ -1402,13 +1405,20 @@ public class GroupCheck {
         if (!redelivered.isEmpty()) error("records consumed more than once: " + redelivered);
     }
 
-    void staticMembership(Ledger ledger, KafkaProducer<String, String> producer, List<Worker> workers)
-            throws Exception {
+    void staticMembership(Ledger ledger, KafkaProducer<String, String> producer, List<Worker> workers,
+            String assignor) throws Exception {
         int n = 6_000;
         List<String> names = Arrays.asList("s1", "s2", "s3");
         Map<String, Worker> running = new LinkedHashMap<>();
         for (String w : names) {
-            Worker worker = new Worker(w, consumerProps(w, null, "static-" + w), ledger).start();
+            if (assignor != null && w.equals("s3")) {
+                // s3 joins a settled group of two: the group rebalances again, so every
+                // member's subscription now carries the partitions it owns and its generation,
+                // bytes a restarted incarnation cannot repeat.
+                await("s1, s2 split the partitions 3/3", 45_000,
+                        () -> ledger.split(Arrays.asList("s1", "s2"), partitions / 2), ledger::state);
+            }
+            Worker worker = new Worker(w, consumerProps(w, assignor, "static-" + w), ledger).start();
             workers.add(worker);
             running.put(w, worker);
         }
@@ -1441,7 +1451,7 @@ public class GroupCheck {
             }
             lastClosedAt = System.nanoTime();
             String fresh = w + "r";
-            Worker worker = new Worker(fresh, consumerProps(fresh, null, "static-" + w), ledger).start();
+            Worker worker = new Worker(fresh, consumerProps(fresh, assignor, "static-" + w), ledger).start();
             workers.add(worker);
             running.put(fresh, worker);
             await("restarted " + w + " (" + fresh + ") got its partitions " + parts + " back", 30_000,
