@@ -9,6 +9,8 @@ import logging
 from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffsets
+from broker.groups.consumer_coordinator import ConsumerGroups
+from broker.groups.consumer_group import ConsumerSettings
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OffsetStore
 from broker.handlers import HANDLERS
@@ -90,12 +92,22 @@ class Broker:
         self.offsets = OffsetStore(
             self.logs, committed, config.offsets_topic_num_partitions, self.leadership.may_ack
         )
+        consumer_groups = ConsumerGroups(
+            ConsumerSettings(
+                heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
+                session_timeout_ms=config.group_consumer_session_timeout_ms,
+                assignors=tuple(a.strip() for a in config.group_consumer_assignors.split(",")),
+            ),
+            self.offsets.store_consumer_group,
+            self.offsets.consumer_groups,
+        )
         self.groups = GroupCoordinator(
             GroupSettings(
                 min_session_timeout_ms=config.group_min_session_timeout_ms,
                 max_session_timeout_ms=config.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
-            )
+            ),
+            consumer_groups,
         )
         self.peers = Peers(f"strata-broker-{config.broker_id}")
         self.txn_markers = MarkerWriter(self.logs, self.leadership, self.offsets, self.peers)
@@ -157,10 +169,13 @@ class Broker:
         await self.offsets.ensure_topic()
         await self.transactions.ensure_topic()
         for group_id in {*self.offsets.offsets, *self.offsets.group_types}:
+            if group_id in self.offsets.consumer_groups:
+                continue  # a KIP-848 group, restored when used
             group = self.groups.group(group_id, create=True)  # empty, as in Kafka after a restart
             assert group is not None
             group.protocol_type = self.offsets.group_types.get(group_id)
         self.groups.start()
+        self.groups.consumer.start()
         self.transactions.start()  # finishes transactions a crash left prepared
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
@@ -200,6 +215,7 @@ class Broker:
         await self.transactions.stop()
         await self.peers.close()
         await self.groups.stop()
+        await self.groups.consumer.stop()
         await self.logs.close()
         await self.store.close()
         await self.metrics_http.stop()

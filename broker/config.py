@@ -55,6 +55,15 @@ class BrokerConfig:
     group_initial_rebalance_delay_ms: int = _setting(
         3000, "group.initial.rebalance.delay.ms: how long a new group waits for more members"
     )
+    group_consumer_heartbeat_interval_ms: int = _setting(
+        5000, "group.consumer.heartbeat.interval.ms: KIP-848 members' heartbeat interval"
+    )
+    group_consumer_session_timeout_ms: int = _setting(
+        45000, "group.consumer.session.timeout.ms: a silent KIP-848 member is removed after it"
+    )
+    group_consumer_assignors: str = _setting(
+        "uniform,range", "group.consumer.assignors: broker-side assignors, the first the default"
+    )
     offsets_topic_num_partitions: int = _setting(16, "offsets.topic.num.partitions")
     transaction_state_log_num_partitions: int = _setting(16, "transaction.state.log.num.partitions")
     transaction_max_timeout_ms: int = _setting(

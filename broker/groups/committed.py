@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSET_KEY = 1  # record key [1, group, topic, partition]: value [offset, epoch, metadata, ts]
 GROUP_KEY = 2  # record key [2, group]: value [protocol type]
+# record key [3, group]: value a KIP-848 consumer group's state (consumer_group.to_record)
+CONSUMER_GROUP_KEY = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class CommittedOffsets:
     def __init__(self) -> None:
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
         self.group_types: dict[str, str] = {}  # protocol type of groups that had members
+        self.consumer_groups: dict[str, dict] = {}  # KIP-848 groups' state records
         # producer id -> group -> offsets committed in its open transaction
         self.pending: dict[int, dict[str, dict[TopicPartitionKey, CommittedOffset]]] = {}
 
@@ -85,6 +88,12 @@ class CommittedOffsets:
         if key is None:
             return
         kind, group, *rest = msgpack.unpackb(key)
+        if kind == CONSUMER_GROUP_KEY:
+            if value is None:
+                self.consumer_groups.pop(group, None)
+            else:
+                self.consumer_groups[group] = msgpack.unpackb(value)
+            return
         if kind == GROUP_KEY:
             if value is None:
                 self.group_types.pop(group, None)

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from functools import partial
 
+from broker.groups.consumer_coordinator import ConsumerGroups
 from broker.groups.consumer_protocol import subscription_topics
 from broker.groups.group import Group, GroupState, Member
 from broker.groups.rebalance import maybe_complete_join, member_error, overdue, prepare_rebalance
@@ -64,8 +65,10 @@ def _assignment_inputs_changed(group: Group, old: Member, new: Member) -> bool:
 
 
 class GroupCoordinator:
-    def __init__(self, settings: GroupSettings) -> None:
+    def __init__(self, settings: GroupSettings, consumer: ConsumerGroups) -> None:
+        """`consumer`: the KIP-848 groups, which share the group id space with these."""
         self.settings = settings
+        self.consumer = consumer
         self.groups: dict[str, Group] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.rebalances = 0
@@ -143,6 +146,13 @@ class GroupCoordinator:
         s = self.settings
         if not group_id:
             return ErrorCode.invalid_group_id
+        consumer = self.consumer.group(group_id)
+        if consumer is not None:
+            if consumer.members:  # a KIP-848 group in use
+                return ErrorCode.inconsistent_group_protocol
+            # an empty consumer group becomes a classic one (online conversion)
+            self.consumer.drop(group_id)
+            log.info("group %s: empty consumer group converted to classic", group_id)
         if not s.min_session_timeout_ms <= session_timeout_ms <= s.max_session_timeout_ms:
             return ErrorCode.invalid_session_timeout
         group = self.group(group_id, create=True)
@@ -339,6 +349,8 @@ class GroupCoordinator:
         self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None
     ) -> ErrorCode | None:
         """Whether an OffsetCommit may go ahead (None) or the error that refuses it."""
+        if self.consumer.is_consumer_group(group_id):
+            return self.consumer.commit_error(group_id, member_id, generation_id)
         group = self.group(group_id)
         if group is None:
             if generation_id < 0:
@@ -358,12 +370,19 @@ class GroupCoordinator:
     # --- admin --------------------------------------------------------------------------
 
     def describe(self, group_id: str) -> dict:
+        if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
+            return self.consumer.describe_classic(group_id)
         return describe(group_id, self.group(group_id))
 
     def listing(self, states: set[str] | None) -> list[dict]:
-        return listing(self.groups.values(), states)
+        consumer = self.consumer.listing(states)
+        shown = {g["group_id"] for g in consumer}
+        classic = [g for g in listing(self.groups.values(), states) if g["group_id"] not in shown]
+        return classic + consumer
 
     def delete_error(self, group_id: str) -> ErrorCode | None:
+        if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
+            return self.consumer.delete_error(group_id)
         group = self.group(group_id)
         if group is None:
             return ErrorCode.group_id_not_found
@@ -375,10 +394,27 @@ class GroupCoordinator:
         group = self.groups.pop(group_id, None)
         if group is not None:
             group.state = GroupState.DEAD
+        elif self.consumer.is_consumer_group(group_id):
+            self.consumer.drop(group_id)
+
+    def yield_to_consumer_protocol(self, group_id: str) -> bool:
+        """A ConsumerGroupHeartbeat for this group id: whether it may become (or stay) a
+        KIP-848 group. An empty classic group is converted (its offsets stay); one with
+        members is not."""
+        group = self.groups.get(group_id)
+        if group is None:
+            return True
+        if group.members or group.pending_members:
+            return False
+        self.groups.pop(group_id)
+        group.state = GroupState.DEAD
+        log.info("group %s: empty classic group converted to the consumer protocol", group_id)
+        return True
 
     def unload(self, group_id: str) -> None:
         """Another broker coordinates the group now (cluster mode): parked joins and
         syncs get NOT_COORDINATOR, so the members find the new coordinator."""
+        self.consumer.unload(group_id)
         group = self.groups.pop(group_id, None)
         if group is None:
             return

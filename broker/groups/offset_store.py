@@ -17,6 +17,7 @@ from dataclasses import replace
 import msgpack
 
 from broker.groups.committed import (
+    CONSUMER_GROUP_KEY,
     GROUP_KEY,
     OFFSET_KEY,
     OFFSETS_TOPIC,
@@ -38,6 +39,13 @@ def _offset_record(group_id: str, key: TopicPartitionKey, c: CommittedOffset) ->
     return (
         msgpack.packb([OFFSET_KEY, group_id, *key]),
         msgpack.packb([c.offset, c.leader_epoch, c.metadata, c.commit_timestamp]),
+    )
+
+
+def _consumer_group_record(group_id: str, state: dict | None) -> Entry:
+    return (
+        msgpack.packb([CONSUMER_GROUP_KEY, group_id]),
+        None if state is None else msgpack.packb(state),
     )
 
 
@@ -73,6 +81,7 @@ class OffsetStore:
         self.partitions = partitions
         self.offsets = committed.offsets
         self.group_types = committed.group_types
+        self.consumer_groups = committed.consumer_groups
         self._inflight: dict[int, int] = {}  # offsets partition -> writes not yet applied
 
     async def ensure_topic(self) -> TopicState:
@@ -92,7 +101,8 @@ class OffsetStore:
 
     def groups_of(self, index: int) -> set[str]:
         """The groups whose offsets (and coordination) live in offsets partition `index`."""
-        return {g for g in {*self.offsets, *self.group_types} if self.partition_for(g) == index}
+        known = {*self.offsets, *self.group_types, *self.consumer_groups}
+        return {g for g in known if self.partition_for(g) == index}
 
     def unload(self, index: int) -> set[str]:
         """Forget the groups of a partition another broker leads now; returns them."""
@@ -100,6 +110,7 @@ class OffsetStore:
         for g in groups:
             self.offsets.pop(g, None)
             self.group_types.pop(g, None)
+            self.consumer_groups.pop(g, None)
         for staged in self.committed.pending.values():
             for g in groups:
                 staged.pop(g, None)
@@ -168,6 +179,8 @@ class OffsetStore:
         ]
         if group_id in self.group_types:
             out.append(_type_record(group_id, self.group_types[group_id]))
+        if group_id in self.consumer_groups:
+            out.append(_consumer_group_record(group_id, self.consumer_groups[group_id]))
         return out
 
     async def compact(self, min_batches: int = 64) -> None:
@@ -187,7 +200,7 @@ class OffsetStore:
                 continue
             if any(self.partition_for(g) == p.index for g in self.committed.pending_groups()):
                 continue  # staged transactional offsets live only in the log until the marker
-            groups = {*self.offsets, *self.group_types}
+            groups = {*self.offsets, *self.group_types, *self.consumer_groups}
             entries = [
                 r
                 for g in sorted(groups)
@@ -230,6 +243,10 @@ class OffsetStore:
         if protocol_type and self.group_types.get(group_id) != protocol_type:
             entries.append(_type_record(group_id, protocol_type))
         await self._write(group_id, entries, COMMIT_TIMEOUT_MS)
+
+    async def store_consumer_group(self, group_id: str, state: dict | None) -> None:
+        """A KIP-848 group's state (None: the group is gone), durable before it returns."""
+        await self._write(group_id, [_consumer_group_record(group_id, state)], COMMIT_TIMEOUT_MS)
 
     async def txn_commit(
         self,
