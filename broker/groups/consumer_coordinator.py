@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 
 from broker.groups.consumer_group import (
     ConsumerGroup,
@@ -133,8 +133,19 @@ class ConsumerGroups:
 
     # --- offsets ------------------------------------------------------------------------
 
-    def commit_error(self, group_id: str, member_id: str, member_epoch: int) -> ErrorCode | None:
-        """OffsetCommit (v9+: generation id is the member epoch) for a consumer group."""
+    def commit_error(
+        self,
+        group_id: str,
+        member_id: str,
+        member_epoch: int,
+        partitions: Iterable[tuple[str, int]] = (),
+    ) -> ErrorCode | None:
+        """OffsetCommit (v9+: generation id is the member epoch) for a consumer group.
+
+        A commit sent at the member's previous epoch (the heartbeat moving it on crossed
+        the commit) is accepted for partitions the member still holds, as KIP-1251's
+        assignment epochs allow; otherwise an older epoch is STALE_MEMBER_EPOCH and a
+        newer one FENCED_MEMBER_EPOCH."""
         group = self.group(group_id)
         assert group is not None
         if member_epoch < 0 and not member_id:
@@ -142,9 +153,18 @@ class ConsumerGroups:
         member = group.members.get(member_id)
         if member is None:
             return ErrorCode.unknown_member_id
-        if member_epoch != member.epoch:
-            return ErrorCode.stale_member_epoch
-        return None
+        if member_epoch == member.epoch:
+            return None
+        if member_epoch > member.epoch:
+            return ErrorCode.fenced_member_epoch
+        if member_epoch == member.state.previous_epoch:
+            held = {**member.state.assigned}
+            for t, ps in member.state.pending_revocation.items():
+                held[t] = held.get(t, frozenset()) | ps
+            ids = {name: tid for name, (tid, _) in group.subscribed.items()}
+            if all(p in held.get(ids.get(name), ()) for name, p in partitions):
+                return None
+        return ErrorCode.stale_member_epoch
 
     # --- admin --------------------------------------------------------------------------
 

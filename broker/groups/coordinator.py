@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -346,11 +347,17 @@ class GroupCoordinator:
     # --- offsets commit checks --------------------------------------------------------
 
     def commit_error(
-        self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        partitions: Iterable[tuple[str, int]] = (),
     ) -> ErrorCode | None:
-        """Whether an OffsetCommit may go ahead (None) or the error that refuses it."""
+        """Whether an OffsetCommit (of `partitions`) may go ahead (None) or the error that
+        refuses it."""
         if self.consumer.is_consumer_group(group_id):
-            return self.consumer.commit_error(group_id, member_id, generation_id)
+            return self.consumer.commit_error(group_id, member_id, generation_id, partitions)
         group = self.group(group_id)
         if group is None:
             if generation_id < 0:

@@ -45,7 +45,12 @@
  * Run with the source launcher:
  *   java -cp '<lib>/*' tests/java/GroupCheck.java --bootstrap 127.0.0.1:9092 \
  *        --scenario failover|cooperative|static [--topic T] [--group G] [--messages 30000]
- *        [--session-timeout-ms 6000] [--timeout-ms 80000]
+ *        [--session-timeout-ms 6000] [--timeout-ms 80000] [--partitions 6]
+ *        [--group-protocol classic|consumer]
+ *
+ * With --group-protocol consumer (KIP-848) the consumers set neither session.timeout.ms nor an
+ * assignor (the client refuses both): the broker's group.consumer.session.timeout.ms must equal
+ * --session-timeout-ms, and its uniform assignor takes the CooperativeStickyAssignor's place.
  *
  * Prints exactly one JSON line on stdout: {"scenario":...,"ok":true,"errors":[],...}.
  * Exit code 0 only if every check passed; 1 otherwise; 2 on bad arguments.
@@ -119,6 +124,7 @@ public class GroupCheck {
     int messages = 30_000;
     int partitions = 6;
     int sessionTimeoutMs = 6000;
+    String groupProtocol = "classic"; // or "consumer" (KIP-848: the broker assigns)
     long timeoutMs = 80_000;
 
     long start = System.nanoTime();
@@ -217,6 +223,7 @@ public class GroupCheck {
                 case "--partitions": partitions = Integer.parseInt(v); break;
                 case "--session-timeout-ms": sessionTimeoutMs = Integer.parseInt(v); break;
                 case "--timeout-ms": timeoutMs = Long.parseLong(v); break;
+                case "--group-protocol": groupProtocol = v; break;
                 default: throw new IllegalArgumentException("unknown argument " + a);
             }
         }
@@ -820,15 +827,17 @@ public class GroupCheck {
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
         p.put(ConsumerConfig.CLIENT_ID_CONFIG, clientId);
-        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, groupProtocol);
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
-        p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, Integer.toString(sessionTimeoutMs));
-        if (assignorClass != null) {
-            p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignorClass);
-        }
+        if (groupProtocol.equals("classic")) {
+            p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, Integer.toString(sessionTimeoutMs));
+            if (assignorClass != null) {
+                p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignorClass);
+            }
+        } // consumer: the session timeout and the assignor are the broker's (the group's configs)
         if (groupInstanceId != null) {
             p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, groupInstanceId);
         }
@@ -964,7 +973,7 @@ public class GroupCheck {
         cmd.add(src != null ? src : "GroupCheck");
         cmd.addAll(Arrays.asList("--role", "child", "--name", who, "--bootstrap", bootstrap, "--topic", topic,
                 "--group", group, "--session-timeout-ms", Integer.toString(sessionTimeoutMs),
-                "--process-ms", "50",
+                "--process-ms", "50", "--group-protocol", groupProtocol,
                 "--timeout-ms", Long.toString(remainingMs())));
         ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.redirectError(ProcessBuilder.Redirect.INHERIT);
