@@ -393,3 +393,74 @@ def test_bad_heartbeats_get_kafkas_errors_and_the_group_stays_usable(
         assert [m.member_id for m in g.members] == [member]
         left = c.call(*HEARTBEAT, _heartbeat(group, member, -1))
         assert left.error_code == ErrorCode.none and left.member_epoch == -1
+
+
+def test_group_configs_set_the_heartbeat_interval_and_session_timeout(
+    broker: BrokerProcess,
+) -> None:
+    """IncrementalAlterConfigs / DescribeConfigs on a GROUP resource (type 32): the group's
+    consumer.heartbeat.interval.ms is what its members are told, and a member silent for the
+    group's consumer.session.timeout.ms (shorter than the broker's) is removed."""
+    topic, group = _name("kip848cfg"), _name("g848cfg")
+    create_topic(broker.bootstrap, topic, 1)
+    alter = {
+        "resources": [
+            {
+                "resource_type": 32,
+                "resource_name": group,
+                "configs": [
+                    {
+                        "name": "consumer.heartbeat.interval.ms",
+                        "config_operation": 0,
+                        "value": "700",
+                    },
+                    {"name": "consumer.session.timeout.ms", "config_operation": 0, "value": "2000"},
+                ],
+            }
+        ],
+        "validate_only": False,
+    }
+    with WireClient(broker.bootstrap) as c:
+        (r,) = c.call(44, 1, alter).responses
+        assert r.error_code == ErrorCode.none, r
+        bad = dict(
+            alter["resources"][0],
+            configs=[{"name": "consumer.no.such", "config_operation": 0, "value": "1"}],
+        )
+        (r,) = c.call(44, 1, {"resources": [bad], "validate_only": False}).responses
+        assert r.error_code == ErrorCode.invalid_config
+        described = c.call(
+            32,
+            4,
+            {
+                "resources": [
+                    {"resource_type": 32, "resource_name": group, "configuration_keys": None}
+                ],
+                "include_synonyms": False,
+                "include_documentation": False,
+            },
+        )
+        values = {e.name: e.value for e in described.results[0].configs}
+        assert values == {
+            "consumer.heartbeat.interval.ms": "700",
+            "consumer.session.timeout.ms": "2000",
+        }
+        member = uuid.uuid4().hex
+        joined = c.call(
+            *HEARTBEAT,
+            _heartbeat(
+                group,
+                member,
+                0,
+                rebalance_timeout=30000,
+                subscribed_topic_names=[topic],
+                topic_partitions=[],
+            ),
+        )
+        assert joined.error_code == ErrorCode.none
+        assert joined.heartbeat_interval.total_seconds() == 0.7
+        time.sleep(3.0)  # silent past the group's 2 s session, within the broker's 6 s
+        d = c.call(69, 0, {"group_ids": [group], "include_authorized_operations": False})
+        assert list(d.groups[0].members) == [], "the member outlived the group's session timeout"
+        gone = c.call(*HEARTBEAT, _heartbeat(group, member, joined.member_epoch))
+        assert gone.error_code == ErrorCode.unknown_member_id

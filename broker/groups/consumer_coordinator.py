@@ -26,6 +26,7 @@ from broker.groups.consumer_group import (
     heartbeat,
     to_record,
 )
+from broker.groups.group_configs import HEARTBEAT, SESSION
 from protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 Persist = Callable[[str, dict | None], Awaitable[None]]
 
 SWEEP_INTERVAL = 0.2
-GROUP_CONFIGS = ("consumer.heartbeat.interval.ms", "consumer.session.timeout.ms")
 
 
 class ConsumerGroups:
@@ -276,6 +276,12 @@ class ConsumerGroups:
             await self._write(group_id)
 
     # --- group configs (DescribeConfigs / IncrementalAlterConfigs on GROUP resources) ---
+
+    def config_defaults(self) -> dict[str, int]:
+        return {
+            HEARTBEAT: self.settings.heartbeat_interval_ms,
+            SESSION: self.settings.session_timeout_ms,
+        }
 
     def configs(self, group_id: str) -> dict[str, str]:
         g = self.group(group_id)
