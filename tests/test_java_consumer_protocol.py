@@ -76,3 +76,16 @@ def test_a_joining_java_consumer_takes_only_what_must_move(broker_factory) -> No
     for member in ("a1", "a2"):
         assert set(after[member]) < set(before[member])
     assert r["redelivered"] == {}
+
+
+def test_a_static_java_member_restarts_without_a_rebalance(broker_factory) -> None:
+    broker = broker_factory(*BROKER_ARGS)
+    r = _run(broker, "static")
+    gen = r["generation"]
+    for member, parts in r["assignment_before"].items():
+        restart = r["restarts"][f"static-{member}"]
+        assert restart["partitions"] == parts
+        assert restart["ms"] < SESSION_TIMEOUT_MS
+        assert r["events_during_restart"][member] == [f"revoked {parts}"]
+        assert r["events_during_restart"][member + "r"] == [f"gen {gen} assigned {parts}"]
+    assert r["redelivered"] == {}
