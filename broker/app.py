@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
@@ -108,6 +109,7 @@ class Broker:
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             ),
             consumer_groups,
+            self.offsets,
         )
         self.peers = Peers(f"strata-broker-{config.broker_id}")
         self.txn_markers = MarkerWriter(self.logs, self.leadership, self.offsets, self.peers)
@@ -230,6 +232,11 @@ class Broker:
             try:
                 await self.logs.enforce_retention()
                 await self.offsets.compact()
+                await self.offsets.expire_offsets(
+                    int(self.config.offsets_retention_minutes * 60_000),
+                    self.groups.emptied_at_ms,
+                    int(time.time() * 1000),
+                )
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)

@@ -37,7 +37,7 @@ SOURCE_DYNAMIC_BROKER = 2
 SOURCE_DYNAMIC_DEFAULT = 3
 
 # DescribeConfigs config_type values
-BOOLEAN, STRING, INT, SHORT, LONG, LIST = 1, 2, 3, 4, 5, 7
+BOOLEAN, STRING, INT, SHORT, LONG, DOUBLE, LIST = 1, 2, 3, 4, 5, 6, 7
 
 DEFAULT_SCOPE = ""  # the cluster-wide default (`kafka-configs --entity-default`)
 
@@ -173,6 +173,7 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
         )
     ),
     _field("offsets.topic.num.partitions", INT, "offsets_topic_num_partitions"),
+    _field("offsets.retention.minutes", DOUBLE, "offsets_retention_minutes"),
     _field("transaction.state.log.num.partitions", INT, "transaction_state_log_num_partitions"),
     _field("transaction.max.timeout.ms", INT, "transaction_max_timeout_ms"),
     _field("transactional.id.expiration.ms", INT, "transactional_id_expiration_ms"),

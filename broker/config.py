@@ -65,6 +65,11 @@ class BrokerConfig:
         "uniform,range", "group.consumer.assignors: broker-side assignors, the first the default"
     )
     offsets_topic_num_partitions: int = _setting(16, "offsets.topic.num.partitions")
+    offsets_retention_minutes: float = _setting(
+        10080.0,
+        "offsets.retention.minutes: an empty group's offsets are deleted this long after its "
+        "last commit and its last member left (checked with retention)",
+    )
     transaction_state_log_num_partitions: int = _setting(16, "transaction.state.log.num.partitions")
     transaction_max_timeout_ms: int = _setting(
         900_000, "transaction.max.timeout.ms: the longest transaction.timeout.ms accepted"
@@ -216,6 +221,8 @@ def _convert(name: str, kind: Any, raw: Any) -> Any:
         raise ValueError(f"{name}: expected a boolean, got {raw!r}")
     if "int" in kind_name:
         return int(raw)
+    if "float" in kind_name:
+        return float(raw)
     if "Path" in kind_name:
         return Path(raw)
     return str(raw)

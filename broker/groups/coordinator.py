@@ -13,10 +13,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
+from broker.groups.classic_record import restore, to_record
 from broker.groups.consumer_coordinator import ConsumerGroups
 from broker.groups.consumer_protocol import subscription_topics
 from broker.groups.group import Group, GroupState, Member
@@ -49,6 +51,15 @@ class GroupSettings:
     initial_rebalance_delay_ms: int = 3000
 
 
+def _signature(group: Group) -> tuple:
+    return (
+        group.state,
+        group.generation_id,
+        group.leader_id,
+        tuple((m.member_id, m.assignment) for m in group.members.values()),
+    )
+
+
 def _assignment_inputs_changed(group: Group, old: Member, new: Member) -> bool:
     """Whether a static member's new incarnation changes what decides the assignment: the
     group's protocol, or (consumer groups) the topics it subscribes to. The raw metadata
@@ -65,11 +76,32 @@ def _assignment_inputs_changed(group: Group, old: Member, new: Member) -> bool:
     )
 
 
+class GroupStates(Protocol):
+    """Where classic groups' state is persisted and replayed (the offsets store)."""
+
+    @property
+    def group_types(self) -> Mapping[str, str]: ...
+
+    @property
+    def classic_groups(self) -> Mapping[str, dict]: ...
+
+    async def store_classic_group(
+        self, group_id: str, protocol_type: str, state: dict | None
+    ) -> None: ...
+
+
 class GroupCoordinator:
-    def __init__(self, settings: GroupSettings, consumer: ConsumerGroups) -> None:
-        """`consumer`: the KIP-848 groups, which share the group id space with these."""
+    def __init__(
+        self, settings: GroupSettings, consumer: ConsumerGroups, states: GroupStates
+    ) -> None:
+        """`consumer`: the KIP-848 groups, which share the group id space with these;
+        `states`: where a group's stable or empty state is persisted, and read back the
+        first time a group this broker did not know is used (after a restart or a move)."""
         self.settings = settings
         self.consumer = consumer
+        self.states = states
+        self._persisted: dict[str, tuple] = {}  # group -> what its persisted record shows
+        self._writes: set[asyncio.Task[None]] = set()
         self.groups: dict[str, Group] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.rebalances = 0
@@ -85,9 +117,62 @@ class GroupCoordinator:
 
     def group(self, group_id: str, create: bool = False) -> Group | None:
         g = self.groups.get(group_id)
+        if g is None and group_id in self.states.classic_groups:
+            state = self.states.classic_groups[group_id]
+            protocol_type = self.states.group_types.get(group_id)
+            g = self.groups[group_id] = restore(group_id, protocol_type, state, time.monotonic())
+            self._persisted[group_id] = _signature(g)
+            log.info(
+                "group %s: restored at generation %d (%s) with %d members",
+                group_id,
+                g.generation_id,
+                g.state.value,
+                len(g.members),
+            )
         if g is None and create:
             g = self.groups[group_id] = Group(group_id)
         return g
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _persist(self, group: Group) -> None:
+        """Write the group's record if its stable or empty state changed since the last."""
+        if group.state == GroupState.EMPTY and not group.empty_since_ms:
+            group.empty_since_ms = int(time.time() * 1000)
+        elif group.state != GroupState.EMPTY:
+            group.empty_since_ms = 0
+        sig = _signature(group)
+        if group.state not in (GroupState.STABLE, GroupState.EMPTY) or not group.protocol_type:
+            return
+        if self._persisted.get(group.group_id) == sig:
+            return
+        self._persisted[group.group_id] = sig
+        task = asyncio.ensure_future(self._write(group))
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+
+    async def _write(self, group: Group) -> None:
+        # the state as of the append (so the later of two writes carries the later state)
+        if self.groups.get(group.group_id) is not group:
+            return
+        assert group.protocol_type
+        await self.states.store_classic_group(group.group_id, group.protocol_type, to_record(group))
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("group state not persisted: %s", task.exception())
+
+    def emptied_at_ms(self, group_id: str) -> int | None:
+        """For offsets retention: when the group became empty (0: unknown), None while it
+        has members."""
+        consumer = self.consumer.group(group_id)
+        if consumer is not None:
+            return None if consumer.members else 0
+        g = self.group(group_id)
+        if g is None:
+            return 0
+        return g.empty_since_ms if g.state == GroupState.EMPTY else None
 
     # --- JoinGroup --------------------------------------------------------------------
 
@@ -233,6 +318,7 @@ class GroupCoordinator:
             member.member_id,
         )
         if group.state == GroupState.STABLE and not _assignment_inputs_changed(group, old, member):
+            self._persist(group)
             response = join_response(group, member)
             response["skip_assignment"] = was_leader
             return response
@@ -289,6 +375,7 @@ class GroupCoordinator:
                 if w is not None and not w.done():
                     w.set_result(sync_response(group, m))
             log.info("group %s: stable at generation %d", group.group_id, group.generation_id)
+            self._persist(group)
         return waiter
 
     def heartbeat(
@@ -332,6 +419,8 @@ class GroupCoordinator:
                 continue
             self._remove_member(group, member_id, "left the group")
             results.append(ErrorCode.none)
+        if group is not None:
+            self._persist(group)
         return results
 
     def _remove_member(self, group: Group, member_id: str, why: str) -> None:
@@ -398,6 +487,7 @@ class GroupCoordinator:
         return None
 
     def forget(self, group_id: str) -> None:
+        self._persisted.pop(group_id, None)
         group = self.groups.pop(group_id, None)
         if group is not None:
             group.state = GroupState.DEAD
@@ -422,6 +512,7 @@ class GroupCoordinator:
         """Another broker coordinates the group now (cluster mode): parked joins and
         syncs get NOT_COORDINATOR, so the members find the new coordinator."""
         self.consumer.unload(group_id)
+        self._persisted.pop(group_id, None)
         group = self.groups.pop(group_id, None)
         if group is None:
             return
@@ -441,6 +532,10 @@ class GroupCoordinator:
 
     def sweep(self, now: float) -> None:
         for group in list(self.groups.values()):
-            for mid, why in overdue(group, now):
+            state = group.state
+            gone = overdue(group, now)
+            for mid, why in gone:
                 self._remove_member(group, mid, why)
             maybe_complete_join(group, now)
+            if gone or group.state != state:
+                self._persist(group)

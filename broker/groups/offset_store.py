@@ -49,8 +49,8 @@ def _consumer_group_record(group_id: str, state: dict | None) -> Entry:
     )
 
 
-def _type_record(group_id: str, protocol_type: str) -> Entry:
-    return msgpack.packb([GROUP_KEY, group_id]), msgpack.packb([protocol_type])
+def _type_record(group_id: str, protocol_type: str, state: dict | None = None) -> Entry:
+    return msgpack.packb([GROUP_KEY, group_id]), msgpack.packb([protocol_type, state])
 
 
 class CommitFenced(Exception):
@@ -82,6 +82,7 @@ class OffsetStore:
         self.offsets = committed.offsets
         self.group_types = committed.group_types
         self.consumer_groups = committed.consumer_groups
+        self.classic_groups = committed.classic_groups
         self._inflight: dict[int, int] = {}  # offsets partition -> writes not yet applied
 
     async def ensure_topic(self) -> TopicState:
@@ -111,6 +112,7 @@ class OffsetStore:
             self.offsets.pop(g, None)
             self.group_types.pop(g, None)
             self.consumer_groups.pop(g, None)
+            self.classic_groups.pop(g, None)
         for staged in self.committed.pending.values():
             for g in groups:
                 staged.pop(g, None)
@@ -178,7 +180,8 @@ class OffsetStore:
             _offset_record(group_id, key, c) for key, c in self.offsets.get(group_id, {}).items()
         ]
         if group_id in self.group_types:
-            out.append(_type_record(group_id, self.group_types[group_id]))
+            state = self.classic_groups.get(group_id)
+            out.append(_type_record(group_id, self.group_types[group_id], state))
         if group_id in self.consumer_groups:
             out.append(_consumer_group_record(group_id, self.consumer_groups[group_id]))
         return out
@@ -241,12 +244,51 @@ class OffsetStore:
             for key, c in offsets.items()
         ]
         if protocol_type and self.group_types.get(group_id) != protocol_type:
-            entries.append(_type_record(group_id, protocol_type))
+            entries.append(_type_record(group_id, protocol_type, self.classic_groups.get(group_id)))
         await self._write(group_id, entries, COMMIT_TIMEOUT_MS)
 
     async def store_consumer_group(self, group_id: str, state: dict | None) -> None:
         """A KIP-848 group's state (None: the group is gone), durable before it returns."""
         await self._write(group_id, [_consumer_group_record(group_id, state)], COMMIT_TIMEOUT_MS)
+
+    async def store_classic_group(
+        self, group_id: str, protocol_type: str, state: dict | None
+    ) -> None:
+        """A classic group's type and state (broker.groups.classic_record)."""
+        if state is None:
+            self.classic_groups.pop(group_id, None)
+        else:
+            self.classic_groups[group_id] = state
+        await self._write(
+            group_id, [_type_record(group_id, protocol_type, state)], COMMIT_TIMEOUT_MS
+        )
+
+    async def expire_offsets(
+        self, retention_ms: int, emptied_at_ms: Callable[[str], int | None], now_ms: int
+    ) -> list[str]:
+        """offsets.retention.minutes: the offsets of a group without members (emptied_at_ms
+        answers None for a group with members) go once its newest commit and its becoming
+        empty are both older than the retention; the groups whose offsets went."""
+        expired = []
+        topic = self.logs.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            return expired
+        pending = self.committed.pending_groups()
+        for group_id, table in list(self.offsets.items()):
+            if not table or group_id in pending:
+                continue
+            if not topic.partitions[self.partition_for(group_id)].leading:
+                continue
+            emptied = emptied_at_ms(group_id)
+            if emptied is None:
+                continue
+            newest = max(c.commit_timestamp for c in table.values())
+            if now_ms - max(newest, emptied) >= retention_ms:
+                await self.delete(group_id, list(table))
+                expired.append(group_id)
+        if expired:
+            log.info("offsets of %d empty groups expired: %s", len(expired), sorted(expired)[:10])
+        return expired
 
     async def txn_commit(
         self,
