@@ -33,10 +33,16 @@ from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
 from broker.txn.markers import MarkerWriter
 from broker.txn.table import TRANSACTION_TOPIC, TxnTable
+from broker.zone_reads import BucketReplicas, Zones
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
 
 log = logging.getLogger(__name__)
+
+# zone-aware reads: how stale a broker's index of partitions it does not lead may be, and
+# the memory for the object blocks it serves from them
+REPLICA_INDEX_REFRESH_S = 1.0
+REPLICA_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class Broker:
@@ -149,6 +155,14 @@ class Broker:
             counters=self.metrics,
             transactions=self.transactions,
             txn_markers=self.txn_markers,
+            zones=Zones(
+                config.rack,
+                # cluster mode: partitions led elsewhere are read from the bucket for
+                # clients in this broker's rack (embedded: this broker leads everything)
+                BucketReplicas(self.store, REPLICA_INDEX_REFRESH_S, REPLICA_CACHE_BYTES)
+                if self.cluster is not None
+                else None,
+            ),
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
