@@ -7,6 +7,9 @@ each read a 12-partition topic once it is uploaded: the bytes served across rack
 brokers' strata_fetch_rack_bytes) are under 5% of the bytes consumed, where a consumer
 without client.rack gets about two thirds of its bytes from the other racks' leaders; every
 record still comes exactly once and in order.
+
+The same cluster also shows a KIP-848 group moving with its coordinator (a graceful stop
+hands the group's `__consumer_offsets` partition over) without its members noticing.
 """
 
 from __future__ import annotations
@@ -129,3 +132,54 @@ def test_consumers_with_a_rack_read_from_their_own_rack(racked: Cluster) -> None
     assert total > 0.9 * 3 * sum(served.values()), (total, served)
     print(f"cross-rack: {cross / total:.1%} with client.rack, {baseline:.1%} without")
     assert cross / total < 0.05, {k: after[k] - before.get(k, 0) for k in after}
+
+
+def test_a_consumer_group_moves_with_its_coordinator(racked: Cluster) -> None:
+    """KIP-848 group state lives in __consumer_offsets: when the coordinator hands the
+    group's offsets partition over (a graceful stop), the new coordinator carries the group
+    on; its members keep their partitions at their epochs, nothing is consumed twice."""
+    from tests.test_consumer_protocol import Member, poll_until
+    from tests.wire import WireClient
+
+    topic, group = "moving-group", "g-moving"
+    _create(racked, topic, 4)
+    first = produce(racked.bootstrap, topic, 2000, "a", partitions=4)
+    members = [Member(f"m{i}", racked.bootstrap, group, [topic]) for i in range(2)]
+    try:
+        poll_until(
+            members,
+            lambda: (
+                sum(len(m.delivered) for m in members) >= len(first)
+                and all(len(m.owned) == 2 for m in members)
+            ),
+            40,
+            "a 2/2 split and the first records",
+        )
+        owned = {m.name: set(m.owned) for m in members}
+        seen = {m.name: len(m.events) for m in members}
+        with WireClient(racked.brokers[1].bootstrap) as c:
+            found = c.call(10, 3, {"key": group, "key_type": 0})
+        coordinator = found.node_id
+        assert coordinator in RACKS, found
+        racked.brokers[coordinator].stop()  # hands its partitions over first
+        bootstrap = racked.bootstrap
+        second = produce(bootstrap, topic, 2000, "b", partitions=4)
+        total = len(first) + len(second)
+        poll_until(
+            members,
+            lambda: sum(len(m.delivered) for m in members) >= total,
+            60,
+            "the records produced after the move",
+        )
+        for m in members:
+            m.poll(0.3)
+        logs = "".join(b.log() for i, b in racked.brokers.items() if i != coordinator)
+        assert f"consumer group {group}: restored at epoch" in logs
+        consumed = [d for m in members for d in m.delivered]
+        assert len(consumed) == total, "records were delivered again after the move"
+        for m in members:
+            assert m.owned == owned[m.name]
+            assert m.events[seen[m.name] :] == [], (m.name, m.events[seen[m.name] :])
+    finally:
+        for m in members:
+            m.close()
