@@ -258,6 +258,9 @@ def test_a_classic_group_and_a_consumer_group_coexist(broker: BrokerProcess) -> 
         types = {g.group_id: g.type for g in listed.valid}
         assert types[new_group] == ConsumerGroupType.CONSUMER
         assert types[classic_group] == ConsumerGroupType.CLASSIC
+        only_new = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(15)
+        assert new_group in {g.group_id for g in only_new.valid}
+        assert classic_group not in {g.group_id for g in only_new.valid}
         described = admin.describe_consumer_groups([new_group, classic_group])
         d_new = described[new_group].result(15)
         d_classic = described[classic_group].result(15)
@@ -464,3 +467,38 @@ def test_group_configs_set_the_heartbeat_interval_and_session_timeout(
         assert list(d.groups[0].members) == [], "the member outlived the group's session timeout"
         gone = c.call(*HEARTBEAT, _heartbeat(group, member, joined.member_epoch))
         assert gone.error_code == ErrorCode.unknown_member_id
+
+
+def test_an_empty_group_converts_between_the_protocols_keeping_its_offsets(
+    broker: BrokerProcess,
+) -> None:
+    """Classic -> consumer -> classic for one group id, each time once the group is empty:
+    each incarnation resumes at the offsets the previous one committed."""
+    topic, group = _name("kip848conv"), _name("g848conv")
+    create_topic(broker.bootstrap, topic, 2)
+    produced = produce(broker.bootstrap, topic, 300, "a", partitions=2)
+    classic_conf = {"group.protocol": "classic", "session.timeout.ms": SESSION_MS}
+    seen: list[tuple[int, int]] = []
+    for round_, (protocol, conf) in enumerate(
+        [("classic", classic_conf), ("consumer", {}), ("classic", classic_conf)]
+    ):
+        if round_:
+            produced |= produce(broker.bootstrap, topic, 300, f"r{round_}", partitions=2)
+        m = Member(protocol, broker.bootstrap, group, [topic], **conf)
+        new = len(produced) - len(seen)
+        try:
+            poll_until(
+                [m],
+                lambda m=m, new=new: len(m.delivered) >= new,
+                30,
+                f"the {protocol} incarnation to read what is new",
+            )
+            m.poll(0.3)
+            assert not m.commit_errors, m.commit_errors
+        finally:
+            m.close()
+        seen += [(p, o) for _, p, o in m.delivered]
+    assert sorted(seen) == sorted(produced), "an incarnation re-read or skipped records"
+    log = broker.log()
+    assert f"group {group}: empty classic group converted to the consumer protocol" in log
+    assert f"group {group}: empty consumer group converted to classic" in log

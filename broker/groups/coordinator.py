@@ -498,13 +498,22 @@ class GroupCoordinator:
         """A ConsumerGroupHeartbeat for this group id: whether it may become (or stay) a
         KIP-848 group. An empty classic group is converted (its offsets stay); one with
         members is not."""
-        group = self.groups.get(group_id)
+        if self.consumer.group(group_id) is not None:
+            return True
+        group = self.group(group_id)  # restored first, if persisted
         if group is None:
             return True
         if group.members or group.pending_members:
             return False
         self.groups.pop(group_id)
+        self._persisted.pop(group_id, None)
         group.state = GroupState.DEAD
+        if group_id in self.states.classic_groups:  # its classic state goes; offsets stay
+            task = asyncio.ensure_future(
+                self.states.store_classic_group(group_id, group.protocol_type or "consumer", None)
+            )
+            self._writes.add(task)
+            task.add_done_callback(self._written)
         log.info("group %s: empty classic group converted to the consumer protocol", group_id)
         return True
 
