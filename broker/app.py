@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
 from broker.console.http import ConsoleHttp
 from broker.console.source import ConsoleSource
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffsets
+from broker.groups.consumer_coordinator import ConsumerGroups
+from broker.groups.consumer_group import ConsumerSettings
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OffsetStore
 from broker.handlers import HANDLERS
@@ -32,10 +35,16 @@ from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
 from broker.txn.markers import MarkerWriter
 from broker.txn.table import TRANSACTION_TOPIC, TxnTable
+from broker.zone_reads import BucketReplicas, Zones
 from s3stream.counting_store import CountingStore
 from s3stream.open_store import store_from_url
 
 log = logging.getLogger(__name__)
+
+# zone-aware reads: how stale a broker's index of partitions it does not lead may be, and
+# the memory for the object blocks it serves from them
+REPLICA_INDEX_REFRESH_S = 1.0
+REPLICA_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class Broker:
@@ -93,12 +102,23 @@ class Broker:
         self.offsets = OffsetStore(
             self.logs, committed, config.offsets_topic_num_partitions, self.leadership.may_ack
         )
+        consumer_groups = ConsumerGroups(
+            ConsumerSettings(
+                heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
+                session_timeout_ms=config.group_consumer_session_timeout_ms,
+                assignors=tuple(a.strip() for a in config.group_consumer_assignors.split(",")),
+            ),
+            self.offsets.store_consumer_group,
+            self.offsets.consumer_groups,
+        )
         self.groups = GroupCoordinator(
             GroupSettings(
                 min_session_timeout_ms=config.group_min_session_timeout_ms,
                 max_session_timeout_ms=config.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
-            )
+            ),
+            consumer_groups,
+            self.offsets,
         )
         self.peers = Peers(f"strata-broker-{config.broker_id}")
         self.txn_markers = MarkerWriter(self.logs, self.leadership, self.offsets, self.peers)
@@ -142,6 +162,14 @@ class Broker:
             counters=self.metrics,
             transactions=self.transactions,
             txn_markers=self.txn_markers,
+            zones=Zones(
+                config.rack,
+                # cluster mode: partitions led elsewhere are read from the bucket for
+                # clients in this broker's rack (embedded: this broker leads everything)
+                BucketReplicas(self.store, REPLICA_INDEX_REFRESH_S, REPLICA_CACHE_BYTES)
+                if self.cluster is not None
+                else None,
+            ),
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
@@ -164,10 +192,13 @@ class Broker:
         await self.offsets.ensure_topic()
         await self.transactions.ensure_topic()
         for group_id in {*self.offsets.offsets, *self.offsets.group_types}:
+            if group_id in self.offsets.consumer_groups:
+                continue  # a KIP-848 group, restored when used
             group = self.groups.group(group_id, create=True)  # empty, as in Kafka after a restart
             assert group is not None
             group.protocol_type = self.offsets.group_types.get(group_id)
         self.groups.start()
+        self.groups.consumer.start()
         self.transactions.start()  # finishes transactions a crash left prepared
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
@@ -208,6 +239,7 @@ class Broker:
         await self.peers.close()
         await self.console_peers.close()
         await self.groups.stop()
+        await self.groups.consumer.stop()
         await self.logs.close()
         await self.store.close()
         await self.metrics_http.stop()
@@ -222,6 +254,11 @@ class Broker:
             try:
                 await self.logs.enforce_retention()
                 await self.offsets.compact()
+                await self.offsets.expire_offsets(
+                    int(self.config.offsets_retention_minutes * 60_000),
+                    self.groups.emptied_at_ms,
+                    int(time.time() * 1000),
+                )
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)

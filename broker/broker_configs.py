@@ -37,7 +37,7 @@ SOURCE_DYNAMIC_BROKER = 2
 SOURCE_DYNAMIC_DEFAULT = 3
 
 # DescribeConfigs config_type values
-BOOLEAN, STRING, INT, SHORT, LONG, LIST = 1, 2, 3, 4, 5, 7
+BOOLEAN, STRING, INT, SHORT, LONG, DOUBLE, LIST = 1, 2, 3, 4, 5, 6, 7
 
 DEFAULT_SCOPE = ""  # the cluster-wide default (`kafka-configs --entity-default`)
 
@@ -180,6 +180,7 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
         )
     ),
     _field("offsets.topic.num.partitions", INT, "offsets_topic_num_partitions"),
+    _field("offsets.retention.minutes", DOUBLE, "offsets_retention_minutes"),
     _field("transaction.state.log.num.partitions", INT, "transaction_state_log_num_partitions"),
     _field("transaction.max.timeout.ms", INT, "transaction_max_timeout_ms"),
     _field("transactional.id.expiration.ms", INT, "transactional_id_expiration_ms"),
@@ -191,6 +192,9 @@ KAFKA_SETTINGS: tuple[Setting, ...] = (
     _field("group.initial.rebalance.delay.ms", INT, "group_initial_rebalance_delay_ms"),
     _field("group.min.session.timeout.ms", INT, "group_min_session_timeout_ms"),
     _field("group.max.session.timeout.ms", INT, "group_max_session_timeout_ms"),
+    _field("group.consumer.heartbeat.interval.ms", INT, "group_consumer_heartbeat_interval_ms"),
+    _field("group.consumer.session.timeout.ms", INT, "group_consumer_session_timeout_ms"),
+    _field("group.consumer.assignors", STRING, "group_consumer_assignors"),
     _field("broker.id", INT, "broker_id"),
     _field("node.id", INT, "broker_id"),
     _field("broker.rack", STRING, "rack"),

@@ -56,7 +56,21 @@ class BrokerConfig:
     group_initial_rebalance_delay_ms: int = _setting(
         3000, "group.initial.rebalance.delay.ms: how long a new group waits for more members"
     )
+    group_consumer_heartbeat_interval_ms: int = _setting(
+        5000, "group.consumer.heartbeat.interval.ms: KIP-848 members' heartbeat interval"
+    )
+    group_consumer_session_timeout_ms: int = _setting(
+        45000, "group.consumer.session.timeout.ms: a silent KIP-848 member is removed after it"
+    )
+    group_consumer_assignors: str = _setting(
+        "uniform,range", "group.consumer.assignors: broker-side assignors, the first the default"
+    )
     offsets_topic_num_partitions: int = _setting(16, "offsets.topic.num.partitions")
+    offsets_retention_minutes: float = _setting(
+        10080.0,
+        "offsets.retention.minutes: an empty group's offsets are deleted this long after its "
+        "last commit and its last member left (checked with retention)",
+    )
     transaction_state_log_num_partitions: int = _setting(16, "transaction.state.log.num.partitions")
     transaction_max_timeout_ms: int = _setting(
         900_000, "transaction.max.timeout.ms: the longest transaction.timeout.ms accepted"
@@ -222,6 +236,8 @@ def _convert(name: str, kind: Any, raw: Any) -> Any:
         raise ValueError(f"{name}: expected a boolean, got {raw!r}")
     if "int" in kind_name:
         return int(raw)
+    if "float" in kind_name:
+        return float(raw)
     if "Path" in kind_name:
         return Path(raw)
     return str(raw)

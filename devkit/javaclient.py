@@ -95,8 +95,11 @@ def run_group_check(
     messages: int = 30_000,
     session_timeout_ms: int = 6000,
     timeout: float = 80.0,
+    partitions: int = 6,
+    group_protocol: str = "classic",
 ) -> dict[str, Any]:
-    """Run one tests/java/GroupCheck.java scenario (failover, cooperative or static).
+    """Run one tests/java/GroupCheck.java scenario (failover, cooperative or static), with
+    the classic or the consumer (KIP-848) group protocol.
 
     GroupCheck runs its consumers as threads of one JVM and, for failover, one child JVM that
     it SIGKILLs itself. It runs in its own process group here, and the whole group is killed
@@ -115,6 +118,10 @@ def run_group_check(
         str(session_timeout_ms),
         "--timeout-ms",
         str(int(timeout * 1000)),
+        "--partitions",
+        str(partitions),
+        "--group-protocol",
+        group_protocol,
     ]
     proc = subprocess.Popen(
         cmd,

@@ -697,8 +697,18 @@ def test_static_member_restart_keeps_assignment(group_broker: BrokerProcess, ass
             },
         )
 
-    members = [member(i, 1) for i in range(3)]
+    # Two members first, then the third: the group rebalances again, so every member's
+    # protocol metadata now carries what it owns (cooperative-sticky) and a fresh incarnation
+    # of a static member differs from its old self in those bytes, not in its subscription.
+    members = [member(i, 1) for i in range(2)]
     try:
+        poll_until(
+            members,
+            lambda: all(len(m.assigned) == 3 for m in members),
+            30,
+            f"2 static members with 3 partitions each:\n{group_log(group_broker, group)}",
+        )
+        members.append(member(2, 1))
         poll_until(
             members,
             lambda: (

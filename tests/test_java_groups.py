@@ -83,9 +83,11 @@ def test_cooperative_sticky_moves_only_what_must(broker_factory) -> None:
     assert r["redelivered"] == {}
 
 
-def test_static_member_restart_keeps_partitions(broker_factory) -> None:
+@pytest.mark.parametrize("scenario", ["static", "static-cooperative"])
+def test_static_member_restart_keeps_partitions(broker_factory, scenario: str) -> None:
+    """Range (the default) and cooperative-sticky: a restarted static member costs no rebalance."""
     broker = broker_factory(*BROKER_ARGS)
-    r = _run(broker, "static")
+    r = _run(broker, scenario)
     gen = r["generation"]
     for member, parts in r["assignment_before"].items():
         restart = r["restarts"][f"static-{member}"]

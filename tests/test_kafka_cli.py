@@ -298,3 +298,72 @@ def test_configs_describe_alter(cli: Cli) -> None:
     assert all_configs.get("retention.ms") == "604800000", out
     assert all_configs.get("max.message.bytes") == "2097152", out
     assert re.search(r"max\.message\.bytes=2097152 .*DYNAMIC_TOPIC_CONFIG", out), out
+
+
+def test_consumer_groups_describe_shows_classic_and_consumer_protocol_groups(cli: Cli) -> None:
+    """kafka-consumer-groups --describe (offsets, --members, --state) of a KIP-848 group
+    (ConsumerGroupDescribe) and of a classic one (DescribeGroups, after the tool finds it is not
+    a consumer group), both with a live member."""
+    import threading
+
+    from confluent_kafka import Consumer
+
+    cli.topics("--create", "--topic", "cli-kip848", "--partitions", "4")
+    cli.produce("cli-kip848", [f"v{i}" for i in range(20)])
+    stop = threading.Event()
+    consumed: dict[str, int] = {"cli-new": 0, "cli-classic": 0}
+
+    def member(group: str, protocol: str) -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": cli.broker.bootstrap,
+                "group.id": group,
+                "group.protocol": protocol,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        c.subscribe(["cli-kip848"])
+        while not stop.is_set():
+            m = c.poll(0.1)
+            if m is not None and m.error() is None:
+                consumed[group] += 1
+                c.commit(m, asynchronous=False)
+        c.close()
+
+    threads = [
+        threading.Thread(target=member, args=("cli-new", "consumer")),
+        threading.Thread(target=member, args=("cli-classic", "classic")),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        import time
+
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and min(consumed.values()) < 20:
+            time.sleep(0.2)
+        assert consumed == {"cli-new": 20, "cli-classic": 20}, consumed
+        for group in ("cli-new", "cli-classic"):
+            out = cli.groups("--describe", "--group", group)
+            rows = group_rows(out, group)
+            assert sorted(rows) == [("cli-kip848", p) for p in range(4)], out
+            # the console producer may put every record in one partition: "-" has no commit
+            committed = [r["CURRENT-OFFSET"] for r in rows.values()]
+            assert sum(int(c) for c in committed if c != "-") == 20, out
+            for r in rows.values():
+                assert r["CURRENT-OFFSET"] == r["LOG-END-OFFSET"] or r["LOG-END-OFFSET"] == "0"
+                assert r["CONSUMER-ID"] != "-", out
+        state = cli.groups("--describe", "--group", "cli-new", "--state")
+        assert re.search(r"cli-new\s+.*\buniform\b.*\bStable\b", state), state
+        state = cli.groups("--describe", "--group", "cli-classic", "--state")
+        assert re.search(r"cli-classic\s+.*\brange\b.*\bStable\b", state), state
+        members = cli.groups("--describe", "--group", "cli-new", "--members", "--verbose")
+        assert "cli-kip848:0,1,2,3" in members.replace(" ", ""), members
+        listed = cli.groups("--list", "--type")
+        assert re.search(r"cli-new\s+Consumer", listed), listed
+        assert re.search(r"cli-classic\s+Classic", listed), listed
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)

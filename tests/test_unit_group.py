@@ -147,3 +147,20 @@ def test_subscription_topics_in_every_version(version: int) -> None:
 )
 def test_subscription_topics_refuses_what_does_not_parse(raw: bytes) -> None:
     assert subscription_topics(raw) is None
+
+
+def test_a_static_members_new_incarnation_changes_the_assignment_only_by_its_topics() -> None:
+    from broker.groups.coordinator import _assignment_inputs_changed
+
+    g = Group("g")
+    old = member("a", "cooperative-sticky", instance="i", topics=("t", "u"))
+    old.protocols = [("cooperative-sticky", subscription("t", "u") + b"owned partitions, gen 3")]
+    g.add(old)
+    g.add(member("b", "cooperative-sticky"))
+    g.protocol_name = g.select_protocol()
+    fresh = member("a2", "cooperative-sticky", instance="i", topics=("u", "t"))
+    del g.members["a"]
+    g.members["a2"] = fresh
+    assert not _assignment_inputs_changed(g, old, fresh)
+    other_topics = member("a3", "cooperative-sticky", instance="i", topics=("t", "v"))
+    assert _assignment_inputs_changed(g, old, other_topics)

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSET_KEY = 1  # record key [1, group, topic, partition]: value [offset, epoch, metadata, ts]
-GROUP_KEY = 2  # record key [2, group]: value [protocol type]
+GROUP_KEY = 2  # record key [2, group]: value [protocol type, classic group state or None]
+# record key [3, group]: value a KIP-848 consumer group's state (consumer_group.to_record)
+CONSUMER_GROUP_KEY = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class CommittedOffsets:
     def __init__(self) -> None:
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
         self.group_types: dict[str, str] = {}  # protocol type of groups that had members
+        self.consumer_groups: dict[str, dict] = {}  # KIP-848 groups' state records
+        self.classic_groups: dict[str, dict] = {}  # classic groups' state (classic_record)
         # producer id -> group -> offsets committed in its open transaction
         self.pending: dict[int, dict[str, dict[TopicPartitionKey, CommittedOffset]]] = {}
 
@@ -85,11 +89,24 @@ class CommittedOffsets:
         if key is None:
             return
         kind, group, *rest = msgpack.unpackb(key)
+        if kind == CONSUMER_GROUP_KEY:
+            if value is None:
+                self.consumer_groups.pop(group, None)
+            else:
+                self.consumer_groups[group] = msgpack.unpackb(value)
+            return
         if kind == GROUP_KEY:
             if value is None:
                 self.group_types.pop(group, None)
+                self.classic_groups.pop(group, None)
             else:
-                (self.group_types[group],) = msgpack.unpackb(value)
+                # [protocol type] or [protocol type, classic group state]
+                protocol_type, *state = msgpack.unpackb(value)
+                self.group_types[group] = protocol_type
+                if state and state[0] is not None:
+                    self.classic_groups[group] = state[0]
+                else:
+                    self.classic_groups.pop(group, None)
             return
         if kind != OFFSET_KEY:
             return

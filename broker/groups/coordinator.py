@@ -13,9 +13,14 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
+from broker.groups.classic_record import restore, to_record
+from broker.groups.consumer_coordinator import ConsumerGroups
+from broker.groups.consumer_protocol import subscription_topics
 from broker.groups.group import Group, GroupState, Member
 from broker.groups.rebalance import maybe_complete_join, member_error, overdue, prepare_rebalance
 from broker.groups.responses import (
@@ -46,9 +51,57 @@ class GroupSettings:
     initial_rebalance_delay_ms: int = 3000
 
 
+def _signature(group: Group) -> tuple:
+    return (
+        group.state,
+        group.generation_id,
+        group.leader_id,
+        tuple((m.member_id, m.assignment) for m in group.members.values()),
+    )
+
+
+def _assignment_inputs_changed(group: Group, old: Member, new: Member) -> bool:
+    """Whether a static member's new incarnation changes what decides the assignment: the
+    group's protocol, or (consumer groups) the topics it subscribes to. The raw metadata
+    bytes do not decide it: cooperative-sticky's carry the partitions the old incarnation
+    owned and its generation, which a fresh incarnation cannot repeat (Kafka compares
+    only the selected protocol)."""
+    if group.select_protocol() != group.protocol_name:
+        return True
+    name = group.protocol_name
+    if group.protocol_type != "consumer" or name is None:
+        return old.metadata_for(name or "") != new.metadata_for(name or "")
+    return subscription_topics(old.metadata_for(name)) != subscription_topics(
+        new.metadata_for(name)
+    )
+
+
+class GroupStates(Protocol):
+    """Where classic groups' state is persisted and replayed (the offsets store)."""
+
+    @property
+    def group_types(self) -> Mapping[str, str]: ...
+
+    @property
+    def classic_groups(self) -> Mapping[str, dict]: ...
+
+    async def store_classic_group(
+        self, group_id: str, protocol_type: str, state: dict | None
+    ) -> None: ...
+
+
 class GroupCoordinator:
-    def __init__(self, settings: GroupSettings) -> None:
+    def __init__(
+        self, settings: GroupSettings, consumer: ConsumerGroups, states: GroupStates
+    ) -> None:
+        """`consumer`: the KIP-848 groups, which share the group id space with these;
+        `states`: where a group's stable or empty state is persisted, and read back the
+        first time a group this broker did not know is used (after a restart or a move)."""
         self.settings = settings
+        self.consumer = consumer
+        self.states = states
+        self._persisted: dict[str, tuple] = {}  # group -> what its persisted record shows
+        self._writes: set[asyncio.Task[None]] = set()
         self.groups: dict[str, Group] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.rebalances = 0
@@ -64,9 +117,62 @@ class GroupCoordinator:
 
     def group(self, group_id: str, create: bool = False) -> Group | None:
         g = self.groups.get(group_id)
+        if g is None and group_id in self.states.classic_groups:
+            state = self.states.classic_groups[group_id]
+            protocol_type = self.states.group_types.get(group_id)
+            g = self.groups[group_id] = restore(group_id, protocol_type, state, time.monotonic())
+            self._persisted[group_id] = _signature(g)
+            log.info(
+                "group %s: restored at generation %d (%s) with %d members",
+                group_id,
+                g.generation_id,
+                g.state.value,
+                len(g.members),
+            )
         if g is None and create:
             g = self.groups[group_id] = Group(group_id)
         return g
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _persist(self, group: Group) -> None:
+        """Write the group's record if its stable or empty state changed since the last."""
+        if group.state == GroupState.EMPTY and not group.empty_since_ms:
+            group.empty_since_ms = int(time.time() * 1000)
+        elif group.state != GroupState.EMPTY:
+            group.empty_since_ms = 0
+        sig = _signature(group)
+        if group.state not in (GroupState.STABLE, GroupState.EMPTY) or not group.protocol_type:
+            return
+        if self._persisted.get(group.group_id) == sig:
+            return
+        self._persisted[group.group_id] = sig
+        task = asyncio.ensure_future(self._write(group))
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+
+    async def _write(self, group: Group) -> None:
+        # the state as of the append (so the later of two writes carries the later state)
+        if self.groups.get(group.group_id) is not group:
+            return
+        assert group.protocol_type
+        await self.states.store_classic_group(group.group_id, group.protocol_type, to_record(group))
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("group state not persisted: %s", task.exception())
+
+    def emptied_at_ms(self, group_id: str) -> int | None:
+        """For offsets retention: when the group became empty (0: unknown), None while it
+        has members."""
+        consumer = self.consumer.group(group_id)
+        if consumer is not None:
+            return None if consumer.members else 0
+        g = self.group(group_id)
+        if g is None:
+            return 0
+        return g.empty_since_ms if g.state == GroupState.EMPTY else None
 
     # --- JoinGroup --------------------------------------------------------------------
 
@@ -126,6 +232,13 @@ class GroupCoordinator:
         s = self.settings
         if not group_id:
             return ErrorCode.invalid_group_id
+        consumer = self.consumer.group(group_id)
+        if consumer is not None:
+            if consumer.members:  # a KIP-848 group in use
+                return ErrorCode.inconsistent_group_protocol
+            # an empty consumer group becomes a classic one (online conversion)
+            self.consumer.drop(group_id)
+            log.info("group %s: empty consumer group converted to classic", group_id)
         if not s.min_session_timeout_ms <= session_timeout_ms <= s.max_session_timeout_ms:
             return ErrorCode.invalid_session_timeout
         group = self.group(group_id, create=True)
@@ -190,7 +303,6 @@ class GroupCoordinator:
         """KIP-345: a static member rejoining with a new id takes its old place, no rebalance."""
         old = group.members[old_id]
         release(old, ErrorCode.fenced_instance_id)
-        same = old.protocols == member.protocols
         member.assignment = old.assignment
         was_leader = group.leader_id == old_id
         group.members.pop(old_id)
@@ -205,7 +317,8 @@ class GroupCoordinator:
             member.group_instance_id,
             member.member_id,
         )
-        if group.state == GroupState.STABLE and same:
+        if group.state == GroupState.STABLE and not _assignment_inputs_changed(group, old, member):
+            self._persist(group)
             response = join_response(group, member)
             response["skip_assignment"] = was_leader
             return response
@@ -262,6 +375,7 @@ class GroupCoordinator:
                 if w is not None and not w.done():
                     w.set_result(sync_response(group, m))
             log.info("group %s: stable at generation %d", group.group_id, group.generation_id)
+            self._persist(group)
         return waiter
 
     def heartbeat(
@@ -305,6 +419,8 @@ class GroupCoordinator:
                 continue
             self._remove_member(group, member_id, "left the group")
             results.append(ErrorCode.none)
+        if group is not None:
+            self._persist(group)
         return results
 
     def _remove_member(self, group: Group, member_id: str, why: str) -> None:
@@ -320,9 +436,17 @@ class GroupCoordinator:
     # --- offsets commit checks --------------------------------------------------------
 
     def commit_error(
-        self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        partitions: Iterable[tuple[str, int]] = (),
     ) -> ErrorCode | None:
-        """Whether an OffsetCommit may go ahead (None) or the error that refuses it."""
+        """Whether an OffsetCommit (of `partitions`) may go ahead (None) or the error that
+        refuses it."""
+        if self.consumer.is_consumer_group(group_id):
+            return self.consumer.commit_error(group_id, member_id, generation_id, partitions)
         group = self.group(group_id)
         if group is None:
             if generation_id < 0:
@@ -342,12 +466,19 @@ class GroupCoordinator:
     # --- admin --------------------------------------------------------------------------
 
     def describe(self, group_id: str) -> dict:
+        if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
+            return self.consumer.describe_classic(group_id)
         return describe(group_id, self.group(group_id))
 
     def listing(self, states: set[str] | None) -> list[dict]:
-        return listing(self.groups.values(), states)
+        consumer = self.consumer.listing(states)
+        shown = {g["group_id"] for g in consumer}
+        classic = [g for g in listing(self.groups.values(), states) if g["group_id"] not in shown]
+        return classic + consumer
 
     def delete_error(self, group_id: str) -> ErrorCode | None:
+        if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
+            return self.consumer.delete_error(group_id)
         group = self.group(group_id)
         if group is None:
             return ErrorCode.group_id_not_found
@@ -356,13 +487,41 @@ class GroupCoordinator:
         return None
 
     def forget(self, group_id: str) -> None:
+        self._persisted.pop(group_id, None)
         group = self.groups.pop(group_id, None)
         if group is not None:
             group.state = GroupState.DEAD
+        elif self.consumer.is_consumer_group(group_id):
+            self.consumer.drop(group_id)
+
+    def yield_to_consumer_protocol(self, group_id: str) -> bool:
+        """A ConsumerGroupHeartbeat for this group id: whether it may become (or stay) a
+        KIP-848 group. An empty classic group is converted (its offsets stay); one with
+        members is not."""
+        if self.consumer.group(group_id) is not None:
+            return True
+        group = self.group(group_id)  # restored first, if persisted
+        if group is None:
+            return True
+        if group.members or group.pending_members:
+            return False
+        self.groups.pop(group_id)
+        self._persisted.pop(group_id, None)
+        group.state = GroupState.DEAD
+        if group_id in self.states.classic_groups:  # its classic state goes; offsets stay
+            task = asyncio.ensure_future(
+                self.states.store_classic_group(group_id, group.protocol_type or "consumer", None)
+            )
+            self._writes.add(task)
+            task.add_done_callback(self._written)
+        log.info("group %s: empty classic group converted to the consumer protocol", group_id)
+        return True
 
     def unload(self, group_id: str) -> None:
         """Another broker coordinates the group now (cluster mode): parked joins and
         syncs get NOT_COORDINATOR, so the members find the new coordinator."""
+        self.consumer.unload(group_id)
+        self._persisted.pop(group_id, None)
         group = self.groups.pop(group_id, None)
         if group is None:
             return
@@ -382,6 +541,10 @@ class GroupCoordinator:
 
     def sweep(self, now: float) -> None:
         for group in list(self.groups.values()):
-            for mid, why in overdue(group, now):
+            state = group.state
+            gone = overdue(group, now)
+            for mid, why in gone:
                 self._remove_member(group, mid, why)
             maybe_complete_join(group, now)
+            if gone or group.state != state:
+                self._persist(group)

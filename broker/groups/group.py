@@ -58,6 +58,7 @@ class Group:
     sync_deadline: float | None = None  # when the leader's assignment is given up on
     delay_started: float = 0.0  # a first rebalance waits a little for more members
     delay_until: float | None = None
+    empty_since_ms: int = 0  # wall clock when it last became empty (offsets retention)
 
     def is_empty(self) -> bool:
         return not self.members

@@ -17,6 +17,7 @@ from dataclasses import replace
 import msgpack
 
 from broker.groups.committed import (
+    CONSUMER_GROUP_KEY,
     GROUP_KEY,
     OFFSET_KEY,
     OFFSETS_TOPIC,
@@ -41,8 +42,15 @@ def _offset_record(group_id: str, key: TopicPartitionKey, c: CommittedOffset) ->
     )
 
 
-def _type_record(group_id: str, protocol_type: str) -> Entry:
-    return msgpack.packb([GROUP_KEY, group_id]), msgpack.packb([protocol_type])
+def _consumer_group_record(group_id: str, state: dict | None) -> Entry:
+    return (
+        msgpack.packb([CONSUMER_GROUP_KEY, group_id]),
+        None if state is None else msgpack.packb(state),
+    )
+
+
+def _type_record(group_id: str, protocol_type: str, state: dict | None = None) -> Entry:
+    return msgpack.packb([GROUP_KEY, group_id]), msgpack.packb([protocol_type, state])
 
 
 class CommitFenced(Exception):
@@ -73,6 +81,8 @@ class OffsetStore:
         self.partitions = partitions
         self.offsets = committed.offsets
         self.group_types = committed.group_types
+        self.consumer_groups = committed.consumer_groups
+        self.classic_groups = committed.classic_groups
         self._inflight: dict[int, int] = {}  # offsets partition -> writes not yet applied
 
     async def ensure_topic(self) -> TopicState:
@@ -92,7 +102,8 @@ class OffsetStore:
 
     def groups_of(self, index: int) -> set[str]:
         """The groups whose offsets (and coordination) live in offsets partition `index`."""
-        return {g for g in {*self.offsets, *self.group_types} if self.partition_for(g) == index}
+        known = {*self.offsets, *self.group_types, *self.consumer_groups}
+        return {g for g in known if self.partition_for(g) == index}
 
     def unload(self, index: int) -> set[str]:
         """Forget the groups of a partition another broker leads now; returns them."""
@@ -100,6 +111,8 @@ class OffsetStore:
         for g in groups:
             self.offsets.pop(g, None)
             self.group_types.pop(g, None)
+            self.consumer_groups.pop(g, None)
+            self.classic_groups.pop(g, None)
         for staged in self.committed.pending.values():
             for g in groups:
                 staged.pop(g, None)
@@ -167,7 +180,10 @@ class OffsetStore:
             _offset_record(group_id, key, c) for key, c in self.offsets.get(group_id, {}).items()
         ]
         if group_id in self.group_types:
-            out.append(_type_record(group_id, self.group_types[group_id]))
+            state = self.classic_groups.get(group_id)
+            out.append(_type_record(group_id, self.group_types[group_id], state))
+        if group_id in self.consumer_groups:
+            out.append(_consumer_group_record(group_id, self.consumer_groups[group_id]))
         return out
 
     async def compact(self, min_batches: int = 64) -> None:
@@ -187,7 +203,7 @@ class OffsetStore:
                 continue
             if any(self.partition_for(g) == p.index for g in self.committed.pending_groups()):
                 continue  # staged transactional offsets live only in the log until the marker
-            groups = {*self.offsets, *self.group_types}
+            groups = {*self.offsets, *self.group_types, *self.consumer_groups}
             entries = [
                 r
                 for g in sorted(groups)
@@ -228,8 +244,51 @@ class OffsetStore:
             for key, c in offsets.items()
         ]
         if protocol_type and self.group_types.get(group_id) != protocol_type:
-            entries.append(_type_record(group_id, protocol_type))
+            entries.append(_type_record(group_id, protocol_type, self.classic_groups.get(group_id)))
         await self._write(group_id, entries, COMMIT_TIMEOUT_MS)
+
+    async def store_consumer_group(self, group_id: str, state: dict | None) -> None:
+        """A KIP-848 group's state (None: the group is gone), durable before it returns."""
+        await self._write(group_id, [_consumer_group_record(group_id, state)], COMMIT_TIMEOUT_MS)
+
+    async def store_classic_group(
+        self, group_id: str, protocol_type: str, state: dict | None
+    ) -> None:
+        """A classic group's type and state (broker.groups.classic_record)."""
+        if state is None:
+            self.classic_groups.pop(group_id, None)
+        else:
+            self.classic_groups[group_id] = state
+        await self._write(
+            group_id, [_type_record(group_id, protocol_type, state)], COMMIT_TIMEOUT_MS
+        )
+
+    async def expire_offsets(
+        self, retention_ms: int, emptied_at_ms: Callable[[str], int | None], now_ms: int
+    ) -> list[str]:
+        """offsets.retention.minutes: the offsets of a group without members (emptied_at_ms
+        answers None for a group with members) go once its newest commit and its becoming
+        empty are both older than the retention; the groups whose offsets went."""
+        expired = []
+        topic = self.logs.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            return expired
+        pending = self.committed.pending_groups()
+        for group_id, table in list(self.offsets.items()):
+            if not table or group_id in pending:
+                continue
+            if not topic.partitions[self.partition_for(group_id)].leading:
+                continue
+            emptied = emptied_at_ms(group_id)
+            if emptied is None:
+                continue
+            newest = max(c.commit_timestamp for c in table.values())
+            if now_ms - max(newest, emptied) >= retention_ms:
+                await self.delete(group_id, list(table))
+                expired.append(group_id)
+        if expired:
+            log.info("offsets of %d empty groups expired: %s", len(expired), sorted(expired)[:10])
+        return expired
 
     async def txn_commit(
         self,

@@ -5,6 +5,7 @@ from broker.handlers import (
     admin,
     api_versions,
     configs,
+    consumer_groups,
     fetch,
     groups,
     list_offsets,
@@ -63,4 +64,6 @@ HANDLERS = {
     ApiKey.ELECT_LEADERS: reassignments.handle_elect_leaders,
     ApiKey.DESCRIBE_QUORUM: quorum.handle,
     ApiKey.LIST_CONFIG_RESOURCES: configs.handle_list_config_resources,
+    ApiKey.CONSUMER_GROUP_HEARTBEAT: consumer_groups.handle_heartbeat,
+    ApiKey.CONSUMER_GROUP_DESCRIBE: consumer_groups.handle_describe,
 }

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from broker.broker_configs import ReadOnlyConfig
+from broker.groups import group_configs
 from broker.topic_config import (
     TOPIC_CONFIGS,
     InvalidConfig,
@@ -71,7 +72,12 @@ async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
                 _broker_scope(ctx, r.resource_name)
                 entry["configs"] = ctx.settings.describe(keys, synonyms)
             elif r.resource_type == _GROUP:
-                entry["configs"] = []  # no group-level configs (KIP-848's) in Strata yet
+                entry["configs"] = group_configs.describe(
+                    ctx.groups.consumer.configs(r.resource_name),
+                    ctx.groups.consumer.config_defaults(),
+                    keys,
+                    synonyms,
+                )
             else:
                 raise _Refused(
                     ErrorCode.invalid_request, f"Resource type {r.resource_type} unsupported"
@@ -169,6 +175,10 @@ async def _alter(ctx: HandlerContext, request: Request, incremental: bool) -> di
                 await _alter_broker(ctx, r, incremental, b.validate_only)
                 responses.append(entry)
                 continue
+            if r.resource_type == _GROUP:
+                await _alter_group(ctx, r, incremental, b.validate_only)
+                responses.append(entry)
+                continue
             if r.resource_type != TOPIC:
                 raise _Refused(
                     ErrorCode.invalid_request, f"Resource type {r.resource_type} unsupported"
@@ -191,6 +201,29 @@ async def _alter(ctx: HandlerContext, request: Request, incremental: bool) -> di
             entry.update(error_code=e.error, error_message=str(e))
         responses.append(entry)
     return {"throttle_time": 0, "responses": responses}
+
+
+async def _alter_group(ctx: HandlerContext, r, incremental: bool, validate_only: bool) -> None:
+    """A KIP-848 group's configs (broker.groups.group_configs), kept with its state."""
+    consumer = ctx.groups.consumer
+    if ctx.groups.group(r.resource_name) is not None:
+        raise _Refused(ErrorCode.invalid_request, f"Group {r.resource_name} is a classic group")
+    current = consumer.configs(r.resource_name)
+    wanted = dict(current) if incremental else {}
+    for c in r.configs:
+        op = c.config_operation if incremental else SET
+        if op == SET and c.value is not None:
+            wanted[c.name] = c.value
+        elif op == DELETE or (op == SET and c.value is None):
+            wanted.pop(c.name, None)
+        else:
+            raise _Refused(ErrorCode.invalid_config, f"{c.name} is not a list")
+    try:
+        valid = group_configs.validate(wanted, consumer.config_defaults())
+    except group_configs.InvalidGroupConfig as e:
+        raise _Refused(ErrorCode.invalid_config, str(e)) from None
+    if not validate_only:
+        await consumer.set_configs(r.resource_name, {**{k: None for k in current}, **valid})
 
 
 async def handle_alter(ctx: HandlerContext, request: Request) -> dict:
@@ -224,5 +257,6 @@ async def handle_list_config_resources(ctx: HandlerContext, request: Request) ->
         brokers = ctx.leadership.brokers()
         out += [{"resource_name": str(b.broker_id), "resource_type": BROKER} for b in brokers]
     if _GROUP in wanted:
-        out += [{"resource_name": g, "resource_type": _GROUP} for g in sorted(ctx.groups.groups)]
+        groups = {*ctx.groups.groups, *ctx.groups.consumer.known_ids()}
+        out += [{"resource_name": g, "resource_type": _GROUP} for g in sorted(groups)]
     return {"throttle_time": 0, "error_code": ErrorCode.none, "config_resources": out}

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from broker.log.manager import LogManager
     from broker.txn.coordinator import TransactionCoordinator
     from broker.txn.markers import MarkerWriter
+    from broker.zone_reads import Zones
 
 
 class TopicCounters(Protocol):
@@ -39,6 +40,8 @@ class RequestCounters(Protocol):
 
     def partition_error(self, api_key: int, code: int) -> None: ...
 
+    def fetched_by_rack(self, broker_rack: str, client_rack: str, size: int) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class HandlerContext:
@@ -50,3 +53,4 @@ class HandlerContext:
     counters: RequestCounters
     transactions: TransactionCoordinator
     txn_markers: MarkerWriter
+    zones: Zones | None = None  # zone-aware reads (client.rack); None: not configured

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from broker.deferred import Deferred
 from broker.handlers.resolve import served
 from broker.log.partition import Partition
+from broker.zone_reads import choose_replica
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.versions import ApiKey
@@ -26,6 +27,7 @@ from wal import TrimmedRead
 
 if TYPE_CHECKING:
     from broker.handlers.context import HandlerContext
+    from broker.log.topics import TopicState
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,19 @@ class _Wanted:
     fetch_offset: int
     max_bytes: int
     leader_epoch: int
+    state: TopicState | None = None
+    replica: bool = False  # led elsewhere; served from the bucket for a client's rack
+
+
+def _rack(request: Request) -> str:
+    return getattr(request.body, "rack_id", "") or ""
 
 
 def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wanted]]]:
     logs = ctx.logs
     by_id = request.header.api_version >= 13
+    # a client in a rack may read partitions led elsewhere from this broker (zone_reads)
+    replicas = ctx.zones.replicas if ctx.zones is not None and _rack(request) else None
     plan = []
     for t in request.body.topics:
         state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.topic)
@@ -53,8 +63,23 @@ def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wa
             p, error = served(ctx, state, fp.partition, epoch)
             if state is None:
                 error = missing
+            replica = (
+                replicas is not None
+                and error == ErrorCode.not_leader_or_follower
+                and p is not None
+                and not p.deleted
+            )
             wanted.append(
-                _Wanted(fp.partition, p, error, fp.fetch_offset, fp.partition_max_bytes, epoch)
+                _Wanted(
+                    fp.partition,
+                    p,
+                    ErrorCode.none if replica else error,
+                    fp.fetch_offset,
+                    fp.partition_max_bytes,
+                    epoch,
+                    state,
+                    replica,
+                )
             )
         key = {"topic_id": t.topic_id} if by_id else {"topic": t.topic}
         plan.append((key, wanted))
@@ -62,9 +87,10 @@ def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wa
 
 
 async def _read_all(
-    ctx: HandlerContext, plan, max_bytes: int, committed: bool
+    ctx: HandlerContext, plan, max_bytes: int, committed: bool, rack: str = ""
 ) -> tuple[list[dict], int, bool]:
-    """One pass over the wanted partitions: (topic responses, bytes, any error)."""
+    """One pass over the wanted partitions: (topic responses, bytes, any error or
+    redirect: either answers at once)."""
     logs = ctx.logs
     remaining = max_bytes
     total = 0
@@ -77,6 +103,20 @@ async def _read_all(
             error = w.error
             data = b""
             aborted = None
+            if w.replica:
+                part = await _replica_read(ctx, w, min(w.max_bytes, remaining), total == 0)
+                total += len(part["records"])
+                remaining -= len(part["records"])
+                any_error = (
+                    any_error or part["preferred_read_replica"] >= 0 or bool(part["error_code"])
+                )
+                parts.append(part)
+                continue
+            preferred = _preferred(ctx, p, w, rack) if p is not None and rack else None
+            if preferred is not None:
+                any_error = True  # answered at once: the client goes to its rack
+                parts.append(_redirect(w, p, preferred))
+                continue
             if p is not None and error == ErrorCode.none:
                 limit = p.last_stable_offset if committed else p.high_watermark
                 if p.deleted:
@@ -125,6 +165,75 @@ async def _read_all(
     return responses, total, any_error
 
 
+def _uploaded_end(p: Partition) -> int:
+    """Offsets below this are in object blocks (readable from the bucket by any broker)."""
+    if p.object_entries < len(p.batches):
+        return p.batches.base_offsets[p.object_entries]
+    return p.log_end_offset
+
+
+def _preferred(ctx: HandlerContext, p: Partition, w: _Wanted, rack: str) -> int | None:
+    """KIP-392 on the leader: a broker in the client's rack that can serve this fetch
+    (what it asks for is uploaded already), or None to serve it here."""
+    zones = ctx.zones
+    if zones is None or w.error != ErrorCode.none or w.fetch_offset >= _uploaded_end(p):
+        return None
+    if w.fetch_offset < p.log_start_offset or not ctx.leadership.serves(p):
+        return None
+    brokers = [(b.broker_id, b.rack) for b in ctx.leadership.brokers()]
+    return choose_replica(p.topic, p.index, rack, zones.rack or None, brokers)
+
+
+def _redirect(w: _Wanted, p: Partition | None, broker_id: int) -> dict:
+    return {
+        "partition_index": w.index,
+        "error_code": ErrorCode.none,
+        "high_watermark": p.high_watermark if p is not None else -1,
+        "last_stable_offset": p.last_stable_offset if p is not None else -1,
+        "log_start_offset": p.log_start_offset if p is not None else -1,
+        "aborted_transactions": None,
+        "preferred_read_replica": broker_id,
+        "records": b"",
+    }
+
+
+async def _replica_read(ctx: HandlerContext, w: _Wanted, max_bytes: int, first: bool) -> dict:
+    """A partition led elsewhere, for a client in a rack: its uploaded batches from the
+    bucket, or (at or above what is uploaded) the leader as preferred read replica."""
+    assert ctx.zones is not None and ctx.zones.replicas is not None
+    assert w.state is not None and w.partition is not None
+    rec = w.state.record
+    leader, _epoch = ctx.leadership.leader_of(w.partition)
+    try:
+        got = await ctx.zones.replicas.read(
+            rec.topic_id,
+            rec.partitions,
+            rec.log_start,
+            w.index,
+            w.fetch_offset,
+            max_bytes if not first else max(max_bytes, 1),
+        )
+    except ObjectStoreError as e:
+        log.warning("replica fetch %s at %d: object store: %r", w.partition, w.fetch_offset, e)
+        return {**_redirect(w, None, -1), "error_code": ErrorCode.kafka_storage_error}
+    if w.fetch_offset < got.log_start:
+        return {**_redirect(w, None, -1), "error_code": ErrorCode.offset_out_of_range}
+    if not got.batches:  # the tail: the leader serves it
+        if leader < 0:
+            return {**_redirect(w, None, -1), "error_code": ErrorCode.not_leader_or_follower}
+        return {**_redirect(w, None, leader), "high_watermark": got.uploaded_end}
+    return {
+        "partition_index": w.index,
+        "error_code": ErrorCode.none,
+        "high_watermark": got.uploaded_end,
+        "last_stable_offset": got.uploaded_end,
+        "log_start_offset": got.log_start,
+        "aborted_transactions": None,
+        "preferred_read_replica": -1,
+        "records": b"".join(got.batches),
+    }
+
+
 def _aborted(p: Partition, start: int, end: int) -> list[dict] | None:
     found = p.txns.aborted_between(start, end)
     if not found:
@@ -132,15 +241,19 @@ def _aborted(p: Partition, start: int, end: int) -> list[dict] | None:
     return [{"producer_id": pid, "first_offset": first} for pid, first in found]
 
 
-def _count(ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool) -> None:
+def _count(
+    ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool, rack: str
+) -> None:
     """Bytes sent per topic and error codes, for the response that goes out."""
     if not total and not any_error:
         return
     metrics = ctx.counters
+    broker_rack = ctx.zones.rack if ctx.zones is not None else ""
     for (_, wanted), t in zip(plan, responses, strict=True):
         for w, part in zip(wanted, t["partitions"], strict=True):
             if part["records"]:
                 metrics.topic(w.partition.topic).bytes_out.inc(len(part["records"]))
+                metrics.fetched_by_rack(broker_rack, rack, len(part["records"]))
             if part["error_code"]:
                 metrics.partition_error(ApiKey.FETCH, part["error_code"])
 
@@ -161,14 +274,15 @@ async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred:
     plan = _resolve(ctx, request)
     deadline = time.monotonic() + body.max_wait.total_seconds()
     committed = getattr(body, "isolation_level", 0) == 1
-    responses, total, any_error = await _read_all(ctx, plan, max_bytes, committed)
+    rack = _rack(request)
+    responses, total, any_error = await _read_all(ctx, plan, max_bytes, committed, rack)
     watched = [w.partition for _, ws in plan for w in ws if w.partition is not None]
     if total < body.min_bytes and not any_error and watched and deadline > time.monotonic():
         first = (responses, total, any_error)
         return Deferred(
-            _long_poll(ctx, plan, max_bytes, committed, body.min_bytes, deadline, first)
+            _long_poll(ctx, plan, max_bytes, committed, body.min_bytes, deadline, first, rack)
         )
-    return _answer(ctx, plan, responses, total, any_error)
+    return _answer(ctx, plan, responses, total, any_error, rack)
 
 
 async def _long_poll(
@@ -179,6 +293,7 @@ async def _long_poll(
     min_bytes: int,
     deadline: float,
     first,
+    rack: str,
 ) -> dict:
     """Wait for appends to the watched partitions until min_bytes or the deadline; the
     answer is the last read."""
@@ -195,12 +310,14 @@ async def _long_poll(
             break
         finally:
             ctx.logs.unwatch(fut, watched)
-        responses, total, any_error = await _read_all(ctx, plan, max_bytes, committed)
-    return _answer(ctx, plan, responses, total, any_error)
+        responses, total, any_error = await _read_all(ctx, plan, max_bytes, committed, rack)
+    return _answer(ctx, plan, responses, total, any_error, rack)
 
 
-def _answer(ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool) -> dict:
-    _count(ctx, plan, responses, total, any_error)
+def _answer(
+    ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool, rack: str
+) -> dict:
+    _count(ctx, plan, responses, total, any_error, rack)
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,

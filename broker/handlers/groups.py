@@ -167,8 +167,8 @@ async def handle_list(ctx: HandlerContext, request: Request) -> dict:
     states = {s.lower() for s in getattr(request.body, "states_filter", ())} or None
     types = {t.lower() for t in getattr(request.body, "types_filter", ())}
     groups = ctx.groups.listing(states)
-    if types and "classic" not in types:
-        groups = []
+    if types:  # KIP-848: "classic" and/or "consumer"
+        groups = [g for g in groups if g["group_type"].lower() in types]
     return {"throttle_time": 0, "error_code": ErrorCode.none, "groups": groups}
 
 

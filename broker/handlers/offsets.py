@@ -35,6 +35,7 @@ async def handle_commit(ctx: HandlerContext, request: Request) -> dict:
             b.generation_id_or_member_epoch,
             b.member_id,
             getattr(b, "group_instance_id", None),
+            [(t.name, p.partition_index) for t in b.topics for p in t.partitions],
         )
     to_commit: dict[tuple[str, int], CommittedOffset] = {}
     topics = []

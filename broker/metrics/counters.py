@@ -181,6 +181,13 @@ class BrokerMetrics:
             ["topic"],
             registry=r,
         )
+        self.rack_bytes = Counter(
+            "strata_fetch_rack_bytes",
+            "Record-batch bytes returned by Fetch, by this broker's rack and the client's "
+            "(client.rack; empty: none given), so cross-zone bytes are visible",
+            ["broker_rack", "client_rack"],
+            registry=r,
+        )
         self.fsync_duration = Histogram(
             "strata_wal_fsync_duration_seconds",
             "Duration of the WAL's fdatasync calls (each a group commit)",
@@ -227,6 +234,9 @@ class BrokerMetrics:
             child = self.partition_errors.labels(api_name(api_key), ErrorCode(code).name)
             self._error_children[(api_key, code)] = child
         child.inc()
+
+    def fetched_by_rack(self, broker_rack: str, client_rack: str, size: int) -> None:
+        self.rack_bytes.labels(broker_rack, client_rack).inc(size)
 
     def on_wal_sync(self, seconds: float, synced_bytes: int) -> None:
         self.fsync_duration.observe(seconds)

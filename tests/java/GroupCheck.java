@@ -17,6 +17,8 @@
  *                so there are always some).
  *   cooperative  2 consumers with the CooperativeStickyAssignor split 3/3; a third joins; only the
  *                partitions that move may be revoked (one from each), nothing else.
+ *   static-cooperative  the same with the CooperativeStickyAssignor, s3 joining after s1 and s2
+ *                settled (so the members' subscriptions carry owned partitions).
  *   static       3 static members (group.instance.id) split 2/2/2; each in turn (so the group
  *                leader is among them) is closed (a static member sends no LeaveGroup) and
  *                restarted with the same instance id within the session timeout: it gets the
@@ -43,7 +45,12 @@
  * Run with the source launcher:
  *   java -cp '<lib>/*' tests/java/GroupCheck.java --bootstrap 127.0.0.1:9092 \
  *        --scenario failover|cooperative|static [--topic T] [--group G] [--messages 30000]
- *        [--session-timeout-ms 6000] [--timeout-ms 80000]
+ *        [--session-timeout-ms 6000] [--timeout-ms 80000] [--partitions 6]
+ *        [--group-protocol classic|consumer]
+ *
+ * With --group-protocol consumer (KIP-848) the consumers set neither session.timeout.ms nor an
+ * assignor (the client refuses both): the broker's group.consumer.session.timeout.ms must equal
+ * --session-timeout-ms, and its uniform assignor takes the CooperativeStickyAssignor's place.
  *
  * Prints exactly one JSON line on stdout: {"scenario":...,"ok":true,"errors":[],...}.
  * Exit code 0 only if every check passed; 1 otherwise; 2 on bad arguments.
@@ -117,6 +124,7 @@ public class GroupCheck {
     int messages = 30_000;
     int partitions = 6;
     int sessionTimeoutMs = 6000;
+    String groupProtocol = "classic"; // or "consumer" (KIP-848: the broker assigns)
     long timeoutMs = 80_000;
 
     long start = System.nanoTime();
@@ -215,6 +223,7 @@ public class GroupCheck {
                 case "--partitions": partitions = Integer.parseInt(v); break;
                 case "--session-timeout-ms": sessionTimeoutMs = Integer.parseInt(v); break;
                 case "--timeout-ms": timeoutMs = Long.parseLong(v); break;
+                case "--group-protocol": groupProtocol = v; break;
                 default: throw new IllegalArgumentException("unknown argument " + a);
             }
         }
@@ -226,7 +235,7 @@ public class GroupCheck {
                 throw new IllegalArgumentException("a child needs --topic, --group and --name");
             }
         } else {
-            if (!Arrays.asList("failover", "cooperative", "static").contains(scenario)) {
+            if (!Arrays.asList("failover", "cooperative", "static", "static-cooperative").contains(scenario)) {
                 throw new IllegalArgumentException("bad --scenario " + scenario);
             }
             if (topic == null) topic = "group-check-" + scenario;
@@ -818,15 +827,17 @@ public class GroupCheck {
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
         p.put(ConsumerConfig.CLIENT_ID_CONFIG, clientId);
-        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, groupProtocol);
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
-        p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, Integer.toString(sessionTimeoutMs));
-        if (assignorClass != null) {
-            p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignorClass);
-        }
+        if (groupProtocol.equals("classic")) {
+            p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, Integer.toString(sessionTimeoutMs));
+            if (assignorClass != null) {
+                p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignorClass);
+            }
+        } // consumer: the session timeout and the assignor are the broker's (the group's configs)
         if (groupInstanceId != null) {
             p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, groupInstanceId);
         }
@@ -962,7 +973,7 @@ public class GroupCheck {
         cmd.add(src != null ? src : "GroupCheck");
         cmd.addAll(Arrays.asList("--role", "child", "--name", who, "--bootstrap", bootstrap, "--topic", topic,
                 "--group", group, "--session-timeout-ms", Integer.toString(sessionTimeoutMs),
-                "--process-ms", "50",
+                "--process-ms", "50", "--group-protocol", groupProtocol,
                 "--timeout-ms", Long.toString(remainingMs())));
         ProcessBuilder pb = new ProcessBuilder(cmd);
         pb.redirectError(ProcessBuilder.Redirect.INHERIT);
@@ -1160,7 +1171,8 @@ public class GroupCheck {
             switch (scenario) {
                 case "failover": failover(ledger, producer, workers, children); break;
                 case "cooperative": cooperative(ledger, producer, workers); break;
-                default: staticMembership(ledger, producer, workers); break;
+                case "static-cooperative": staticMembership(ledger, producer, workers, COOPERATIVE); break;
+                default: staticMembership(ledger, producer, workers, null); break;
             }
         } catch (Abort e) {
             // recorded
@@ -1402,13 +1414,20 @@ public class GroupCheck {
         if (!redelivered.isEmpty()) error("records consumed more than once: " + redelivered);
     }
 
-    void staticMembership(Ledger ledger, KafkaProducer<String, String> producer, List<Worker> workers)
-            throws Exception {
+    void staticMembership(Ledger ledger, KafkaProducer<String, String> producer, List<Worker> workers,
+            String assignor) throws Exception {
         int n = 6_000;
         List<String> names = Arrays.asList("s1", "s2", "s3");
         Map<String, Worker> running = new LinkedHashMap<>();
         for (String w : names) {
-            Worker worker = new Worker(w, consumerProps(w, null, "static-" + w), ledger).start();
+            if (assignor != null && w.equals("s3")) {
+                // s3 joins a settled group of two: the group rebalances again, so every
+                // member's subscription now carries the partitions it owns and its generation,
+                // bytes a restarted incarnation cannot repeat.
+                await("s1, s2 split the partitions 3/3", 45_000,
+                        () -> ledger.split(Arrays.asList("s1", "s2"), partitions / 2), ledger::state);
+            }
+            Worker worker = new Worker(w, consumerProps(w, assignor, "static-" + w), ledger).start();
             workers.add(worker);
             running.put(w, worker);
         }
@@ -1441,7 +1460,7 @@ public class GroupCheck {
             }
             lastClosedAt = System.nanoTime();
             String fresh = w + "r";
-            Worker worker = new Worker(fresh, consumerProps(fresh, null, "static-" + w), ledger).start();
+            Worker worker = new Worker(fresh, consumerProps(fresh, assignor, "static-" + w), ledger).start();
             workers.add(worker);
             running.put(fresh, worker);
             await("restarted " + w + " (" + fresh + ") got its partitions " + parts + " back", 30_000,
