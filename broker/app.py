@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
@@ -26,6 +27,11 @@ from broker.replay.core import Replayer
 from broker.replay.http import PREFIX, ReplayHttp
 from broker.replay.leader_tail import LeaderTail
 from broker.replay.sources import BucketSource, LogSource
+from broker.security.audit import Audit
+from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
+from broker.security.guard import Security, parse_super_users
+from broker.security.sasl import parse_mechanisms
+from broker.security.tls import server_context
 from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
 from broker.txn.markers import MarkerWriter
@@ -126,6 +132,31 @@ class Broker:
             cluster=self.cluster,
             follower=self.follower,
         )
+        self.listeners = config.listeners()
+        self.ssl_context = None
+        if any(lst.tls for lst in self.listeners):
+            self.ssl_context = server_context(
+                config.ssl_certfile, config.ssl_keyfile, config.ssl_cafile, config.ssl_client_auth
+            )
+        audit = Audit(self.metrics.registry)
+        self.security = Security(
+            meta,
+            audit,
+            authorizer=config.authorizer,
+            super_users=parse_super_users(config.super_users),
+            allow_if_no_acl=config.allow_everyone_if_no_acl_found,
+        )
+        self.mechanisms = parse_mechanisms(config.sasl_enabled_mechanisms)
+        authenticator = Authenticator(
+            AuthSettings(
+                tuple(self.mechanisms),
+                config.sasl_server_max_receive_size,
+                config.connection_failed_authentication_delay_ms / 1000,
+            ),
+            self.security.credential,
+            audit,
+            FailureLimiter(),
+        )
         context = HandlerContext(
             logs=self.logs,
             groups=self.groups,
@@ -135,13 +166,14 @@ class Broker:
             counters=self.metrics,
             transactions=self.transactions,
             txn_markers=self.txn_markers,
+            security=self.security,
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
             max_inflight_requests=config.max_inflight_per_connection,
             max_inflight_bytes=config.max_inflight_bytes_per_connection,
         )
-        self.server = Server(context, HANDLERS, limits, self.metrics)
+        self.server = Server(context, HANDLERS, limits, self.metrics, authenticator)
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -163,27 +195,31 @@ class Broker:
         self.groups.start()
         self.transactions.start()  # finishes transactions a crash left prepared
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
-        self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
+        if self.config.sasl_users_file:
+            await self.security.bootstrap_users(Path(self.config.sasl_users_file), self.mechanisms)
+        self.bound = await self.server.start(self.listeners, self.ssl_context)
+        self.port = self.bound[0].port
         if self.cluster is not None:
             assert self.follower is not None
             await self.follower.start()
             await self.cluster.start()
         self.metrics.ready = True
-        host, port = self.config.advertised
         log.info(
-            "Strata broker %d listening on %s:%d (advertised %s:%d), WAL in %s, "
-            "objects in %s, durability %s, %s",
+            "Strata broker %d listening on %s, WAL in %s, objects in %s, durability %s, %s, "
+            "authorizer %s",
             self.config.broker_id,
-            self.config.listen_host,
-            self.port,
-            host,
-            port,
+            ", ".join(
+                f"{b.name}://{b.host}:{b.port} ({b.protocol}, advertised "
+                f"{b.advertised_host}:{b.advertised_port})"
+                for b in self.bound
+            ),
             self.config.data_dir,
             self.store.describe(),
             self.config.durability,
             f"cluster {self.config.cluster_name} via etcd {self.config.etcd}"
             if self.cluster
             else "embedded (single broker)",
+            self.config.authorizer,
         )
 
     async def stop(self) -> None:

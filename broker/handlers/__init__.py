@@ -2,6 +2,7 @@
 the response as a dict of fields (see protocol.codec.build), or None for no response."""
 
 from broker.handlers import (
+    acls,
     admin,
     api_versions,
     configs,
@@ -63,4 +64,9 @@ HANDLERS = {
     ApiKey.ELECT_LEADERS: reassignments.handle_elect_leaders,
     ApiKey.DESCRIBE_QUORUM: quorum.handle,
     ApiKey.LIST_CONFIG_RESOURCES: configs.handle_list_config_resources,
+    ApiKey.CREATE_ACLS: acls.handle_create,
+    ApiKey.DESCRIBE_ACLS: acls.handle_describe,
+    ApiKey.DELETE_ACLS: acls.handle_delete,
+    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: acls.handle_describe_scram,
+    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: acls.handle_alter_scram,
 }

@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broker.handlers.auth import listener_of, operations
 from broker.handlers.resolve import leader_error, partition
+from broker.security.acl import CLUSTER_NAME, ResourceType
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -86,10 +88,20 @@ async def handle_describe_cluster(ctx: HandlerContext, request: Request) -> dict
         "cluster_id": ctx.logs.meta.cluster_id,
         "controller_id": ctx.leadership.controller_id(),
         "brokers": [
-            {"broker_id": b, "host": host, "port": port, "rack": rack, "is_fenced": False}
-            for b, host, port, rack in ctx.leadership.brokers()
+            {
+                "broker_id": b.broker_id,
+                "host": b.reachable(listener_of(request))[0],
+                "port": b.reachable(listener_of(request))[1],
+                "rack": b.rack,
+                "is_fenced": False,
+            }
+            for b in ctx.leadership.brokers()
         ],
-        "cluster_authorized_operations": _NO_AUTH_OPS,
+        "cluster_authorized_operations": (
+            operations(ctx, request, ResourceType.CLUSTER, CLUSTER_NAME)
+            if request.body.include_cluster_authorized_operations
+            else _NO_AUTH_OPS
+        ),
     }
 
 
