@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
 from dataclasses import dataclass
 
 MECHANISMS = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
@@ -104,7 +105,8 @@ class ScramServer:
         self.mechanism = mechanism
         self.algo = MECHANISMS[mechanism]
         self._lookup = lookup
-        self._nonce = nonce or base64.b64encode(os.urandom(18)).decode()
+        # alphanumeric, as Kafka's: some clients (older librdkafka) mangle '+' and '/'
+        self._nonce = nonce or secrets.token_hex(16)
         self.username: str | None = None
         self.done = False
         self._state = "first"
@@ -151,7 +153,8 @@ class ScramServer:
         if not sep:
             raise ScramError("client-final message lacks the proof")
         attrs = _attributes(without_proof)
-        if attrs.get("r") != self._combined_nonce:
+        # as Kafka checks it (endsWith): older librdkafka sends its own nonce again in front
+        if not attrs.get("r", "").endswith(self._combined_nonce):
             raise ScramError("nonce mismatch")
         if base64.b64decode(attrs.get("c", "")) != self._gs2.encode():
             raise ScramError("channel binding mismatch")
