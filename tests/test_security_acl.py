@@ -120,8 +120,21 @@ def test_a_principal_allowed_to_read_a_topic_and_a_group_can_only_consume_it(
 
     # without any ACL alice may do nothing
     assert _topics_seen(b, "alice") == set()
-    _tool(cli, b, props, ACL_COMMAND, "--add", "--allow-principal", "User:alice",
-          "--operation", "Read", "--topic", "a", "--group", "g")  # fmt: skip
+    _tool(
+        cli,
+        b,
+        props,
+        ACL_COMMAND,
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "a",
+        "--group",
+        "g",
+    )
     listed = _tool(cli, b, props, ACL_COMMAND, "--list", "--topic", "a")
     assert "User:alice" in listed and "READ" in listed and "ALLOW" in listed
 
@@ -135,10 +148,34 @@ def test_a_principal_allowed_to_read_a_topic_and_a_group_can_only_consume_it(
     assert errors == [KafkaError.GROUP_AUTHORIZATION_FAILED]
 
     # a prefixed ALLOW and a literal DENY: deny wins
-    _tool(cli, b, props, ACL_COMMAND, "--add", "--allow-principal", "User:alice",
-          "--operation", "Write", "--topic", "agent-", "--resource-pattern-type", "prefixed")  # fmt: skip
-    _tool(cli, b, props, ACL_COMMAND, "--add", "--deny-principal", "User:alice",
-          "--operation", "Write", "--topic", "agent-secret")  # fmt: skip
+    _tool(
+        cli,
+        b,
+        props,
+        ACL_COMMAND,
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Write",
+        "--topic",
+        "agent-",
+        "--resource-pattern-type",
+        "prefixed",
+    )
+    _tool(
+        cli,
+        b,
+        props,
+        ACL_COMMAND,
+        "--add",
+        "--deny-principal",
+        "User:alice",
+        "--operation",
+        "Write",
+        "--topic",
+        "agent-secret",
+    )
     assert _produce(b, "agent-events", "alice", 2) == [None, None]
     assert [e.code() for e in _produce(b, "agent-secret", "alice", 1)] == [
         KafkaError.TOPIC_AUTHORIZATION_FAILED
@@ -170,8 +207,22 @@ def test_a_principal_allowed_to_read_a_topic_and_a_group_can_only_consume_it(
     assert errors == [] and values == [f"admin-{i}".encode() for i in range(5)]
 
     # and kafka-acls removes them
-    _tool(cli, b, props, ACL_COMMAND, "--remove", "--force", "--allow-principal", "User:alice",
-          "--operation", "Read", "--topic", "a", "--group", "g")  # fmt: skip
+    _tool(
+        cli,
+        b,
+        props,
+        ACL_COMMAND,
+        "--remove",
+        "--force",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "a",
+        "--group",
+        "g",
+    )
     listed = _tool(cli, b, props, ACL_COMMAND, "--list", "--topic", "a")
     assert "User:alice" not in listed
     assert "a" not in _topics_seen(b, "alice")
@@ -184,11 +235,30 @@ def test_kafka_configs_adds_a_scram_user_that_can_then_authenticate(
 
     b = acl_broker
     props = _admin_properties(b, tmp_path / "admin.properties")
-    _tool(cli, b, props, cli.config_command, "--alter", "--entity-type", "users",
-          "--entity-name", "carol", "--add-config",
-          "SCRAM-SHA-512=[iterations=8192,password=carol-pw]")  # fmt: skip
-    described = _tool(cli, b, props, cli.config_command, "--describe", "--entity-type", "users",
-                      "--entity-name", "carol")  # fmt: skip
+    _tool(
+        cli,
+        b,
+        props,
+        cli.config_command,
+        "--alter",
+        "--entity-type",
+        "users",
+        "--entity-name",
+        "carol",
+        "--add-config",
+        "SCRAM-SHA-512=[iterations=8192,password=carol-pw]",
+    )
+    described = _tool(
+        cli,
+        b,
+        props,
+        cli.config_command,
+        "--describe",
+        "--entity-type",
+        "users",
+        "--entity-name",
+        "carol",
+    )
     assert "SCRAM-SHA-512=iterations=8192" in described
     errors: list = []
     conf = b.librdkafka("scram-sha-512", "alice") | {
@@ -206,8 +276,19 @@ def test_kafka_configs_adds_a_scram_user_that_can_then_authenticate(
         and e["outcome"] == "success"
         for e in b.audit()
     )
-    _tool(cli, b, props, cli.config_command, "--alter", "--entity-type", "users",
-          "--entity-name", "carol", "--delete-config", "SCRAM-SHA-512")  # fmt: skip
+    _tool(
+        cli,
+        b,
+        props,
+        cli.config_command,
+        "--alter",
+        "--entity-type",
+        "users",
+        "--entity-name",
+        "carol",
+        "--delete-config",
+        "SCRAM-SHA-512",
+    )
     p = Producer(conf)
     p.produce("x", b"x")
     p.flush(3)
@@ -222,8 +303,19 @@ def test_authorized_operations_are_reported_for_the_caller(acl_broker, cli, tmp_
     props = _admin_properties(b, tmp_path / "admin.properties")
     admin = AdminClient(b.librdkafka("scram-sha-512", "admin"))
     admin.create_topics([NewTopic("ops", 1, 1)])["ops"].result(20)
-    _tool(cli, b, props, ACL_COMMAND, "--add", "--allow-principal", "User:alice",
-          "--operation", "Read", "--topic", "ops")  # fmt: skip
+    _tool(
+        cli,
+        b,
+        props,
+        ACL_COMMAND,
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "ops",
+    )
     alice = AdminClient(b.librdkafka("scram-sha-512", "alice"))
     desc = alice.describe_topics(TopicCollection(["ops"]), include_authorized_operations=True)[
         "ops"
