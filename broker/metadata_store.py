@@ -63,6 +63,8 @@ class MetadataStore:
         # user and mechanism (salt, iterations, StoredKey, ServerKey; never a password)
         self.acls: list[dict] = []
         self.scram: dict[str, dict[str, dict]] = {}
+        # client quotas (KIP-546): {"entity": [[type, name or None], ...], "values": {k: v}}
+        self.quotas: list[dict] = []
 
     async def load(self, legacy: Path | None = None) -> None:
         """Read the metadata; if the store has none, import `legacy` (the local file of
@@ -137,6 +139,10 @@ class MetadataStore:
             str(user): {str(m): dict(c) for m, c in mechs.items()}
             for user, mechs in doc.get("scram", {}).items()
         }
+        self.quotas = [
+            {"entity": [list(e) for e in q["entity"]], "values": dict(q["values"])}
+            for q in doc.get("quotas", [])
+        ]
 
     def document(self) -> dict:
         return {
@@ -157,6 +163,10 @@ class MetadataStore:
             "broker_configs": {scope: dict(c) for scope, c in self.broker_configs.items()},
             "acls": [dict(a) for a in self.acls],
             "scram": {u: {m: dict(c) for m, c in ms.items()} for u, ms in self.scram.items()},
+            "quotas": [
+                {"entity": [list(e) for e in q["entity"]], "values": dict(q["values"])}
+                for q in self.quotas
+            ],
         }
 
     def encode(self) -> bytes:

@@ -363,3 +363,31 @@ def test_a_thousand_failed_authentications_do_not_crash_the_broker_or_stall_a_pr
         f"{refused} refused at once by the per-address limit"
     )
     assert under_attack > 0
+
+
+def test_without_an_authorizer_every_operation_is_reported_as_allowed(secure) -> None:
+    """KIP-430 with --authorizer none: AdminClient's describe calls show every operation
+    of the resource, as Kafka does without ACLs."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation, AdminClient
+
+    admin = AdminClient(secure.librdkafka("scram-sha-512"))
+    cluster = admin.describe_cluster(include_authorized_operations=True).result(20)
+    assert {AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.CREATE} <= set(
+        cluster.authorized_operations
+    )
+    assert _produce_one(secure, "ops-none")
+    topic = admin.describe_topics(
+        TopicCollection(["ops-none"]), include_authorized_operations=True
+    )["ops-none"].result(20)
+    assert {AclOperation.READ, AclOperation.WRITE, AclOperation.DELETE} <= set(
+        topic.authorized_operations
+    )
+
+
+def _produce_one(secure: SecureBroker, topic: str) -> bool:
+    from confluent_kafka import Producer
+
+    p = Producer(secure.librdkafka("scram-sha-512"))
+    p.produce(topic, b"x")
+    return p.flush(20) == 0

@@ -296,8 +296,8 @@ def test_kafka_configs_adds_a_scram_user_that_can_then_authenticate(
 
 
 def test_authorized_operations_are_reported_for_the_caller(acl_broker, cli, tmp_path) -> None:
-    from confluent_kafka import AclOperation, TopicCollection
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation, AdminClient, NewTopic
 
     b = acl_broker
     props = _admin_properties(b, tmp_path / "admin.properties")

@@ -15,6 +15,7 @@ from broker.handlers import (
     produce,
     producer_id,
     quorum,
+    quotas,
     reassignments,
     topics,
     transactions,
@@ -69,4 +70,6 @@ HANDLERS = {
     ApiKey.DELETE_ACLS: acls.handle_delete,
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: acls.handle_describe_scram,
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: acls.handle_alter_scram,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: quotas.handle_describe,
+    ApiKey.ALTER_CLIENT_QUOTAS: quotas.handle_alter,
 }
