@@ -242,3 +242,22 @@ def test_failures_from_one_address_limit_it_and_not_others() -> None:
     assert not lim.may_try("10.0.0.1", 100.0)
     assert lim.may_try("10.0.0.2", 100.0)
     assert lim.may_try("10.0.0.1", 101.1)  # a token came back
+
+
+# --- the API table ---------------------------------------------------------------------
+
+
+def test_every_api_the_broker_serves_says_what_it_needs_and_readme_shows_it() -> None:
+    from pathlib import Path
+
+    from broker.handlers import HANDLERS
+    from broker.security.api_table import API_ACCESS, markdown
+    from protocol.versions import SUPPORTED
+
+    assert set(HANDLERS) | set(SUPPORTED) <= set(API_ACCESS)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("<!-- api-access-table:start -->\n") + len(
+        "<!-- api-access-table:start -->\n"
+    )
+    end = readme.index("<!-- api-access-table:end -->")
+    assert readme[start:end] == markdown(), "regenerate: python -m broker.security.api_table"

@@ -256,6 +256,22 @@ class Authorizer:
         granted = _IMPLIED.get(op, {op, Operation.ALL})
         return any(b.permission == Permission.ALLOW and b.operation in granted for b in applies)
 
+    def any_allowed(self, principal: str, host: str, op: Operation, rtype: ResourceType) -> bool:
+        """Whether some resource of the type may see `op` from the principal (Kafka's
+        check that an idempotent producer may WRITE to at least one topic)."""
+        if principal in self.super_users:
+            return True
+        granted = _IMPLIED.get(op, {op, Operation.ALL})
+        return any(
+            b.permission == Permission.ALLOW
+            and b.operation in granted
+            and b.principal in (principal, WILDCARD_PRINCIPAL)
+            and b.host in (host, WILDCARD)
+            and self.authorize(principal, host, op, rtype, b.resource_name)
+            for b in self.bindings
+            if b.resource_type == rtype
+        )
+
     def authorized_operations(
         self, principal: str, host: str, rtype: ResourceType, name: str
     ) -> int:

@@ -94,6 +94,11 @@ class Security:
             )
         return ok
 
+    def any_allowed(self, session: Session | None, op: Operation, rtype: ResourceType) -> bool:
+        if not self.enabled or session is None:
+            return True
+        return self._authorizer().any_allowed(session.principal, session.host, op, rtype)
+
     def operations(self, session: Session | None, rtype: ResourceType, name: str) -> int:
         """KIP-430: the operations allowed on the resource, as a bit field."""
         if not self.enabled or session is None:
