@@ -22,7 +22,7 @@ from broker.metadata_store import MetadataStore
 from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
 from broker.metrics.state import StateCollector
-from broker.peers import Peers
+from broker.peers import Peers, PeerSecurity
 from broker.replay.core import Replayer
 from broker.replay.http import PREFIX, ReplayHttp
 from broker.replay.leader_tail import LeaderTail
@@ -31,7 +31,7 @@ from broker.security.audit import Audit
 from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
 from broker.security.guard import Security, parse_super_users
 from broker.security.sasl import parse_mechanisms
-from broker.security.tls import server_context
+from broker.security.tls import client_context, server_context
 from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
 from broker.txn.markers import MarkerWriter
@@ -103,7 +103,7 @@ class Broker:
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             )
         )
-        self.peers = Peers(f"strata-broker-{config.broker_id}")
+        self.peers = Peers(f"strata-broker-{config.broker_id}", self._peer_security())
         self.txn_markers = MarkerWriter(self.logs, self.leadership, self.offsets, self.peers)
         self.transactions = TransactionCoordinator(
             self.logs,
@@ -253,6 +253,24 @@ class Broker:
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
+
+    def _peer_security(self) -> PeerSecurity:
+        """How this broker calls its peers: on the inter-broker listener (the first by
+        default), with TLS and a SCRAM login where that listener wants them."""
+        c = self.config
+        listeners = c.listeners()
+        name = c.inter_broker_listener_name.upper() or listeners[0].name
+        lst = next((x for x in listeners if x.name == name), None)
+        if lst is None:
+            raise ValueError(f"--inter-broker-listener-name {name} names no listener")
+        tls = client_context(c.ssl_certfile, c.ssl_keyfile, c.ssl_cafile) if lst.tls else None
+        if lst.sasl and not c.inter_broker_user:
+            raise ValueError(
+                f"the inter-broker listener {name} is {lst.protocol}: set --inter-broker-user "
+                "and --inter-broker-password"
+            )
+        user = c.inter_broker_user if lst.sasl else ""
+        return PeerSecurity(name, tls, user, c.inter_broker_password if lst.sasl else "")
 
     def _replay_http(self) -> ReplayHttp:
         """The replay API over this broker's log (see broker.replay)."""

@@ -50,6 +50,10 @@ class BrokerConfig:
     inter_broker_listener_name: str = _setting(
         "", "cluster mode: the listener brokers call each other on (default: the first)"
     )
+    inter_broker_user: str = _setting(
+        "", "cluster mode: the SCRAM-SHA-512 user brokers log in as on a SASL inter-broker listener"
+    )
+    inter_broker_password: str = _setting("", "the password of --inter-broker-user")
     ssl_certfile: str = _setting("", "PEM certificate (chain) of SSL and SASL_SSL listeners")
     ssl_keyfile: str = _setting("", "PEM private key of --ssl-certfile")
     ssl_cafile: str = _setting("", "PEM CA certificates that client certificates are checked with")

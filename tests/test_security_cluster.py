@@ -53,11 +53,20 @@ def topic_error(w: WireClient, topic: str) -> ErrorCode:
     return r.topics[0].error_code
 
 
-@pytest.fixture
-def secured_cluster(s3_bucket, etcd, tmp_path: Path) -> Iterator[list[tuple[BrokerProcess, int]]]:
-    moto, bucket = s3_bucket
+def start_cluster(
+    tmp_path: Path, etcd_url: str, store: list[str], inter_broker_sasl: bool = False
+) -> list[tuple[BrokerProcess, int]]:
+    """Three brokers; `inter_broker_sasl`: they call each other on SASL_PLAINTEXT as
+    User:broker (a super user) instead of on PLAINTEXT."""
     users = tmp_path / "users.toml"
-    users.write_text('[users]\nadmin = "admin-secret"\n')
+    users.write_text('[users]\nadmin = "admin-secret"\nbroker = "broker-secret"\n')
+    supers = "User:admin;User:broker" if inter_broker_sasl else "User:admin;User:ANONYMOUS"
+    inter = (
+        ["--inter-broker-listener-name", "SASL_PLAINTEXT", "--inter-broker-user", "broker",
+         "--inter-broker-password", "broker-secret"]
+        if inter_broker_sasl
+        else []
+    )  # fmt: skip
     started = []
     for broker_id in (1, 2, 3):
         port, sasl = free_port(), free_port()
@@ -65,16 +74,26 @@ def secured_cluster(s3_bucket, etcd, tmp_path: Path) -> Iterator[list[tuple[Brok
             tmp_path / f"b{broker_id}",
             port,
             "--broker-id", str(broker_id),
-            "--etcd", etcd.url,
-            "--object-store", f"s3://{bucket}/sec",
-            "--s3-endpoint", moto.endpoint,
+            "--etcd", etcd_url,
+            *store,
             "--listener", f"PLAINTEXT://127.0.0.1:{port}",
             "--listener", f"SASL_PLAINTEXT://127.0.0.1:{sasl}",
             "--authorizer", "acl",
-            "--super-users", "User:admin;User:ANONYMOUS",
-            *(["--sasl-users-file", str(users)] if broker_id == 1 else []),
+            "--super-users", supers,
+            *inter,
+            # only broker 1 reads the file unless the brokers need their own login
+            *(["--sasl-users-file", str(users)] if broker_id == 1 or inter_broker_sasl else []),
         )  # fmt: skip
         started.append((b.start(), sasl))
+    return started
+
+
+@pytest.fixture
+def secured_cluster(s3_bucket, etcd, tmp_path: Path) -> Iterator[list[tuple[BrokerProcess, int]]]:
+    moto, bucket = s3_bucket
+    started = start_cluster(
+        tmp_path, etcd.url, ["--object-store", f"s3://{bucket}/sec", "--s3-endpoint", moto.endpoint]
+    )
     yield started
     for b, _ in started:
         b.stop()
@@ -144,3 +163,66 @@ def test_a_scram_user_and_an_acl_made_on_one_broker_are_enforced_by_the_others_w
         w.close()
     print(f"\nSCRAM user known everywhere after {user_lag:.2f}s, ACL after "
           f"{time.monotonic() - created:.2f}s")  # fmt: skip
+
+
+def test_brokers_call_each_other_over_the_secured_listener(s3_bucket, etcd, tmp_path) -> None:
+    """A transaction over partitions led by three brokers: the coordinator writes the
+    markers of the others' partitions through WriteTxnMarkers on their SASL_PLAINTEXT
+    listener, logged in as User:broker."""
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    moto, bucket = s3_bucket
+    started = start_cluster(
+        tmp_path,
+        etcd.url,
+        ["--object-store", f"s3://{bucket}/ib", "--s3-endpoint", moto.endpoint],
+        inter_broker_sasl=True,
+    )
+    try:
+        conf = {
+            "bootstrap.servers": ",".join(f"127.0.0.1:{s}" for _, s in started),
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "admin",
+            "sasl.password": "admin-secret",
+        }
+        admin = AdminClient(conf)
+        admin.create_topics([NewTopic("txn", 6, 1)])["txn"].result(30)
+        deadline = time.monotonic() + 30
+        while True:  # wait for the controller to spread the leaders
+            md = admin.list_topics("txn", timeout=10)
+            leaders = {p.leader for p in md.topics["txn"].partitions.values()}
+            if len(leaders) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(leaders) == 3
+        p = Producer(conf | {"transactional.id": "ib-txn"})
+        p.init_transactions(30)
+        p.begin_transaction()
+        for i in range(6):
+            p.produce("txn", f"v{i}".encode(), partition=i)
+        p.commit_transaction(30)
+        c = Consumer(
+            conf
+            | {
+                "group.id": "ib",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        c.subscribe(["txn"])
+        got = set()
+        end = time.monotonic() + 30
+        while len(got) < 6 and time.monotonic() < end:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.add(m.value())
+        c.close()
+        assert got == {f"v{i}".encode() for i in range(6)}
+        logs = "".join(b.log(10**7) for b, _ in started)
+        assert '"principal": "User:broker"' in logs and '"outcome": "success"' in logs
+        assert '"operation": "CLUSTER_ACTION"' not in logs  # no denied marker write
+    finally:
+        for b, _ in started:
+            b.stop()

@@ -30,6 +30,15 @@ def server_context(certfile: str, keyfile: str, cafile: str, client_auth: str) -
     return ctx
 
 
+def client_context(certfile: str, keyfile: str, cafile: str) -> ssl.SSLContext:
+    """For the broker's own calls to its peers: their certificates checked against
+    `cafile`, this broker's certificate offered (for peers that ask for one)."""
+    ctx = ssl.create_default_context(cafile=cafile or None)
+    if certfile:
+        ctx.load_cert_chain(certfile, keyfile or None)
+    return ctx
+
+
 def load_certificates(ctx: ssl.SSLContext, certfile: str, keyfile: str, cafile: str) -> None:
     """(Re)load the certificate chain and CA into `ctx`; new handshakes use them."""
     ctx.load_cert_chain(certfile, keyfile or None)
