@@ -31,7 +31,7 @@ from broker.security.audit import Audit
 from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
 from broker.security.guard import Security, parse_super_users
 from broker.security.sasl import parse_mechanisms
-from broker.security.tls import client_context, server_context
+from broker.security.tls import client_context, load_certificates, server_context
 from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
 from broker.txn.markers import MarkerWriter
@@ -241,6 +241,21 @@ class Broker:
         await self.metrics_http.stop()
         log.info("stopped")
 
+    async def reload_certificates(self) -> None:
+        """SIGHUP: read the certificate, key and CA files again; new TLS connections use
+        them, open ones keep theirs."""
+        c = self.config
+        if self.ssl_context is None:
+            return
+        try:
+            await asyncio.to_thread(
+                load_certificates, self.ssl_context, c.ssl_certfile, c.ssl_keyfile, c.ssl_cafile
+            )
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            log.error("certificate reload failed, keeping the old ones: %s", e)
+            return
+        log.info("reloaded the TLS certificates from %s", c.ssl_certfile)
+
     async def _housekeep(self) -> None:
         """Retention, compaction of committed offsets and of objects, deletion of objects
         nothing needs, and WAL trimming, periodically."""
@@ -304,5 +319,13 @@ async def run(config: BrokerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(broker.reload_certificates(), name="reload-certificates")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await broker.stop()

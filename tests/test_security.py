@@ -391,3 +391,32 @@ def _produce_one(secure: SecureBroker, topic: str) -> bool:
     p = Producer(secure.librdkafka("scram-sha-512"))
     p.produce(topic, b"x")
     return p.flush(20) == 0
+
+
+def test_sighup_reloads_the_server_certificate_for_new_connections(tmp_path) -> None:
+    import signal
+
+    from devkit.certs import _issue, _name
+
+    b = start_secure_broker(tmp_path)
+    try:
+
+        def served_serial() -> int:
+            with _tls_client(b.ssl, b.certs.ca) as s:
+                from cryptography import x509
+
+                return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
+
+        before = served_serial()
+        fresh = _issue(tmp_path, "fresh", _name("localhost", "Strata"), b.certs.ca_cert,
+                       b.certs.ca_key, server=True)  # fmt: skip
+        b.certs.server.cert.write_bytes(fresh.cert.read_bytes())
+        b.certs.server.key.write_bytes(fresh.key.read_bytes())
+        b.process.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while served_serial() == before:
+            assert time.monotonic() < deadline, "the new certificate was not served"
+            time.sleep(0.1)
+        assert "reloaded the TLS certificates" in b.process.log()
+    finally:
+        b.process.stop()
