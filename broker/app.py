@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
@@ -26,11 +27,16 @@ from broker.metadata_store import MetadataStore
 from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
 from broker.metrics.state import StateCollector
-from broker.peers import Peers
+from broker.peers import Peers, PeerSecurity
 from broker.replay.core import Replayer
 from broker.replay.http import PREFIX, ReplayHttp
 from broker.replay.leader_tail import LeaderTail
 from broker.replay.sources import BucketSource, LogSource
+from broker.security.audit import Audit
+from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
+from broker.security.guard import Security, parse_super_users
+from broker.security.sasl import parse_mechanisms
+from broker.security.tls import client_context, load_certificates, server_context
 from broker.server import ConnectionLimits, Server
 from broker.txn.coordinator import TransactionCoordinator, TxnSettings
 from broker.txn.markers import MarkerWriter
@@ -120,7 +126,7 @@ class Broker:
             consumer_groups,
             self.offsets,
         )
-        self.peers = Peers(f"strata-broker-{config.broker_id}")
+        self.peers = Peers(f"strata-broker-{config.broker_id}", self._peer_security())
         self.txn_markers = MarkerWriter(self.logs, self.leadership, self.offsets, self.peers)
         self.transactions = TransactionCoordinator(
             self.logs,
@@ -153,6 +159,31 @@ class Broker:
             cluster=self.cluster,
             follower=self.follower,
         )
+        self.listeners = config.listeners()
+        self.ssl_context = None
+        if any(lst.tls for lst in self.listeners):
+            self.ssl_context = server_context(
+                config.ssl_certfile, config.ssl_keyfile, config.ssl_cafile, config.ssl_client_auth
+            )
+        audit = Audit(self.metrics.registry)
+        self.security = Security(
+            meta,
+            audit,
+            authorizer=config.authorizer,
+            super_users=parse_super_users(config.super_users),
+            allow_if_no_acl=config.allow_everyone_if_no_acl_found,
+        )
+        self.mechanisms = parse_mechanisms(config.sasl_enabled_mechanisms)
+        authenticator = Authenticator(
+            AuthSettings(
+                tuple(self.mechanisms),
+                config.sasl_server_max_receive_size,
+                config.connection_failed_authentication_delay_ms / 1000,
+            ),
+            self.security.credential,
+            audit,
+            FailureLimiter(),
+        )
         context = HandlerContext(
             logs=self.logs,
             groups=self.groups,
@@ -170,13 +201,14 @@ class Broker:
                 if self.cluster is not None
                 else None,
             ),
+            security=self.security,
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
             max_inflight_requests=config.max_inflight_per_connection,
             max_inflight_bytes=config.max_inflight_bytes_per_connection,
         )
-        self.server = Server(context, HANDLERS, limits, self.metrics)
+        self.server = Server(context, HANDLERS, limits, self.metrics, authenticator)
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -201,27 +233,31 @@ class Broker:
         self.groups.consumer.start()
         self.transactions.start()  # finishes transactions a crash left prepared
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
-        self.port = await self.server.start(self.config.listen_host, self.config.listen_port)
+        if self.config.sasl_users_file:
+            await self.security.bootstrap_users(Path(self.config.sasl_users_file), self.mechanisms)
+        self.bound = await self.server.start(self.listeners, self.ssl_context)
+        self.port = self.bound[0].port
         if self.cluster is not None:
             assert self.follower is not None
             await self.follower.start()
             await self.cluster.start()
         self.metrics.ready = True
-        host, port = self.config.advertised
         log.info(
-            "Strata broker %d listening on %s:%d (advertised %s:%d), WAL in %s, "
-            "objects in %s, durability %s, %s",
+            "Strata broker %d listening on %s, WAL in %s, objects in %s, durability %s, %s, "
+            "authorizer %s",
             self.config.broker_id,
-            self.config.listen_host,
-            self.port,
-            host,
-            port,
+            ", ".join(
+                f"{b.name}://{b.host}:{b.port} ({b.protocol}, advertised "
+                f"{b.advertised_host}:{b.advertised_port})"
+                for b in self.bound
+            ),
             self.config.data_dir,
             self.store.describe(),
             self.config.durability,
             f"cluster {self.config.cluster_name} via etcd {self.config.etcd}"
             if self.cluster
             else "embedded (single broker)",
+            self.config.authorizer,
         )
 
     async def stop(self) -> None:
@@ -245,6 +281,21 @@ class Broker:
         await self.metrics_http.stop()
         log.info("stopped")
 
+    async def reload_certificates(self) -> None:
+        """SIGHUP: read the certificate, key and CA files again; new TLS connections use
+        them, open ones keep theirs."""
+        c = self.config
+        if self.ssl_context is None:
+            return
+        try:
+            await asyncio.to_thread(
+                load_certificates, self.ssl_context, c.ssl_certfile, c.ssl_keyfile, c.ssl_cafile
+            )
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            log.error("certificate reload failed, keeping the old ones: %s", e)
+            return
+        log.info("reloaded the TLS certificates from %s", c.ssl_certfile)
+
     async def _housekeep(self) -> None:
         """Retention, compaction of committed offsets and of objects, deletion of objects
         nothing needs, and WAL trimming, periodically."""
@@ -262,6 +313,24 @@ class Broker:
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
+
+    def _peer_security(self) -> PeerSecurity:
+        """How this broker calls its peers: on the inter-broker listener (the first by
+        default), with TLS and a SCRAM login where that listener wants them."""
+        c = self.config
+        listeners = c.listeners()
+        name = c.inter_broker_listener_name.upper() or listeners[0].name
+        lst = next((x for x in listeners if x.name == name), None)
+        if lst is None:
+            raise ValueError(f"--inter-broker-listener-name {name} names no listener")
+        tls = client_context(c.ssl_certfile, c.ssl_keyfile, c.ssl_cafile) if lst.tls else None
+        if lst.sasl and not c.inter_broker_user:
+            raise ValueError(
+                f"the inter-broker listener {name} is {lst.protocol}: set --inter-broker-user "
+                "and --inter-broker-password"
+            )
+        user = c.inter_broker_user if lst.sasl else ""
+        return PeerSecurity(name, tls, user, c.inter_broker_password if lst.sasl else "")
 
     def _replay_http(self) -> ReplayHttp:
         """The replay API over this broker's log (see broker.replay)."""
@@ -309,5 +378,13 @@ async def run(config: BrokerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(broker.reload_certificates(), name="reload-certificates")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await broker.stop()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from broker.security.listeners import Listener, parse_listeners
 from s3stream.compaction import CompactionSettings
 from s3stream.log_cleaner import CleanerSettings
 from s3stream.settings import ObjectTierSettings
@@ -22,16 +23,62 @@ from s3stream.uploader import UploadSettings
 ENV_PREFIX = "STRATA_"
 
 
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _setting(default: Any, help: str, repeatable: bool = False) -> Any:
+    """A setting; a `repeatable` flag may be given several times (its values are joined
+    with commas, as the file and the environment spell a list)."""
+    return field(default=default, metadata={"help": help, "repeatable": repeatable})
 
 
 @dataclass
 class BrokerConfig:
     data_dir: Path = _setting(Path("strata-data"), "directory for the WAL and metadata")
     listen: str = _setting("127.0.0.1:9092", "HOST:PORT to accept Kafka clients on")
+    listener: str = _setting(
+        "",
+        "NAME://HOST:PORT, repeatable: the listeners (listeners); PLAINTEXT, SSL, "
+        "SASL_PLAINTEXT and SASL_SSL name their protocol (default: --listen as PLAINTEXT)",
+        repeatable=True,
+    )
     advertised_listener: str = _setting(
-        "", "HOST:PORT clients are told to connect to (default: the listen address)"
+        "",
+        "[NAME://]HOST:PORT, repeatable: what Metadata tells clients of each listener "
+        "(advertised.listeners; default: where it binds)",
+        repeatable=True,
+    )
+    listener_security_protocol_map: str = _setting(
+        "", "NAME:PROTOCOL,...: protocols of listeners with other names"
+    )
+    inter_broker_listener_name: str = _setting(
+        "", "cluster mode: the listener brokers call each other on (default: the first)"
+    )
+    inter_broker_user: str = _setting(
+        "", "cluster mode: the SCRAM-SHA-512 user brokers log in as on a SASL inter-broker listener"
+    )
+    inter_broker_password: str = _setting("", "the password of --inter-broker-user")
+    ssl_certfile: str = _setting("", "PEM certificate (chain) of SSL and SASL_SSL listeners")
+    ssl_keyfile: str = _setting("", "PEM private key of --ssl-certfile")
+    ssl_cafile: str = _setting("", "PEM CA certificates that client certificates are checked with")
+    ssl_client_auth: str = _setting(
+        "none", "ssl.client.auth: none, requested or required (client certificates)"
+    )
+    sasl_enabled_mechanisms: str = _setting(
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", "sasl.enabled.mechanisms of SASL listeners"
+    )
+    sasl_users_file: str = _setting(
+        "",
+        'TOML file with a [users] table of name = "password": SCRAM credentials are '
+        "created at start for users that have none",
+    )
+    sasl_server_max_receive_size: int = _setting(
+        524288, "sasl.server.max.receive.size: the largest request before authentication"
+    )
+    connection_failed_authentication_delay_ms: int = _setting(
+        100, "connection.failed.authentication.delay.ms: a failed authentication's answer waits"
+    )
+    authorizer: str = _setting("none", "none (everything allowed) or acl (Kafka's ACLs)")
+    super_users: str = _setting("", "super.users: User:admin;User:ops may do everything")
+    allow_everyone_if_no_acl_found: bool = _setting(
+        False, "allow.everyone.if.no.acl.found: a resource without ACLs is open to all"
     )
     broker_id: int = _setting(0, "this broker's node id (unique in a cluster)")
     etcd: str = _setting(
@@ -152,6 +199,23 @@ class BrokerConfig:
         """Where the HTTP listener binds: --http-listen, else --metrics-listen."""
         return self.http_listen or self.metrics_listen
 
+    def listeners(self) -> list[Listener]:
+        """The listeners to bind, with their advertised addresses (a wildcard bind
+        address advertises this host's name)."""
+        out = []
+        for lst in parse_listeners(
+            self.listener,
+            self.listen,
+            self.advertised_listener,
+            self.listener_security_protocol_map,
+        ):
+            if lst.advertised_host in ("", "0.0.0.0", "::"):
+                import socket
+
+                lst = replace(lst, advertised_host=socket.getfqdn())
+            out.append(lst)
+        return out
+
     @property
     def listen_host(self) -> str:
         return self.listen.rsplit(":", 1)[0]
@@ -162,13 +226,9 @@ class BrokerConfig:
 
     @property
     def advertised(self) -> tuple[str, int]:
-        addr = self.advertised_listener or self.listen
-        host, port = addr.rsplit(":", 1)
-        if host in ("", "0.0.0.0", "::"):
-            import socket
-
-            host = socket.getfqdn()
-        return host, int(port)
+        """The first listener's advertised address."""
+        first = self.listeners()[0]
+        return first.advertised_host, first.advertised_port
 
     @property
     def object_store_url(self) -> str:
@@ -250,7 +310,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(BrokerConfig):
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(
-            flag, dest=f.name, default=None, metavar=f.name.upper(), help=_help_text(f)
+            flag,
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=_help_text(f),
+            action="append" if f.metadata.get("repeatable") else "store",
         )
 
 
@@ -286,4 +351,7 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Bro
         arg_value = getattr(args, name, None)
         if arg_value is not None:
             values[name] = arg_value
+    for name, value in values.items():
+        if isinstance(value, list):  # a repeatable flag, or a TOML array
+            values[name] = ",".join(str(v) for v in value)
     return BrokerConfig(**{n: _convert(n, known[n].type, v) for n, v in values.items()})

@@ -24,6 +24,15 @@ class BrokerAddress(NamedTuple):
     host: str
     port: int
     rack: str | None
+    # (listener name, advertised host, port) of each listener; host/port are the first's
+    listeners: tuple[tuple[str, str, int], ...] = ()
+
+    def reachable(self, listener: str | None) -> tuple[str, int]:
+        """Where a client on `listener` (a name; None: the first) reaches this broker."""
+        for name, host, port in self.listeners:
+            if name == listener:
+                return host, port
+        return self.host, self.port
 
 
 class Move(NamedTuple):
@@ -105,8 +114,12 @@ class EmbeddedLeadership:
         return self._config.broker_id, p.leader_epoch
 
     def brokers(self) -> list[BrokerAddress]:
-        host, port = self._config.advertised
-        return [BrokerAddress(self._config.broker_id, host, port, self._config.rack or None)]
+        c = self._config
+        listeners = tuple(
+            (lst.name, lst.advertised_host, lst.advertised_port) for lst in c.listeners()
+        )
+        _, host, port = listeners[0]
+        return [BrokerAddress(c.broker_id, host, port, c.rack or None, listeners)]
 
     def controller_id(self) -> int:
         return self._config.broker_id

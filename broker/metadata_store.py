@@ -59,6 +59,12 @@ class MetadataStore:
         # dynamic broker configs by scope: "" the cluster default, "<id>" one broker
         self.broker_configs: dict[str, dict[str, str]] = {}
         self.created = False  # load() found no metadata and started a new cluster
+        # security (broker.security): ACL bindings as dicts, and SCRAM credentials by
+        # user and mechanism (salt, iterations, StoredKey, ServerKey; never a password)
+        self.acls: list[dict] = []
+        self.scram: dict[str, dict[str, dict]] = {}
+        # client quotas (KIP-546): {"entity": [[type, name or None], ...], "values": {k: v}}
+        self.quotas: list[dict] = []
 
     async def load(self, legacy: Path | None = None) -> None:
         """Read the metadata; if the store has none, import `legacy` (the local file of
@@ -128,6 +134,15 @@ class MetadataStore:
         self.broker_configs = {
             str(scope): dict(configs) for scope, configs in doc.get("broker_configs", {}).items()
         }
+        self.acls = [dict(a) for a in doc.get("acls", [])]
+        self.scram = {
+            str(user): {str(m): dict(c) for m, c in mechs.items()}
+            for user, mechs in doc.get("scram", {}).items()
+        }
+        self.quotas = [
+            {"entity": [list(e) for e in q["entity"]], "values": dict(q["values"])}
+            for q in doc.get("quotas", [])
+        ]
 
     def document(self) -> dict:
         return {
@@ -146,6 +161,12 @@ class MetadataStore:
                 for t in self.topics.values()
             ],
             "broker_configs": {scope: dict(c) for scope, c in self.broker_configs.items()},
+            "acls": [dict(a) for a in self.acls],
+            "scram": {u: {m: dict(c) for m, c in ms.items()} for u, ms in self.scram.items()},
+            "quotas": [
+                {"entity": [list(e) for e in q["entity"]], "values": dict(q["values"])}
+                for q in self.quotas
+            ],
         }
 
     def encode(self) -> bytes:

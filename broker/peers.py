@@ -2,7 +2,11 @@
 WriteTxnMarkers from a transaction coordinator to a partition's leader).
 
 One connection per peer, one request at a time on it; a failed call drops the
-connection, and the caller retries with fresh leadership.
+connection, and the caller retries with fresh leadership. Calls go to each peer's
+inter-broker listener (`--inter-broker-listener-name`); on an SSL or SASL_SSL one over
+TLS (the peers' certificates checked against `--ssl-cafile`, this broker's own
+certificate offered), on a SASL one after a SCRAM-SHA-512 login as
+`--inter-broker-user`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from broker.leadership import BrokerAddress
@@ -27,6 +33,16 @@ class PeerUnavailable(Exception):
     """The peer could not be reached, or answered nothing usable."""
 
 
+@dataclass(frozen=True, slots=True)
+class PeerSecurity:
+    """How this broker reaches its peers: which of their listeners, and with what."""
+
+    listener: str | None = None  # a listener name; None: the first
+    tls: ssl.SSLContext | None = None  # for SSL and SASL_SSL listeners
+    sasl_user: str = ""  # SCRAM-SHA-512 login on SASL listeners
+    sasl_password: str = ""
+
+
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -35,8 +51,9 @@ class _Connection:
 
 
 class Peers:
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, client_id: str, security: PeerSecurity | None = None) -> None:
         self.client_id = client_id
+        self.security = security or PeerSecurity()
         self._connections: dict[BrokerAddress, _Connection] = {}
         self._correlation = itertools.count(1)
 
@@ -68,10 +85,48 @@ class Peers:
     async def _connect(self, peer: BrokerAddress) -> _Connection:
         conn = self._connections.get(peer)
         if conn is None or conn.writer.is_closing():
+            sec = self.security
+            host, port = peer.reachable(sec.listener)
             async with asyncio.timeout(TIMEOUT_S):
-                reader, writer = await asyncio.open_connection(peer.host, peer.port)
-            conn = self._connections[peer] = _Connection(reader, writer)
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=sec.tls, server_hostname=host if sec.tls else None
+                )
+                conn = _Connection(reader, writer)
+                if sec.sasl_user:
+                    try:
+                        await self._login(conn, peer)
+                    except BaseException:
+                        writer.close()
+                        raise
+            self._connections[peer] = conn
         return conn
+
+    async def _exchange(self, conn: _Connection, api_key: int, version: int, body: dict) -> Any:
+        correlation = next(self._correlation)
+        conn.writer.write(encode_request(api_key, version, correlation, self.client_id, body))
+        await conn.writer.drain()
+        (size,) = _SIZE.unpack(await conn.reader.readexactly(4))
+        _, response = decode_response(api_key, version, await conn.reader.readexactly(size))
+        return response
+
+    async def _login(self, conn: _Connection, peer: BrokerAddress) -> None:
+        from broker.security.scram import ScramClient
+        from protocol.versions import ApiKey
+
+        mech = "SCRAM-SHA-512"
+        hs = await self._exchange(conn, ApiKey.SASL_HANDSHAKE, 1, {"mechanism": mech})
+        if hs.error_code:
+            raise PeerUnavailable(f"broker {peer.broker_id}: SaslHandshake {hs.error_code!r}")
+        client = ScramClient(mech, self.security.sasl_user, self.security.sasl_password)
+        first = await self._exchange(
+            conn, ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": client.first()}
+        )
+        if first.error_code:
+            raise PeerUnavailable(f"broker {peer.broker_id}: login {first.error_message}")
+        final_token = await asyncio.to_thread(client.final, bytes(first.auth_bytes))
+        final = await self._exchange(conn, ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": final_token})
+        if final.error_code or not client.check(bytes(final.auth_bytes)):
+            raise PeerUnavailable(f"broker {peer.broker_id}: login {final.error_message}")
 
     async def _drop(self, peer: BrokerAddress) -> None:
         conn = self._connections.pop(peer, None)

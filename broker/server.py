@@ -36,6 +36,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from broker.deferred import Deferred
 from broker.errors import CloseConnection
+from broker.security.gate import Authenticator, ConnectionAuth
+from broker.security.listeners import Listener
+from broker.security.session import Session
+from broker.security.tls import principal_of
 from protocol.codec import (
     Request,
     UnsupportedRequest,
@@ -46,6 +50,7 @@ from protocol.codec import (
 )
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.framing import FrameDecoder
+from protocol.framing import frame as size_prefixed
 from protocol.versions import ApiKey, is_supported
 
 if TYPE_CHECKING:
@@ -106,6 +111,7 @@ class Connection:
         front: _Front,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        listener: Listener,
     ) -> None:
         self.context = front.context
         self.handlers = front.handlers
@@ -115,6 +121,21 @@ class Connection:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.session = Session(listener, self.peer)
+        if listener.tls:  # SSL: the client certificate's subject, if it sent one
+            cert_principal = principal_of(writer.get_extra_info("ssl_object"))
+            if cert_principal is not None and not listener.sasl:
+                self.session.principal = cert_principal
+                self.session.authenticated = True
+                front.authenticator.audit.authenticated(
+                    ok=True,
+                    mechanism="SSL",
+                    principal=cert_principal,
+                    client=self.peer,
+                    listener=listener.name,
+                )
+        self.auth: ConnectionAuth = front.authenticator.connection(self.session)
+        self._close_after = False  # an answer that must be the connection's last
         self._queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue(
             front.limits.max_inflight_requests
         )
@@ -145,7 +166,10 @@ class Connection:
         self._serve_task = asyncio.current_task()
         responder = asyncio.create_task(self._respond(), name=f"respond-{self.peer}")
         responder.add_done_callback(self._responder_done)
-        decoder = FrameDecoder(self.limits.max_request_bytes)
+        max_frame = self.limits.max_request_bytes
+        if self.auth.pending:  # sasl.server.max.receive.size until the client authenticated
+            max_frame = min(max_frame, self.auth.auth.settings.max_receive_size)
+        decoder = FrameDecoder(max_frame)
         closing = False  # _CLOSE is queued: answer the requests before it, then close
         try:
             closing = await self._read_requests(decoder, responder)
@@ -181,7 +205,14 @@ class Connection:
                 return False
             for frame in decoder.feed(data):
                 await self._budget.take(len(frame))  # stop reading while too much is owed
-                item = await self._apply(frame)
+                if self.auth.raw_tokens:  # after a v0 SaslHandshake: a bare SASL token
+                    reply = await self.auth.raw(frame)
+                    raw = None if reply.raw is None else size_prefixed(reply.raw)
+                    item: object = _CLOSE if reply.close else raw
+                else:
+                    item = await self._apply(frame)
+                if not self.auth.pending:
+                    decoder.max_frame = self.limits.max_request_bytes
                 try:
                     await self._queue.put((len(frame), item))
                 except asyncio.CancelledError:
@@ -189,6 +220,9 @@ class Connection:
                         item.cancel()  # queued nowhere: nobody else would stop it
                     raise
                 if item is _CLOSE:  # a handler failed: answer what came before, close
+                    return True
+                if self._close_after:  # e.g. a failed authentication: its answer, then close
+                    await self._queue.put((0, _CLOSE))
                     return True
             if decoder.error is not None:
                 raise decoder.error
@@ -222,6 +256,16 @@ class Connection:
 
             body = api_versions_body(ErrorCode.unsupported_version)
             return bytes(encode_response(correlation_id, build_response(api_key, 0, body)))
+        if not self.auth.allows(api_key):
+            self.metrics.rejected(api_key)
+            raise ProtocolError(
+                f"api key {api_key} before SASL authentication on listener "
+                f"{self.session.listener.name}"
+            )
+        if api_key in (ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE) and is_supported(
+            api_key, api_version
+        ):
+            return await self._authenticate(frame)
         handler = self.handlers.get(api_key)
         if handler is None or not is_supported(api_key, api_version):
             self.metrics.rejected(api_key)
@@ -229,7 +273,8 @@ class Connection:
                 f"unsupported api key {api_key} v{api_version} (correlation {correlation_id})"
             )
         try:
-            request = decode_request(frame, self.peer)  # a MalformedRequest closes the connection
+            # a MalformedRequest closes the connection
+            request = decode_request(frame, self.peer, self.session)
         except ProtocolError:
             self.metrics.rejected(api_key)
             raise
@@ -255,6 +300,19 @@ class Connection:
                 unacked.popleft()
             unacked.append(item)
         return item
+
+    async def _authenticate(self, frame: bytes) -> object:
+        """SaslHandshake or SaslAuthenticate, answered by the connection's authenticator."""
+        request = decode_request(frame, self.peer, self.session)
+        stats = self.metrics.api(request.header.api_key)
+        started = stats.begin()
+        if request.header.api_key == ApiKey.SASL_HANDSHAKE:
+            reply = self.auth.handshake(request)
+        else:
+            reply = await self.auth.authenticate(request)
+        stats.end(started, reply.close)
+        self._close_after = reply.close
+        return self._encode(request, reply.body)
 
     async def _handle(self, handler: Handler, request: Request) -> object:
         h = request.header
@@ -341,6 +399,7 @@ class _Front:
     handlers: dict[int, Handler]
     limits: ConnectionLimits
     metrics: ApiCounters
+    authenticator: Authenticator
 
 
 class Server:
@@ -350,22 +409,39 @@ class Server:
         handlers: dict[int, Handler],
         limits: ConnectionLimits,
         metrics: ApiCounters,
+        authenticator: Authenticator,
     ) -> None:
-        self._front = _Front(context, handlers, limits, metrics)
-        self._server: asyncio.base_events.Server | None = None
+        self._front = _Front(context, handlers, limits, metrics, authenticator)
+        self._servers: list[asyncio.base_events.Server] = []
         self._connections: dict[asyncio.Task[None], Connection] = {}
 
-    async def start(self, host: str, port: int) -> int:
-        # a large stream limit keeps multi-MB produce requests from pausing the reader
-        self._server = await asyncio.start_server(
-            self._accept, host, port, reuse_address=True, limit=_STREAM_LIMIT
-        )
-        return self._server.sockets[0].getsockname()[1]
+    async def start(self, listeners: list[Listener], ssl_context=None) -> list[Listener]:
+        """Bind every listener (TLS ones with `ssl_context`); returns them with their
+        ports (a port 0 resolved). A client speaking plaintext to a TLS port fails the
+        handshake and is closed; TLS to a plaintext port reads as an impossible frame
+        size and is closed."""
+        bound = []
+        for lst in listeners:
+            # a large stream limit keeps multi-MB produce requests from pausing the reader
+            server = await asyncio.start_server(
+                lambda r, w, lst=lst: self._accept(r, w, lst),
+                lst.host,
+                lst.port,
+                reuse_address=True,
+                limit=_STREAM_LIMIT,
+                ssl=ssl_context if lst.tls else None,
+                ssl_handshake_timeout=10.0 if lst.tls else None,
+            )
+            self._servers.append(server)
+            bound.append(lst.with_port(server.sockets[0].getsockname()[1]))
+        return bound
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: Listener
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        connection = Connection(self._front, reader, writer)
+        connection = Connection(self._front, reader, writer, listener)
         self._connections[task] = connection
         try:
             await connection.serve()
@@ -377,8 +453,8 @@ class Server:
             self._connections.pop(task, None)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for connection in list(self._connections.values()):
             connection.interrupt()  # requests under way still finish (module docstring)
         if self._connections:
@@ -389,5 +465,5 @@ class Server:
                 )
                 for task in stuck:
                     self._connections[task].abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()

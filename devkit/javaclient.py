@@ -52,6 +52,7 @@ def run_client_check(
     compression: str = "none",
     partitions: int | None = None,
     timeout: float = 180.0,
+    client_config: Path | None = None,
 ) -> dict[str, Any]:
     """Produce then consume `messages` records through `bootstrap`; return ClientCheck's summary.
 
@@ -73,6 +74,8 @@ def run_client_check(
     ]
     if partitions:
         cmd += ["--partitions", str(partitions)]
+    if client_config is not None:  # a properties file: security.protocol, sasl.*, ssl.*
+        cmd += ["--client-config", str(client_config)]
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout + 90, stdin=subprocess.DEVNULL

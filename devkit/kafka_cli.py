@@ -37,6 +37,7 @@ CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 GET_OFFSET_SHELL = "org.apache.kafka.tools.GetOffsetShell"
 TRANSACTIONS_COMMAND = "org.apache.kafka.tools.TransactionsCommand"
+ACL_COMMAND = "org.apache.kafka.tools.AclCommand"
 # kafka-configs: moved from core (Scala) to the tools module in later releases; config_command()
 # picks whichever the fetched jars hold.
 CONFIG_COMMAND_CANDIDATES = ("org.apache.kafka.tools.ConfigCommand", "kafka.admin.ConfigCommand")
@@ -57,6 +58,7 @@ TOOLS = {
     "kafka-delete-records": "org.apache.kafka.tools.DeleteRecordsCommand",
     "kafka-broker-api-versions": "org.apache.kafka.tools.BrokerApiVersionsCommand",
     "kafka-cluster": "org.apache.kafka.tools.ClusterTool",
+    "kafka-acls": ACL_COMMAND,
 }
 
 # Small, quick-starting JVMs: every tool run is a short-lived client.

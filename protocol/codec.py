@@ -53,6 +53,7 @@ class Request:
     body: Any
     size: int
     peer: str = ""  # "host:port" of the client, for logs and group member descriptions
+    session: Any = None  # who sent it (broker.security.session.Session); opaque here
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:
@@ -71,7 +72,7 @@ def _request_readers(api_key: int, api_version: int):
     return entity_reader(cls.__header_schema__), entity_reader(cls)
 
 
-def decode_request(frame: bytes, peer: str = "") -> Request:
+def decode_request(frame: bytes, peer: str = "", session: Any = None) -> Request:
     api_key, api_version, correlation_id = peek_header(frame)
     read_header, read_body = _request_readers(api_key, api_version)
     try:
@@ -88,6 +89,7 @@ def decode_request(frame: bytes, peer: str = "") -> Request:
         body,
         len(frame),
         peer,
+        session,
     )
 
 

@@ -33,7 +33,7 @@ class ClusterLeadership:
 
     def brokers(self) -> list[BrokerAddress]:
         return [
-            BrokerAddress(b.broker_id, b.host, b.port, b.rack)
+            BrokerAddress(b.broker_id, b.host, b.port, b.rack, b.listeners)
             for _, b in sorted(self._node.live().items())
         ]
 

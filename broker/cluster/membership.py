@@ -41,6 +41,8 @@ class BrokerInfo:
     host: str
     port: int
     rack: str | None = None
+    # (listener name, advertised host, port) of each listener
+    listeners: tuple[tuple[str, str, int], ...] = ()
 
     def encode(self) -> bytes:
         return pack(asdict(self))
@@ -48,7 +50,8 @@ class BrokerInfo:
     @classmethod
     def decode(cls, data: bytes) -> BrokerInfo:
         d = unpack(data)
-        return cls(int(d["broker_id"]), str(d["host"]), int(d["port"]), d.get("rack"))
+        listeners = tuple((str(n), str(h), int(p)) for n, h, p in d.get("listeners") or ())
+        return cls(int(d["broker_id"]), str(d["host"]), int(d["port"]), d.get("rack"), listeners)
 
 
 class BrokerIdInUse(Exception):

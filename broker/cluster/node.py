@@ -52,8 +52,11 @@ class ClusterNode:
         self.keys = KeySpace(c.cluster_name)
         # one poke wakes whoever follows the cluster (follower, orphan recovery)
         self.changes = Wakeups()
-        host, port = c.advertised
-        self.info = BrokerInfo(c.broker_id, host, port, c.rack or None)
+        listeners = tuple(
+            (lst.name, lst.advertised_host, lst.advertised_port) for lst in c.listeners()
+        )
+        _, host, port = listeners[0]
+        self.info = BrokerInfo(c.broker_id, host, port, c.rack or None, listeners)
         self.membership = Membership(
             self.client,
             c.cluster_name,

@@ -2,6 +2,7 @@
 the response as a dict of fields (see protocol.codec.build), or None for no response."""
 
 from broker.handlers import (
+    acls,
     admin,
     api_versions,
     configs,
@@ -15,6 +16,7 @@ from broker.handlers import (
     produce,
     producer_id,
     quorum,
+    quotas,
     reassignments,
     topics,
     transactions,
@@ -66,4 +68,11 @@ HANDLERS = {
     ApiKey.LIST_CONFIG_RESOURCES: configs.handle_list_config_resources,
     ApiKey.CONSUMER_GROUP_HEARTBEAT: consumer_groups.handle_heartbeat,
     ApiKey.CONSUMER_GROUP_DESCRIBE: consumer_groups.handle_describe,
+    ApiKey.CREATE_ACLS: acls.handle_create,
+    ApiKey.DESCRIBE_ACLS: acls.handle_describe,
+    ApiKey.DELETE_ACLS: acls.handle_delete,
+    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: acls.handle_describe_scram,
+    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: acls.handle_alter_scram,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: quotas.handle_describe,
+    ApiKey.ALTER_CLIENT_QUOTAS: quotas.handle_alter,
 }

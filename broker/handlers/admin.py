@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broker.handlers.auth import TOPIC, allowed, cluster_allowed, listener_of, operations
 from broker.handlers.resolve import leader_error, partition
+from broker.security.acl import CLUSTER_NAME, Operation, ResourceType
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -26,7 +28,9 @@ async def handle_create_partitions(ctx: HandlerContext, request: Request) -> dic
     for t in b.topics:
         error, message = ErrorCode.none, None
         state = ctx.logs.topics.get(t.name)
-        if state is None:
+        if not allowed(ctx, request, Operation.ALTER, TOPIC, t.name):
+            error, message = ErrorCode.topic_authorization_failed, "Authorization failed."
+        elif state is None:
             error, message = ErrorCode.unknown_topic_or_partition, f"Topic {t.name} does not exist"
         elif state.record.internal:
             error, message = ErrorCode.invalid_request, f"{t.name} is internal"
@@ -67,9 +71,13 @@ async def handle_delete_records(ctx: HandlerContext, request: Request) -> dict:
     topics = []
     for t in request.body.topics:
         state = ctx.logs.topics.get(t.name)
+        denied = not allowed(ctx, request, Operation.DELETE, TOPIC, t.name)
         parts = []
         for rp in t.partitions:
-            error, low = await _delete_records(ctx, state, rp.partition_index, rp.offset)
+            if denied:
+                error, low = ErrorCode.topic_authorization_failed, -1
+            else:
+                error, low = await _delete_records(ctx, state, rp.partition_index, rp.offset)
             parts.append(
                 {"partition_index": rp.partition_index, "low_watermark": low, "error_code": error}
             )
@@ -86,10 +94,20 @@ async def handle_describe_cluster(ctx: HandlerContext, request: Request) -> dict
         "cluster_id": ctx.logs.meta.cluster_id,
         "controller_id": ctx.leadership.controller_id(),
         "brokers": [
-            {"broker_id": b, "host": host, "port": port, "rack": rack, "is_fenced": False}
-            for b, host, port, rack in ctx.leadership.brokers()
+            {
+                "broker_id": b.broker_id,
+                "host": b.reachable(listener_of(request))[0],
+                "port": b.reachable(listener_of(request))[1],
+                "rack": b.rack,
+                "is_fenced": False,
+            }
+            for b in ctx.leadership.brokers()
         ],
-        "cluster_authorized_operations": _NO_AUTH_OPS,
+        "cluster_authorized_operations": (
+            operations(ctx, request, ResourceType.CLUSTER, CLUSTER_NAME)
+            if request.body.include_cluster_authorized_operations
+            else _NO_AUTH_OPS
+        ),
     }
 
 
@@ -97,6 +115,9 @@ async def handle_describe_log_dirs(ctx: HandlerContext, request: Request) -> dic
     """One log directory: the WAL. Partition sizes are the bytes of their batches the WAL
     holds (deleted records included until the WAL is trimmed); no object store yet."""
     logs = ctx.logs
+    if not cluster_allowed(ctx, request, Operation.DESCRIBE):
+        denied = ErrorCode.cluster_authorization_failed
+        return {"throttle_time": 0, "error_code": denied, "results": []}
     wanted = None
     if request.body.topics is not None:
         wanted = {t.topic: set(t.partitions) for t in request.body.topics}
@@ -136,13 +157,16 @@ async def handle_alter_replica_log_dirs(ctx: HandlerContext, request: Request) -
     """The WAL is the one log directory: a partition "moved" to it is already there; any
     other directory gets Kafka's LOG_DIR_NOT_FOUND."""
     ours = ctx.logs.wal.directory.resolve()
+    may_alter = cluster_allowed(ctx, request, Operation.ALTER)
     results: dict[str, list[dict]] = {}
     for d in request.body.dirs:
         here = Path(d.path).resolve() == ours
         for t in d.topics:
             state = ctx.logs.topics.get(t.name)
             for i in t.partitions:
-                if not here:
+                if not may_alter:
+                    error = ErrorCode.cluster_authorization_failed
+                elif not here:
                     error = ErrorCode.log_dir_not_found
                 elif partition(state, i) is None:
                     error = ErrorCode.unknown_topic_or_partition

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from broker.broker_configs import ReadOnlyConfig
 from broker.groups import group_configs
+from broker.handlers.auth import allowed, cluster_allowed
+from broker.security.acl import CLUSTER_NAME, Operation, ResourceType
 from broker.topic_config import (
     TOPIC_CONFIGS,
     InvalidConfig,
@@ -42,6 +44,19 @@ class _Refused(Exception):
         self.error = error
 
 
+def _check_access(ctx: HandlerContext, request: Request, r, op: Operation) -> None:
+    """DESCRIBE_CONFIGS or ALTER_CONFIGS on the topic, the cluster (a broker's configs)
+    or the group; raises _Refused with Kafka's authorization error."""
+    checks = {
+        TOPIC: (ResourceType.TOPIC, r.resource_name, ErrorCode.topic_authorization_failed),
+        BROKER: (ResourceType.CLUSTER, CLUSTER_NAME, ErrorCode.cluster_authorization_failed),
+        _GROUP: (ResourceType.GROUP, r.resource_name, ErrorCode.group_authorization_failed),
+    }
+    check = checks.get(r.resource_type)
+    if check is not None and not allowed(ctx, request, op, check[0], check[1]):
+        raise _Refused(check[2], "Authorization failed.")
+
+
 def _topic(ctx: HandlerContext, name: str) -> TopicState:
     state = ctx.logs.topics.get(name)
     if state is None:
@@ -63,6 +78,7 @@ async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
             "configs": [],
         }
         try:
+            _check_access(ctx, request, r, Operation.DESCRIBE_CONFIGS)
             if r.resource_type == TOPIC:
                 state = _topic(ctx, r.resource_name)
                 entry["configs"] = describe_topic_configs(
@@ -171,6 +187,7 @@ async def _alter(ctx: HandlerContext, request: Request, incremental: bool) -> di
             "resource_name": r.resource_name,
         }
         try:
+            _check_access(ctx, request, r, Operation.ALTER_CONFIGS)
             if r.resource_type == BROKER:
                 await _alter_broker(ctx, r, incremental, b.validate_only)
                 responses.append(entry)
@@ -250,6 +267,9 @@ async def handle_list_config_resources(ctx: HandlerContext, request: Request) ->
             "error_code": ErrorCode.unsupported_version,
             "config_resources": [],
         }
+    if not cluster_allowed(ctx, request, Operation.DESCRIBE_CONFIGS):
+        denied = ErrorCode.cluster_authorization_failed
+        return {"throttle_time": 0, "error_code": denied, "config_resources": []}
     out = []
     if TOPIC in wanted:
         out += [{"resource_name": n, "resource_type": TOPIC} for n in sorted(ctx.logs.topics)]

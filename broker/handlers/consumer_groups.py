@@ -7,7 +7,9 @@ import uuid
 from typing import TYPE_CHECKING
 
 from broker.groups.consumer_group import HeartbeatRequest, Topics, error_response
+from broker.handlers.auth import GROUP, TOPIC, allowed
 from broker.handlers.resolve import coordinates
+from broker.security.acl import Operation
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -15,11 +17,13 @@ if TYPE_CHECKING:
     from broker.handlers.context import HandlerContext
 
 
-def _topics(ctx: HandlerContext) -> Topics:
+def _topics(ctx: HandlerContext, request: Request) -> Topics:
+    """The topics a member may be assigned: those its principal may describe."""
     return {
         name: (t.record.uuid, len(t.partitions))
         for name, t in ctx.logs.topics.items()
         if not t.record.internal
+        and allowed(ctx, request, Operation.DESCRIBE, TOPIC, name, audit=False)
     }
 
 
@@ -31,6 +35,11 @@ def _owned(parts) -> dict[uuid.UUID, frozenset[int]] | None:
 
 async def handle_heartbeat(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
+    if not allowed(ctx, request, Operation.READ, GROUP, b.group_id):
+        return {
+            "throttle_time": 0,
+            **error_response(ErrorCode.group_authorization_failed, "", b.member_id),
+        }
     if not coordinates(ctx, b.group_id):
         return {
             "throttle_time": 0,
@@ -60,7 +69,7 @@ async def handle_heartbeat(ctx: HandlerContext, request: Request) -> dict:
         client_id=request.header.client_id or "",
         client_host="/" + (request.peer.rsplit(":", 1)[0] if request.peer else ""),
     )
-    answer = await ctx.groups.consumer.heartbeat(req, _topics(ctx))
+    answer = await ctx.groups.consumer.heartbeat(req, _topics(ctx, request))
     return {"throttle_time": 0, **answer}
 
 
@@ -68,7 +77,10 @@ async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
     names = {t.record.uuid: name for name, t in ctx.logs.topics.items()}
     out = []
     for group_id in request.body.group_ids:
-        if not coordinates(ctx, group_id):
+        if not allowed(ctx, request, Operation.DESCRIBE, GROUP, group_id):
+            entry = ctx.groups.consumer.describe("", names)
+            entry.update(group_id=group_id, error_code=ErrorCode.group_authorization_failed)
+        elif not coordinates(ctx, group_id):
             entry = ctx.groups.consumer.describe("", names)
             entry.update(
                 group_id=group_id,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from broker.groups.offset_store import OffsetStore
     from broker.leadership import Leadership
     from broker.log.manager import LogManager
+    from broker.security.guard import Security
     from broker.txn.coordinator import TransactionCoordinator
     from broker.txn.markers import MarkerWriter
     from broker.zone_reads import Zones
@@ -53,4 +54,5 @@ class HandlerContext:
     counters: RequestCounters
     transactions: TransactionCoordinator
     txn_markers: MarkerWriter
+    security: Security
     zones: Zones | None = None  # zone-aware reads (client.rack); None: not configured

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
+from broker.handlers.auth import TOPIC, allowed
 from broker.handlers.resolve import served
 from broker.log.partition import Partition
+from broker.security.acl import Operation
 from broker.zone_reads import choose_replica
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -57,12 +59,16 @@ def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wa
     for t in request.body.topics:
         state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.topic)
         missing = ErrorCode.unknown_topic_id if by_id else ErrorCode.unknown_topic_or_partition
+        name = state.name if state is not None else (None if by_id else t.topic)
+        denied = name is not None and not allowed(ctx, request, Operation.READ, TOPIC, name)
         wanted = []
         for fp in t.partitions:
             epoch = getattr(fp, "current_leader_epoch", -1)
             p, error = served(ctx, state, fp.partition, epoch)
             if state is None:
                 error = missing
+            if denied:
+                p, error = None, ErrorCode.topic_authorization_failed
             replica = (
                 replicas is not None
                 and error == ErrorCode.not_leader_or_follower

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 from broker.deferred import Deferred
 from broker.groups.coordinator import Answer
 from broker.groups.responses import join_error, sync_error
+from broker.handlers.auth import (
+    GROUP,
+    TXN_ID,
+    allowed,
+    cluster_allowed,
+    listener_of,
+    operations,
+)
 from broker.handlers.resolve import coordinates, coordinator_of, txn_coordinator_of
+from broker.security.acl import Operation
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -24,6 +33,12 @@ TRANSACTION_KEY = 1
 
 
 _NOT_COORDINATOR = ErrorCode.not_coordinator
+_DENIED = ErrorCode.group_authorization_failed
+
+
+def _may_read(ctx: HandlerContext, request: Request) -> bool:
+    """Joining, syncing, heartbeating and leaving need READ on the group."""
+    return allowed(ctx, request, Operation.READ, GROUP, request.body.group_id)
 
 
 def _no_coordinator(key: str, error: ErrorCode, message: str) -> dict:
@@ -37,11 +52,21 @@ def _no_coordinator(key: str, error: ErrorCode, message: str) -> dict:
     }
 
 
-def _coordinator_entry(ctx: HandlerContext, key: str, key_type: int) -> dict:
+def _coordinator_entry(
+    ctx: HandlerContext, key: str, key_type: int, request: Request | None = None
+) -> dict:
+    listener = listener_of(request) if request is not None else None
     if key_type not in (GROUP_KEY, TRANSACTION_KEY):
         return _no_coordinator(key, ErrorCode.invalid_request, f"unknown key type {key_type}")
     if not key:
         return _no_coordinator(key, ErrorCode.invalid_request, "empty key")
+    if request is not None:
+        if key_type == TRANSACTION_KEY and not allowed(
+            ctx, request, Operation.DESCRIBE, TXN_ID, key
+        ):
+            return _no_coordinator(key, ErrorCode.transactional_id_authorization_failed, None)
+        if key_type == GROUP_KEY and not allowed(ctx, request, Operation.DESCRIBE, GROUP, key):
+            return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
     find = txn_coordinator_of if key_type == TRANSACTION_KEY else coordinator_of
     node = find(ctx, key)
     if node is None:  # its offsets (or transaction state) partition has no live leader
@@ -51,8 +76,8 @@ def _coordinator_entry(ctx: HandlerContext, key: str, key_type: int) -> dict:
     return {
         "key": key,
         "node_id": node.broker_id,
-        "host": node.host,
-        "port": node.port,
+        "host": node.reachable(listener)[0],
+        "port": node.reachable(listener)[1],
         "error_code": ErrorCode.none,
         "error_message": None,
     }
@@ -62,9 +87,9 @@ async def handle_find_coordinator(ctx: HandlerContext, request: Request) -> dict
     body = request.body
     key_type = getattr(body, "key_type", GROUP_KEY)
     if request.header.api_version >= 4:
-        entries = [_coordinator_entry(ctx, key, key_type) for key in body.coordinator_keys]
+        entries = [_coordinator_entry(ctx, key, key_type, request) for key in body.coordinator_keys]
         return {"throttle_time": 0, "coordinators": entries}
-    entry = _coordinator_entry(ctx, body.key, key_type)
+    entry = _coordinator_entry(ctx, body.key, key_type, request)
     return {"throttle_time": 0, **entry}
 
 
@@ -86,6 +111,8 @@ def _answer(answer: Answer) -> dict | Deferred:
 
 async def handle_join(ctx: HandlerContext, request: Request) -> dict | Deferred:
     b = request.body
+    if not _may_read(ctx, request):
+        return {"throttle_time": 0, **join_error(_DENIED, b.member_id)}
     if not coordinates(ctx, b.group_id):
         return {"throttle_time": 0, **join_error(_NOT_COORDINATOR, b.member_id)}
     session = int(b.session_timeout.total_seconds() * 1000)
@@ -108,6 +135,8 @@ async def handle_join(ctx: HandlerContext, request: Request) -> dict | Deferred:
 
 async def handle_sync(ctx: HandlerContext, request: Request) -> dict | Deferred:
     b = request.body
+    if not _may_read(ctx, request):
+        return {"throttle_time": 0, **sync_error(_DENIED)}
     if not coordinates(ctx, b.group_id):
         return {"throttle_time": 0, **sync_error(_NOT_COORDINATOR)}
     answer = ctx.groups.start_sync(
@@ -124,6 +153,8 @@ async def handle_sync(ctx: HandlerContext, request: Request) -> dict | Deferred:
 
 async def handle_heartbeat(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
+    if not _may_read(ctx, request):
+        return {"throttle_time": 0, "error_code": _DENIED}
     if not coordinates(ctx, b.group_id):
         return {"throttle_time": 0, "error_code": _NOT_COORDINATOR}
     error = ctx.groups.heartbeat(
@@ -134,6 +165,8 @@ async def handle_heartbeat(ctx: HandlerContext, request: Request) -> dict:
 
 async def handle_leave(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
+    if not _may_read(ctx, request):
+        return {"throttle_time": 0, "error_code": _DENIED, "members": []}
     if not coordinates(ctx, b.group_id):
         if request.header.api_version < 3:
             return {"throttle_time": 0, "error_code": _NOT_COORDINATOR}
@@ -157,8 +190,12 @@ async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
     groups = []
     for g in request.body.groups:
         entry = ctx.groups.describe(g)
-        if not coordinates(ctx, g):
+        if not allowed(ctx, request, Operation.DESCRIBE, GROUP, g):
+            entry = {**entry, "error_code": _DENIED, "group_state": "", "members": []}
+        elif not coordinates(ctx, g):
             entry = {**entry, "error_code": _NOT_COORDINATOR, "group_state": "", "members": []}
+        if getattr(request.body, "include_authorized_operations", False):
+            entry = {**entry, "authorized_operations": operations(ctx, request, GROUP, g)}
         groups.append(entry)
     return {"throttle_time": 0, "groups": groups}
 
@@ -167,6 +204,12 @@ async def handle_list(ctx: HandlerContext, request: Request) -> dict:
     states = {s.lower() for s in getattr(request.body, "states_filter", ())} or None
     types = {t.lower() for t in getattr(request.body, "types_filter", ())}
     groups = ctx.groups.listing(states)
+    if not cluster_allowed(ctx, request, Operation.DESCRIBE, audit=False):
+        groups = [
+            g
+            for g in groups
+            if allowed(ctx, request, Operation.DESCRIBE, GROUP, g["group_id"], audit=False)
+        ]
     if types:  # KIP-848: "classic" and/or "consumer"
         groups = [g for g in groups if g["group_type"].lower() in types]
     return {"throttle_time": 0, "error_code": ErrorCode.none, "groups": groups}
@@ -178,6 +221,8 @@ async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
         error = ctx.groups.delete_error(group_id)
         if not coordinates(ctx, group_id):
             error = _NOT_COORDINATOR
+        if not allowed(ctx, request, Operation.DELETE, GROUP, group_id):
+            error = _DENIED
         elif error is None:
             ctx.groups.forget(group_id)  # first: a join arriving meanwhile starts afresh
             await ctx.offsets.delete_group(group_id)

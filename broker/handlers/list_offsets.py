@@ -10,8 +10,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from broker.handlers.auth import TOPIC, allowed
 from broker.handlers.resolve import served
 from broker.log.partition import Partition
+from broker.security.acl import Operation
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from protocol.record_codec import decode_records
@@ -110,10 +112,13 @@ async def handle(ctx: HandlerContext, request: Request) -> dict:
     topics = []
     for t in request.body.topics:
         state = logs.topics.get(t.name)
+        denied = not allowed(ctx, request, Operation.DESCRIBE, TOPIC, t.name)
         parts = []
         for lp in t.partitions:
             current = getattr(lp, "current_leader_epoch", -1)
             p, error = served(ctx, state, lp.partition_index, current)
+            if denied:
+                p, error = None, ErrorCode.topic_authorization_failed
             epoch = -1 if p is None else p.leader_epoch
             ts, offset = -1, -1
             if p is not None and error == ErrorCode.none:

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 from broker.groups.committed import CommittedOffset
 from broker.groups.group import GroupState
 from broker.groups.offset_store import CommitFenced, CommitTimedOut
+from broker.handlers.auth import GROUP, TOPIC, allowed
 from broker.handlers.resolve import coordinates, partition, served
+from broker.security.acl import Operation
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 from wal import WalFailure
@@ -27,6 +29,8 @@ async def handle_commit(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
     if not b.group_id:
         refusal: ErrorCode | None = ErrorCode.invalid_group_id
+    elif not allowed(ctx, request, Operation.READ, GROUP, b.group_id):
+        refusal = ErrorCode.group_authorization_failed
     elif not coordinates(ctx, b.group_id):
         refusal = ErrorCode.not_coordinator
     else:
@@ -41,8 +45,11 @@ async def handle_commit(ctx: HandlerContext, request: Request) -> dict:
     topics = []
     for t in b.topics:
         parts = []
+        topic_ok = refusal is not None or allowed(ctx, request, Operation.READ, TOPIC, t.name)
         for p in t.partitions:
-            error = refusal or ErrorCode.none
+            error = refusal or (
+                ErrorCode.none if topic_ok else ErrorCode.topic_authorization_failed
+            )
             metadata = p.committed_metadata or ""
             if error == ErrorCode.none:
                 if not _partition_exists(ctx, t.name, p.partition_index):
@@ -80,10 +87,14 @@ def mark_failed(topics: list[dict], committed: Iterable[tuple[str, int]], e: Exc
 
 
 def _fetch_group(
-    ctx: HandlerContext, group_id: str, topics, require_stable: bool = False
+    ctx: HandlerContext, request: Request, group_id: str, topics, require_stable: bool = False
 ) -> tuple[list[dict], ErrorCode]:
     """`require_stable` (KIP-447): a partition whose offset an open transaction is
-    committing answers UNSTABLE_OFFSET_COMMIT, and the client asks again."""
+    committing answers UNSTABLE_OFFSET_COMMIT, and the client asks again. Needs DESCRIBE
+    on the group; topics the principal may not DESCRIBE are left out of a fetch of all,
+    and answer TOPIC_AUTHORIZATION_FAILED when named."""
+    if not allowed(ctx, request, Operation.DESCRIBE, GROUP, group_id):
+        return [], ErrorCode.group_authorization_failed
     if not coordinates(ctx, group_id):
         return [], ErrorCode.not_coordinator
     store = ctx.offsets
@@ -91,12 +102,30 @@ def _fetch_group(
         by_topic: dict[str, list[int]] = {}
         for topic, partition in sorted(store.of_group(group_id)):
             by_topic.setdefault(topic, []).append(partition)
-        wanted = list(by_topic.items())
+        wanted = [
+            (t, ps)
+            for t, ps in by_topic.items()
+            if allowed(ctx, request, Operation.DESCRIBE, TOPIC, t, audit=False)
+        ]
     else:
         wanted = [(t.name, list(t.partition_indexes)) for t in topics]
     out = []
     for topic, partitions in wanted:
         parts = []
+        if not allowed(ctx, request, Operation.DESCRIBE, TOPIC, topic):
+            denied = ErrorCode.topic_authorization_failed
+            parts = [
+                {
+                    "partition_index": partition,
+                    "committed_offset": -1,
+                    "committed_leader_epoch": -1,
+                    "metadata": "",
+                    "error_code": denied,
+                }
+                for partition in partitions
+            ]
+            out.append({"name": topic, "partitions": parts})
+            continue
         for partition in partitions:
             c = store.get(group_id, topic, partition)
             unstable = require_stable and store.is_pending(group_id, topic, partition)
@@ -119,15 +148,18 @@ async def handle_fetch(ctx: HandlerContext, request: Request) -> dict:
     if request.header.api_version >= 8:
         groups = []
         for g in b.groups:
-            topics, error = _fetch_group(ctx, g.group_id, g.topics, stable)
+            topics, error = _fetch_group(ctx, request, g.group_id, g.topics, stable)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return {"throttle_time": 0, "groups": groups}
-    topics, error = _fetch_group(ctx, b.group_id, b.topics, stable)
+    topics, error = _fetch_group(ctx, request, b.group_id, b.topics, stable)
     return {"throttle_time": 0, "topics": topics, "error_code": error}
 
 
 async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
+    if not allowed(ctx, request, Operation.DELETE, GROUP, b.group_id):
+        denied = ErrorCode.group_authorization_failed
+        return {"error_code": denied, "throttle_time": 0, "topics": []}
     if not coordinates(ctx, b.group_id):
         return {"error_code": ErrorCode.not_coordinator, "throttle_time": 0, "topics": []}
     group = ctx.groups.group(b.group_id)
@@ -145,7 +177,9 @@ async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
         parts = []
         for p in t.partitions:
             error = ErrorCode.none
-            if t.name in subscribed:
+            if not allowed(ctx, request, Operation.READ, TOPIC, t.name):
+                error = ErrorCode.topic_authorization_failed
+            elif t.name in subscribed:
                 error = ErrorCode.group_subscribed_to_topic
             elif not _partition_exists(ctx, t.name, p.partition_index):
                 error = ErrorCode.unknown_topic_or_partition
@@ -165,9 +199,12 @@ async def handle_leader_epoch(ctx: HandlerContext, request: Request) -> dict:
     topics = []
     for t in request.body.topics:
         state = ctx.logs.topics.get(t.topic)
+        denied = not allowed(ctx, request, Operation.DESCRIBE, TOPIC, t.topic)
         parts = []
         for p in t.partitions:
             part, error = served(ctx, state, p.partition, getattr(p, "current_leader_epoch", -1))
+            if denied:
+                part, error = None, ErrorCode.topic_authorization_failed
             entry = {
                 "partition": p.partition,
                 "error_code": error,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from broker.handlers.auth import TOPIC, allowed
 from broker.handlers.metadata import topic_entry
+from broker.security.acl import Operation
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -31,8 +33,22 @@ async def handle(ctx: HandlerContext, request: Request) -> dict:
         names = [n for n in names if n >= cursor.topic_name]
     topics: list[dict] = []
     next_cursor = None
+    listing = not b.topics
     for name in names:
         state = logs.topics.get(name)
+        if not allowed(ctx, request, Operation.DESCRIBE, TOPIC, name, audit=not listing):
+            if listing:
+                continue  # a listing shows only what the principal may describe
+            topics.append(
+                {
+                    "error_code": ErrorCode.topic_authorization_failed,
+                    "name": name,
+                    "topic_id": None,
+                    "partitions": [],
+                    "topic_authorized_operations": _NO_AUTH_OPS,
+                }
+            )
+            continue
         if state is None:
             topics.append(
                 {

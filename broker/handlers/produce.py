@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
 from broker.errors import CloseConnection
+from broker.handlers.auth import TOPIC, TXN_ID, allowed
 from broker.handlers.resolve import leader_error, partition
 from broker.log.partition import Partition
 from broker.log.recompress import (
@@ -27,6 +28,7 @@ from broker.log.recompress import (
     recompress_all,
     wanted_codec,
 )
+from broker.security.acl import Operation
 from protocol import records
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -111,10 +113,23 @@ def _append_all(
     logs = ctx.logs
     appended = _Appended()
     responses = []
+    txn_id = getattr(body, "transactional_id", None)
+    txn_denied = txn_id is not None and not allowed(ctx, request, Operation.WRITE, TXN_ID, txn_id)
     for t in body.topic_data:
         state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.name)
+        name = state.name if state is not None else (None if by_id else t.name)
+        denied = (
+            ErrorCode.transactional_id_authorization_failed
+            if txn_denied
+            else ErrorCode.topic_authorization_failed
+            if name is not None and not allowed(ctx, request, Operation.WRITE, TOPIC, name)
+            else None
+        )
         results = []
         for pd in t.partition_data:
+            if denied is not None:
+                results.append(_partition_result(pd.index, denied))
+                continue
             result, p = _check_partition(ctx, body.acks, by_id, state, pd.index)
             if result is None:
                 assert p is not None

@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from broker.handlers.auth import cluster_allowed
+from broker.security.acl import Operation
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -35,11 +37,14 @@ def _replica(broker_id: int, offset: int, now_ms: int) -> dict:
 
 
 async def handle(ctx: HandlerContext, request: Request) -> dict:
+    if not cluster_allowed(ctx, request, Operation.DESCRIBE):
+        denied = ErrorCode.cluster_authorization_failed
+        return {"error_code": denied, "error_message": None, "topics": [], "nodes": []}
     leader, epoch, hw = ctx.leadership.quorum()
     now_ms = int(time.time() * 1000)
     live = ctx.leadership.brokers()
     voters = [_replica(leader, hw, now_ms)] if leader >= 0 else []
-    observers = [_replica(b, hw, now_ms) for b, _, _, _ in live if b != leader]
+    observers = [_replica(b.broker_id, hw, now_ms) for b in live if b.broker_id != leader]
     topics = []
     for t in request.body.topics:
         parts = []
@@ -74,8 +79,14 @@ async def handle(ctx: HandlerContext, request: Request) -> dict:
             )
         topics.append({"topic_name": t.topic_name, "partitions": parts})
     nodes = [
-        {"node_id": b, "listeners": [{"name": "PLAINTEXT", "host": host, "port": port}]}
-        for b, host, port, _ in live
-        if b == leader
+        {
+            "node_id": b.broker_id,
+            "listeners": [
+                {"name": name, "host": host, "port": port}
+                for name, host, port in b.listeners or (("PLAINTEXT", b.host, b.port),)
+            ],
+        }
+        for b in live
+        if b.broker_id == leader
     ]
     return {"error_code": ErrorCode.none, "error_message": None, "topics": topics, "nodes": nodes}

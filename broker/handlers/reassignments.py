@@ -15,8 +15,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from broker.handlers.auth import cluster_allowed
 from broker.handlers.resolve import partition
 from broker.leadership import MoveRefused
+from broker.security.acl import Operation
 from protocol.codec import Request
 from protocol.errors import ErrorCode
 
@@ -59,6 +61,13 @@ async def _reassign(ctx: HandlerContext, state: TopicState, index: int, replicas
 
 
 async def handle_alter_reassignments(ctx: HandlerContext, request: Request) -> dict:
+    if not cluster_allowed(ctx, request, Operation.ALTER):
+        return {
+            "throttle_time": 0,
+            "error_code": ErrorCode.cluster_authorization_failed,
+            "error_message": None,
+            "responses": [],
+        }
     responses = []
     for t in request.body.topics:
         parts = []
@@ -89,6 +98,13 @@ async def handle_alter_reassignments(ctx: HandlerContext, request: Request) -> d
 
 async def handle_list_reassignments(ctx: HandlerContext, request: Request) -> dict:
     """Moves in flight: replicas [target, leader], adding the target, removing the leader."""
+    if not cluster_allowed(ctx, request, Operation.DESCRIBE):
+        return {
+            "throttle_time": 0,
+            "error_code": ErrorCode.cluster_authorization_failed,
+            "error_message": None,
+            "topics": [],
+        }
     moving = ctx.leadership.moves()
     wanted = None
     if request.body.topics is not None:
@@ -123,6 +139,9 @@ async def handle_list_reassignments(ctx: HandlerContext, request: Request) -> di
 async def handle_elect_leaders(ctx: HandlerContext, request: Request) -> dict:
     """Every move starts first, then the answer waits for the hand-offs (bounded)."""
     b = request.body
+    if not cluster_allowed(ctx, request, Operation.ALTER):
+        denied = ErrorCode.cluster_authorization_failed
+        return {"throttle_time": 0, "error_code": denied, "replica_election_results": []}
     timeout = min(_MAX_WAIT_S, max(1.0, b.timeout.total_seconds())) if b.timeout else _MAX_WAIT_S
     if b.topic_partitions is None:
         wanted = [(n, list(range(len(s.partitions)))) for n, s in ctx.logs.topics.items()]

@@ -6,7 +6,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
+from broker.handlers.auth import TOPIC, allowed, cluster_allowed
 from broker.naming import topic_name_error
+from broker.security.acl import Operation
 from broker.topic_config import InvalidConfig, describe_topic_configs, validate_topic_configs
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -68,8 +70,11 @@ async def handle_create(ctx: HandlerContext, request: Request) -> dict:
     body = request.body
     results = []
     seen: set[str] = set()
+    may_create = cluster_allowed(ctx, request, Operation.CREATE, audit=False)
     for t in body.topics:
         try:
+            if not (may_create or allowed(ctx, request, Operation.CREATE, TOPIC, t.name)):
+                raise _Refused(ErrorCode.topic_authorization_failed, "Authorization failed.")
             partitions, replication, configs = _check(ctx, t, seen)
             topic_id = _ZERO_UUID
             if not body.validate_only:
@@ -124,11 +129,15 @@ async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
                 error, message = ErrorCode.unknown_topic_id, "Topic id not found"
             else:
                 name = state.name
+        elif not allowed(ctx, request, Operation.DELETE, TOPIC, name):
+            error, message = ErrorCode.topic_authorization_failed, "Authorization failed."
         elif name not in logs.topics:
             error, message = (
                 ErrorCode.unknown_topic_or_partition,
                 "This server does not host this topic",
             )
+        if error == ErrorCode.none and not allowed(ctx, request, Operation.DELETE, TOPIC, name):
+            error, message = ErrorCode.topic_authorization_failed, "Authorization failed."
         if error == ErrorCode.none and logs.topics[name].record.internal:
             error, message = ErrorCode.invalid_topic_exception, f"{name} is internal"
         if error == ErrorCode.none:

@@ -13,8 +13,10 @@ import time
 from typing import TYPE_CHECKING
 
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffset
+from broker.handlers.auth import GROUP, TOPIC, TXN_ID, allowed, cluster_allowed
 from broker.handlers.offsets import COMMIT_FAILURES, mark_failed
 from broker.handlers.resolve import coordinates, partition, served
+from broker.security.acl import Operation
 from broker.txn.state import TxnState
 from protocol.codec import Request
 from protocol.errors import ErrorCode
@@ -31,13 +33,20 @@ async def handle_add_partitions(ctx: HandlerContext, request: Request) -> dict:
         return {"throttle_time": 0, "error_code": ErrorCode.unsupported_version}
     wanted: set[tuple[str, int]] = set()
     unknown: set[tuple[str, int]] = set()
+    denied: set[str] = set()
+    txn_denied = not allowed(ctx, request, Operation.WRITE, TXN_ID, b.v3_and_below_transactional_id)
     for t in b.v3_and_below_topics:
+        if not txn_denied and not allowed(ctx, request, Operation.WRITE, TOPIC, t.name):
+            denied.add(t.name)
+            continue
         for index in t.partitions:
             if t.name == OFFSETS_TOPIC or partition(ctx.logs.topics.get(t.name), index) is None:
                 unknown.add((t.name, index))
             else:
                 wanted.add((t.name, index))
-    if unknown:
+    if txn_denied:
+        error: ErrorCode | None = ErrorCode.transactional_id_authorization_failed
+    elif unknown or denied:
         # as Kafka: nothing is added, the unknown ones say why, the others abort
         error = None
     else:
@@ -52,6 +61,8 @@ async def handle_add_partitions(ctx: HandlerContext, request: Request) -> dict:
         for index in t.partitions:
             if error is not None:
                 code = error
+            elif t.name in denied:
+                code = ErrorCode.topic_authorization_failed
             elif (t.name, index) in unknown:
                 code = ErrorCode.unknown_topic_or_partition
             else:
@@ -71,6 +82,10 @@ async def handle_add_offsets(ctx: HandlerContext, request: Request) -> dict:
     """The group's offsets partition joins the transaction, so its marker makes the
     transaction's offset commits visible."""
     b = request.body
+    if not allowed(ctx, request, Operation.WRITE, TXN_ID, b.transactional_id):
+        return {"throttle_time": 0, "error_code": ErrorCode.transactional_id_authorization_failed}
+    if not allowed(ctx, request, Operation.READ, GROUP, b.group_id):
+        return {"throttle_time": 0, "error_code": ErrorCode.group_authorization_failed}
     if not b.group_id:
         return {"throttle_time": 0, "error_code": ErrorCode.invalid_group_id}
     await ctx.offsets.ensure_topic()
@@ -83,6 +98,8 @@ async def handle_add_offsets(ctx: HandlerContext, request: Request) -> dict:
 
 async def handle_end_txn(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
+    if not allowed(ctx, request, Operation.WRITE, TXN_ID, b.transactional_id):
+        return {"throttle_time": 0, "error_code": ErrorCode.transactional_id_authorization_failed}
     error = await ctx.transactions.end_transaction(
         b.transactional_id, b.producer_id, b.producer_epoch, b.committed
     )
@@ -91,8 +108,12 @@ async def handle_end_txn(ctx: HandlerContext, request: Request) -> dict:
 
 async def handle_txn_offset_commit(ctx: HandlerContext, request: Request) -> dict:
     b = request.body
-    if not coordinates(ctx, b.group_id):
-        refusal: ErrorCode | None = ErrorCode.not_coordinator
+    if not allowed(ctx, request, Operation.WRITE, TXN_ID, b.transactional_id):
+        refusal: ErrorCode | None = ErrorCode.transactional_id_authorization_failed
+    elif not allowed(ctx, request, Operation.READ, GROUP, b.group_id):
+        refusal = ErrorCode.group_authorization_failed
+    elif not coordinates(ctx, b.group_id):
+        refusal = ErrorCode.not_coordinator
     elif getattr(b, "member_id", "") or getattr(b, "generation_id", -1) >= 0:
         # KIP-447: a member's commit is checked like OffsetCommit's, so a zombie of
         # an older generation cannot commit
@@ -108,8 +129,11 @@ async def handle_txn_offset_commit(ctx: HandlerContext, request: Request) -> dic
     topics = []
     for t in b.topics:
         parts = []
+        topic_ok = refusal is not None or allowed(ctx, request, Operation.READ, TOPIC, t.name)
         for p in t.partitions:
             error = refusal or ErrorCode.none
+            if not topic_ok:
+                error = ErrorCode.topic_authorization_failed
             if error == ErrorCode.none:
                 if partition(ctx.logs.topics.get(t.name), p.partition_index) is None:
                     error = ErrorCode.unknown_topic_or_partition
@@ -132,6 +156,26 @@ async def handle_txn_offset_commit(ctx: HandlerContext, request: Request) -> dic
 
 async def handle_write_markers(ctx: HandlerContext, request: Request) -> dict:
     """From another broker's transaction coordinator: markers for partitions led here."""
+    if not cluster_allowed(ctx, request, Operation.CLUSTER_ACTION):
+        denied = ErrorCode.cluster_authorization_failed
+        return {
+            "markers": [
+                {
+                    "producer_id": m.producer_id,
+                    "topics": [
+                        {
+                            "name": t.name,
+                            "partitions": [
+                                {"partition_index": i, "error_code": denied}
+                                for i in t.partition_indexes
+                            ],
+                        }
+                        for t in m.topics
+                    ],
+                }
+                for m in request.body.markers
+            ]
+        }
     out = []
     for m in request.body.markers:
         wanted = [(t.name, index) for t in m.topics for index in t.partition_indexes]
@@ -154,6 +198,8 @@ async def handle_describe_transactions(ctx: HandlerContext, request: Request) ->
     states = []
     for txn_id in request.body.transactional_ids:
         error, meta = ctx.transactions.describe(txn_id)
+        if not allowed(ctx, request, Operation.DESCRIBE, TXN_ID, txn_id):
+            error, meta = ErrorCode.transactional_id_authorization_failed, None
         by_topic: dict[str, list[int]] = {}
         for topic, index in sorted(meta.partitions if meta else ()):
             by_topic.setdefault(topic, []).append(index)
@@ -200,6 +246,10 @@ async def handle_list_transactions(ctx: HandlerContext, request: Request) -> dic
             continue
         if matcher is not None and not matcher.fullmatch(meta.transactional_id):
             continue
+        if not allowed(
+            ctx, request, Operation.DESCRIBE, TXN_ID, meta.transactional_id, audit=False
+        ):
+            continue
         listed.append(
             {
                 "transactional_id": meta.transactional_id,
@@ -221,6 +271,8 @@ async def handle_describe_producers(ctx: HandlerContext, request: Request) -> di
         parts = []
         for index in t.partition_indexes:
             p, error = served(ctx, ctx.logs.topics.get(t.name), index)
+            if not allowed(ctx, request, Operation.READ, TOPIC, t.name):
+                p, error = None, ErrorCode.topic_authorization_failed
             active = []
             if p is not None and error == ErrorCode.none:
                 for pid, epoch, last_seq, last_ts in p.producers.describe():

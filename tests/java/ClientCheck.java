@@ -66,6 +66,8 @@ public class ClientCheck {
     int errorCount = 0;
 
     String bootstrap;
+    /** --client-config FILE: properties (security.protocol, sasl.*, ssl.*) for every client. */
+    Properties clientConfig = new Properties();
     String topic;
     int messages = -1;
     String compression = "none";
@@ -93,7 +95,7 @@ public class ClientCheck {
             check.parseArgs(args);
         } catch (IllegalArgumentException e) {
             System.err.println("usage: ClientCheck --bootstrap HOST:PORT --topic T --messages N"
-                    + " --compression none|gzip|snappy|lz4|zstd [--partitions P] [--timeout-ms MS]");
+                    + " --compression none|gzip|snappy|lz4|zstd [--partitions P] [--timeout-ms MS] [--client-config FILE]");
             System.err.println("error: " + e.getMessage());
             System.exit(2);
         }
@@ -117,6 +119,13 @@ public class ClientCheck {
                 case "--compression": compression = v; break;
                 case "--partitions": partitions = Integer.parseInt(v); break;
                 case "--timeout-ms": timeoutMs = Long.parseLong(v); break;
+                case "--client-config":
+                    try (java.io.FileInputStream in = new java.io.FileInputStream(v)) {
+                        clientConfig.load(in);
+                    } catch (java.io.IOException e) {
+                        throw new IllegalArgumentException("cannot read " + v + ": " + e);
+                    }
+                    break;
                 default: throw new IllegalArgumentException("unknown argument " + a);
             }
         }
@@ -191,6 +200,7 @@ public class ClientCheck {
     void createTopic(long deadline) throws Exception {
         Properties p = new Properties();
         p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.putAll(clientConfig);
         p.put(AdminClientConfig.CLIENT_ID_CONFIG, "client-check-admin");
         Admin admin = Admin.create(p);
         try {
@@ -233,6 +243,7 @@ public class ClientCheck {
     void produce(long deadline) throws Exception {
         Properties p = new Properties();
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.putAll(clientConfig);
         p.put(ProducerConfig.CLIENT_ID_CONFIG, "client-check-producer");
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
@@ -317,6 +328,7 @@ public class ClientCheck {
     void consume(long deadline) throws Exception {
         Properties p = new Properties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.putAll(clientConfig);
         p.put(ConsumerConfig.CLIENT_ID_CONFIG, "client-check-consumer");
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());

@@ -1,0 +1,263 @@
+"""The security cores without a broker: listener settings, SCRAM exchanges (RFC 5802 /
+7677 vectors), Kafka's authorizer decisions and the failed-authentication limiter."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from broker.security import scram
+from broker.security.acl import (
+    AclBinding,
+    AclFilter,
+    Authorizer,
+    InvalidAcl,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
+    all_operations,
+    validate,
+)
+from broker.security.gate import FailureLimiter
+from broker.security.listeners import ListenerError, parse_listeners
+
+pytestmark = pytest.mark.unit
+
+T, G, C = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER
+LIT, PRE = PatternType.LITERAL, PatternType.PREFIXED
+ALLOW, DENY = Permission.ALLOW, Permission.DENY
+
+
+def acl(rtype, name, op, perm=ALLOW, principal="User:alice", host="*", pattern=LIT):
+    return AclBinding(rtype, name, pattern, principal, host, op, perm)
+
+
+# --- listeners ------------------------------------------------------------------------
+
+
+def test_listeners_take_their_protocol_from_the_name_or_the_map() -> None:
+    ls = parse_listeners(
+        "PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9093,INTERNAL://127.0.0.1:9094",
+        "127.0.0.1:1",
+        "SASL_SSL://broker.example:19093",
+        "INTERNAL:SASL_PLAINTEXT",
+    )
+    assert [(lst.name, lst.protocol, lst.port) for lst in ls] == [
+        ("PLAINTEXT", "PLAINTEXT", 9092),
+        ("SASL_SSL", "SASL_SSL", 9093),
+        ("INTERNAL", "SASL_PLAINTEXT", 9094),
+    ]
+    assert (ls[1].advertised_host, ls[1].advertised_port) == ("broker.example", 19093)
+    assert (ls[0].advertised_host, ls[0].advertised_port) == ("127.0.0.1", 9092)
+    assert ls[1].tls and ls[1].sasl and not ls[0].tls and ls[2].sasl and not ls[2].tls
+
+
+def test_without_listeners_the_listen_address_is_one_plaintext_listener() -> None:
+    (only,) = parse_listeners("", "127.0.0.1:9092", "pod-0.svc:9092")
+    assert (only.name, only.protocol, only.host, only.port) == (
+        "PLAINTEXT",
+        "PLAINTEXT",
+        "127.0.0.1",
+        9092,
+    )
+    assert only.advertised_host == "pod-0.svc"
+
+
+@pytest.mark.parametrize(
+    "listeners,advertised,pmap",
+    [
+        ("CUSTOM://127.0.0.1:1", "", ""),  # no protocol for the name
+        ("SSL://127.0.0.1:1,SSL://127.0.0.1:2", "", ""),  # duplicate
+        ("127.0.0.1:1", "", ""),  # no name
+        ("SSL://127.0.0.1:1", "OTHER://h:1", ""),  # advertises no listener
+        ("X://127.0.0.1:1", "", "X:BOGUS"),
+    ],
+)
+def test_bad_listener_settings_are_refused(listeners, advertised, pmap) -> None:
+    with pytest.raises(ListenerError):
+        parse_listeners(listeners, "127.0.0.1:9092", advertised, pmap)
+
+
+# --- SCRAM ------------------------------------------------------------------------------
+
+
+def test_scram_sha_256_matches_the_rfc_7677_example() -> None:
+    """RFC 7677 section 3: user 'user', password 'pencil'."""
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    cred = scram.new_credential("SCRAM-SHA-256", "pencil", 4096, salt)
+    server = scram.ScramServer(
+        "SCRAM-SHA-256",
+        lambda u: cred if u == "user" else None,
+        nonce="%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+    )
+    first = server.first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
+    assert first == (
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    )
+    final = server.final(
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    )
+    assert final == b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    assert server.done
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_a_scram_exchange_succeeds_with_the_password_and_fails_without(mechanism) -> None:
+    cred = scram.new_credential(mechanism, "s3cret")
+    assert set(cred.to_dict()) == {"salt", "iterations", "stored_key", "server_key"}
+    client = scram.ScramClient(mechanism, "alice", "s3cret")
+    server = scram.ScramServer(mechanism, {"alice": cred}.get)
+    final = server.final(client.final(server.first(client.first())))
+    assert client.check(final)
+    wrong = scram.ScramClient(mechanism, "alice", "guess")
+    server = scram.ScramServer(mechanism, {"alice": cred}.get)
+    with pytest.raises(scram.ScramError):
+        server.final(wrong.final(server.first(wrong.first())))
+    with pytest.raises(scram.ScramError):
+        scram.ScramServer(mechanism, {}.get).first(client.first())
+    assert scram.verify_password(mechanism, cred, "s3cret")
+    assert not scram.verify_password(mechanism, cred, "s3cret!")
+
+
+def test_a_scram_final_message_with_another_nonce_is_refused() -> None:
+    cred = scram.new_credential("SCRAM-SHA-256", "pw")
+    client = scram.ScramClient("SCRAM-SHA-256", "bob", "pw")
+    server = scram.ScramServer("SCRAM-SHA-256", {"bob": cred}.get)
+    server.first(client.first())
+    with pytest.raises(scram.ScramError):
+        server.final(b"c=biws,r=someothernonce,p=AAAA")
+
+
+# --- the authorizer -----------------------------------------------------------------------
+
+
+def test_read_on_a_topic_implies_describe_but_not_write() -> None:
+    a = Authorizer([acl(T, "a", Operation.READ)])
+    assert a.authorize("User:alice", "10.0.0.1", Operation.READ, T, "a")
+    assert a.authorize("User:alice", "10.0.0.1", Operation.DESCRIBE, T, "a")
+    assert not a.authorize("User:alice", "10.0.0.1", Operation.WRITE, T, "a")
+    assert not a.authorize("User:alice", "10.0.0.1", Operation.READ, T, "b")
+    assert not a.authorize("User:bob", "10.0.0.1", Operation.READ, T, "a")
+
+
+def test_deny_wins_over_allow_and_all() -> None:
+    a = Authorizer(
+        [
+            acl(T, "*", Operation.ALL, principal="User:*"),
+            acl(T, "secret", Operation.READ, DENY),
+        ]
+    )
+    assert a.authorize("User:alice", "h", Operation.WRITE, T, "secret")
+    assert not a.authorize("User:alice", "h", Operation.READ, T, "secret")
+    assert a.authorize("User:alice", "h", Operation.READ, T, "public")
+    assert a.authorize("User:bob", "h", Operation.READ, T, "secret")
+
+
+def test_a_deny_for_read_does_not_deny_describe() -> None:
+    a = Authorizer([acl(T, "t", Operation.ALL), acl(T, "t", Operation.READ, DENY)])
+    assert a.authorize("User:alice", "h", Operation.DESCRIBE, T, "t")
+    assert not a.authorize("User:alice", "h", Operation.READ, T, "t")
+
+
+def test_prefixed_acls_cover_names_that_start_with_the_prefix() -> None:
+    a = Authorizer(
+        [
+            acl(T, "agent-", Operation.WRITE, pattern=PRE),
+            acl(T, "agent-secret", Operation.WRITE, DENY),
+        ]
+    )
+    assert a.authorize("User:alice", "h", Operation.WRITE, T, "agent-events")
+    assert a.authorize("User:alice", "h", Operation.DESCRIBE, T, "agent-events")
+    assert not a.authorize("User:alice", "h", Operation.WRITE, T, "agent-secret")
+    assert not a.authorize("User:alice", "h", Operation.WRITE, T, "agen")
+    assert not a.authorize("User:alice", "h", Operation.WRITE, G, "agent-events")
+
+
+def test_hosts_must_match_and_super_users_may_do_everything() -> None:
+    a = Authorizer([acl(G, "g", Operation.READ, host="10.0.0.1")], super_users=["User:admin"])
+    assert a.authorize("User:alice", "10.0.0.1", Operation.READ, G, "g")
+    assert not a.authorize("User:alice", "10.0.0.2", Operation.READ, G, "g")
+    assert a.authorize("User:admin", "10.0.0.2", Operation.DELETE, G, "other")
+
+
+def test_allow_everyone_if_no_acl_found_applies_only_to_resources_without_acls() -> None:
+    a = Authorizer([acl(T, "a", Operation.READ)], allow_if_no_acl=True)
+    assert a.authorize("User:bob", "h", Operation.WRITE, T, "b")  # no ACL on b
+    assert not a.authorize("User:bob", "h", Operation.READ, T, "a")  # a has ACLs
+    assert not Authorizer([]).authorize("User:bob", "h", Operation.READ, T, "b")
+
+
+def test_authorized_operations_are_a_bit_field_of_the_allowed_ones() -> None:
+    a = Authorizer([acl(T, "a", Operation.READ)])
+    bits = a.authorized_operations("User:alice", "h", T, "a")
+    assert bits == (1 << Operation.READ) | (1 << Operation.DESCRIBE)
+    assert all_operations(G) == (1 << 3) | (1 << 8) | (1 << 6)
+
+
+def test_filters_match_as_describe_acls_does() -> None:
+    bindings = [
+        acl(T, "a", Operation.READ),
+        acl(T, "ag", Operation.WRITE, pattern=PRE),
+        acl(G, "a", Operation.READ),
+        acl(T, "*", Operation.DESCRIBE, principal="User:bob"),
+    ]
+    assert [b for b in bindings if AclFilter(resource_type=T).matches(b)] == [
+        bindings[0],
+        bindings[1],
+        bindings[3],
+    ]
+    match = AclFilter(resource_type=T, resource_name="agent", pattern_type=PatternType.MATCH)
+    assert [b for b in bindings if match.matches(b)] == [bindings[1], bindings[3]]
+    by_principal = AclFilter(principal="User:alice", operation=Operation.READ)
+    assert [b for b in bindings if by_principal.matches(b)] == [bindings[0], bindings[2]]
+    assert AclBinding.from_dict(bindings[1].to_dict()) == bindings[1]
+
+
+@pytest.mark.parametrize(
+    "binding",
+    [
+        acl(ResourceType.ANY, "a", Operation.READ),
+        acl(T, "a", Operation.ANY),
+        acl(C, "not-the-cluster", Operation.ALTER),
+        acl(G, "g", Operation.WRITE),  # groups have no WRITE
+        acl(T, "a", Operation.READ, principal="alice"),
+    ],
+)
+def test_bindings_kafka_refuses_are_refused(binding) -> None:
+    with pytest.raises(InvalidAcl):
+        validate(binding)
+
+
+# --- failed-authentication limiter -------------------------------------------------------
+
+
+def test_failures_from_one_address_limit_it_and_not_others() -> None:
+    lim = FailureLimiter(burst=3, rate=1.0)
+    for _ in range(3):
+        assert lim.may_try("10.0.0.1", 100.0)
+        lim.failed("10.0.0.1", 100.0)
+    assert not lim.may_try("10.0.0.1", 100.0)
+    assert lim.may_try("10.0.0.2", 100.0)
+    assert lim.may_try("10.0.0.1", 101.1)  # a token came back
+
+
+# --- the API table ---------------------------------------------------------------------
+
+
+def test_every_api_the_broker_serves_says_what_it_needs_and_readme_shows_it() -> None:
+    from pathlib import Path
+
+    from broker.handlers import HANDLERS
+    from broker.security.api_table import API_ACCESS, markdown
+    from protocol.versions import SUPPORTED
+
+    assert set(HANDLERS) | set(SUPPORTED) <= set(API_ACCESS)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("<!-- api-access-table:start -->\n") + len(
+        "<!-- api-access-table:start -->\n"
+    )
+    end = readme.index("<!-- api-access-table:end -->")
+    assert readme[start:end] == markdown(), "regenerate: python -m broker.security.api_table"
