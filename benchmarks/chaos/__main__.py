@@ -1,0 +1,109 @@
+"""`python -m benchmarks.chaos [--faults N] [--seed S] [--durability object|wal] [--out DIR]`:
+a chaos run (runner.py) checked by checker.py, written to DIR/results.json and printed.
+
+`python -m benchmarks.chaos readme --results A.json B.json ...`: README.md's chaos table
+from stored results (report.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.chaos import report
+from benchmarks.chaos.checker import check
+from benchmarks.chaos.runner import Options, run
+from benchmarks.chaos.schedule import KINDS, make_schedule
+from benchmarks.common import REPO_ROOT
+
+
+def _commit() -> str:
+    r = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    return r.stdout.strip() or "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["readme"]:
+        return readme(argv[1:])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.chaos", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--faults", type=int, default=18)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--durability", choices=("object", "wal"), default="object")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/chaos"))
+    ap.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="fault kinds, comma-separated, dealt round-robin; KIND=N,... gives exact counts "
+        "instead (then --faults is unused)",
+    )
+    ap.add_argument(
+        "--outage-seconds", type=float, default=0.0, help="every s3_down lasts this long"
+    )
+    ap.add_argument("--rate", type=float, default=100.0, help="messages/s per producer")
+    ap.add_argument("--value-bytes", type=int, default=100, help="size of each record's value")
+    ap.add_argument(
+        "--backlog-mib", type=int, default=32, help="the brokers' --max-upload-backlog-bytes"
+    )
+    args = ap.parse_args(argv)
+    opts = Options(
+        durability=args.durability,
+        rate=args.rate,
+        value_bytes=args.value_bytes,
+        backlog_bytes=args.backlog_mib * 2**20,
+    )
+    kinds = [k for k in args.kinds.split(",") if k]
+    schedule = make_schedule(
+        args.faults,
+        args.seed,
+        range(1, opts.brokers + 1),
+        opts.lease_ms / 1000,
+        kinds,
+        args.outage_seconds,
+    )
+    command = "python -m benchmarks.chaos " + shlex.join(argv)
+    started = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    history, figures = run(args.out / "run", opts, schedule)
+    verdict = check(history, gap_s=2.0)
+    meta = {
+        "command": command.strip(),
+        "seed": args.seed,
+        "durability": args.durability,
+        "faults_requested": len(schedule),
+        "kinds": kinds,
+        "git_commit": _commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "options": asdict(opts),
+        "wal_windows": [[round(a, 2), round(b, 2)] for a, b in history.windows],
+    }
+    out = report.results(verdict, figures, meta, figures["fault_events"])
+    (args.out / "results.json").write_text(json.dumps(out, indent=2))
+    print(report.table(out))
+    print(f"results: {args.out / 'results.json'}")
+    return 0 if out["ok"] else 1
+
+
+def readme(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.chaos readme")
+    ap.add_argument("--results", nargs="+", type=Path, required=True)
+    ap.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
+    args = ap.parse_args(argv)
+    runs = [json.loads(p.read_text()) for p in args.results]
+    args.readme.write_text(report.rewrite(args.readme.read_text(), report.readme_section(runs)))
+    print(f"{args.readme}: chaos figures from {', '.join(map(str, args.results))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
