@@ -148,3 +148,11 @@ def test_the_proxy_answers_s3_errors_in_s3s_format() -> None:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 Slow Down")
     assert b"<Code>SlowDown</Code>" in body and f"Content-Length: {len(body)}".encode() in head
+
+
+def test_an_acknowledgement_without_an_offset_is_counted_not_misplaced() -> None:
+    h = clean()
+    a = h.acks[0]
+    h.acks[0] = Ack(a.value, a.producer, a.seq, a.partition, None, a.t)
+    v = check(h)
+    assert v.ok and len(v.acks_without_offset) == 1

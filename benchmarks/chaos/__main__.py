@@ -7,12 +7,13 @@ from stored results (report.py)."""
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from pathlib import Path
 
 from benchmarks.chaos import report
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         value_bytes=args.value_bytes,
         backlog_bytes=args.backlog_mib * 2**20,
     )
-    kinds = [k for k in args.kinds.split(",") if k]
+    parts = [k for k in args.kinds.split(",") if k]
+    counts = None
+    if "=" in args.kinds:
+        counts = {k: int(n) for k, _, n in (p.partition("=") for p in parts)}
+    kinds = [p.partition("=")[0] for p in parts]
     schedule = make_schedule(
         args.faults,
         args.seed,
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         opts.lease_ms / 1000,
         kinds,
         args.outage_seconds,
+        counts,
     )
     command = "python -m benchmarks.chaos " + shlex.join(argv)
     started = time.time()
@@ -89,6 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = report.results(verdict, figures, meta, figures["fault_events"])
     (args.out / "results.json").write_text(json.dumps(out, indent=2))
+    with gzip.open(args.out / "history.json.gz", "wt") as f:  # the raw history, to dig in
+        json.dump(
+            {
+                "acks": [astuple(a) for a in history.acks],
+                "reads": [astuple(r) for r in history.reads],
+                "commits": [astuple(c) for c in history.commits],
+                "final": history.final,
+            },
+            f,
+        )
     print(report.table(out))
     print(f"results: {args.out / 'results.json'}")
     return 0 if out["ok"] else 1

@@ -5,7 +5,8 @@ healed, against the durability contract.
 Per partition the log is append-only and the final read is its truth. The rules:
 
 - every acknowledged record is in the final log exactly once (else `lost`, `duplicated`),
-  at the offset its acknowledgement gave (else `misplaced`), and each producer's records
+  at the offset its acknowledgement gave (else `misplaced`; an acknowledgement that came
+  without an offset is only counted, `acks_without_offset`), and each producer's records
   are in the order it sent them (else `reordered`);
 - a record a consumer read is in the final log at the offset it was read at (else, if the
   record is nowhere in the final log, `phantom`: read, then it vanished; if it is elsewhere,
@@ -46,7 +47,7 @@ class Ack:
     producer: str  # one producer instance (a new instance after a fatal error is another)
     seq: int  # its send order
     partition: int
-    offset: int
+    offset: int | None  # None: the client was told of success without an offset
     t: float
 
 
@@ -91,6 +92,7 @@ class Verdict:
     relocated: list[dict[str, Any]] = field(default_factory=list)
     relocated_duplicates: list[dict[str, Any]] = field(default_factory=list)
     unacknowledged_present: int = 0
+    acks_without_offset: list[dict[str, Any]] = field(default_factory=list)
     unavailability: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
@@ -103,6 +105,7 @@ class Verdict:
         for k in (*VIOLATIONS, "relocated", "relocated_duplicates"):
             out[k] = len(getattr(self, k))
         out["unacknowledged_present"] = self.unacknowledged_present
+        out["acks_without_offset"] = len(self.acks_without_offset)
         return out
 
     def as_dict(self, limit: int = 50) -> dict[str, Any]:
@@ -110,7 +113,7 @@ class Verdict:
         out: dict[str, Any] = {"ok": self.ok, **self.counts()}
         out["offenders"] = {
             k: getattr(self, k)[:limit]
-            for k in (*VIOLATIONS, "relocated", "relocated_duplicates")
+            for k in (*VIOLATIONS, "relocated", "relocated_duplicates", "acks_without_offset")
             if getattr(self, k)
         }
         out["unavailability"] = {
@@ -143,14 +146,16 @@ def check(h: History, gap_s: float = 1.0) -> Verdict:
 
     for a in h.acks:
         places = where.get(a.value, [])
-        row = {"partition": a.partition, "offset": a.offset, "value": a.value}
+        row = {"partition": a.partition, "offset": a.offset, "value": a.value, "t": round(a.t, 2)}
+        if a.offset is None:
+            v.acks_without_offset.append(row)
         if not places:
             v.lost.append(row)
             continue
         if len(places) > 1:
             rec = {**row, "found_at": [o for _, o in places]}
             (v.relocated_duplicates if permitted(a) else v.duplicated).append(rec)
-        if (a.partition, a.offset) not in places:
+        if a.offset is not None and (a.partition, a.offset) not in places:
             rec = {**row, "found_at": [o for _, o in places]}
             (v.relocated if permitted(a) else v.misplaced).append(rec)
     # per producer instance and partition, the final offsets follow the send order

@@ -30,7 +30,9 @@ def results(
     return {
         **meta,
         **verdict.counts(),
-        "ok": verdict.ok and not figures.get("broker_crashes"),
+        "ok": verdict.ok
+        and not figures.get("broker_crashes")
+        and not figures.get("idle_partitions_unwritable"),
         "faults": dict(sorted(counts.items())),
         "faults_total": sum(counts.values()),
         "unrecovered": dict(sorted(unrecovered.items())),
@@ -49,9 +51,11 @@ def table(r: dict[str, Any]) -> str:
         ("faults", ", ".join(f"{k} {v}" for k, v in r["faults"].items()) or "none"),
         ("acknowledged", r["acknowledged"]),
         *((k.replace("_", " "), r[k]) for k in VIOLATIONS),
+        ("acks without an offset", r["acks_without_offset"]),
         ("relocated (wal window)", r["relocated"]),
         ("relocated twice (wal window)", r["relocated_duplicates"]),
         ("broker crashes", len(r.get("broker_crashes", []))),
+        ("idle partitions unwritable", len(r.get("idle_partitions_unwritable", {}))),
         (
             "not recovered in time",
             ", ".join(f"{k} {v}" for k, v in r["unrecovered"].items()) or "none",

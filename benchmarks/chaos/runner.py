@@ -32,6 +32,7 @@ from benchmarks.common import MIB, proc_memory
 from devkit.broker import BrokerProcess
 
 TOPIC = "chaos"
+IDLE_TOPIC = "chaos-idle"  # never written until the end: empty partitions through the faults
 GROUP = "chaos-group"
 BUCKET = "strata-chaos"
 
@@ -124,6 +125,8 @@ class ProducerLoop(threading.Thread):
         )
 
     def run(self) -> None:
+        from confluent_kafka import KafkaException
+
         gen = 0
         fatal = threading.Event()
         producer = self._make(fatal)
@@ -152,6 +155,10 @@ class ProducerLoop(threading.Thread):
                 self.sent += 1
             except BufferError:
                 self.rec.error("producer:queue_full")
+            except KafkaException as e:  # the instance is unusable: the next one takes over
+                self.rec.error(f"produce:{e.args[0].name()}")
+                fatal.set()
+                continue
             producer.poll(0)
             next_at += interval
             pause = next_at - time.monotonic()
@@ -539,6 +546,35 @@ def wait_stable(bootstrap: str, partitions: int, quiet_s: float, timeout: float)
     return last
 
 
+def write_idle(bootstrap: str, partitions: int, timeout: float = 60.0) -> dict[str, str]:
+    """One record to each partition of the idle topic, after the faults: an empty
+    partition must be as writable as a busy one. Returns partition -> error, if any."""
+    from confluent_kafka import Producer
+
+    errors: dict[str, str] = {str(p): "no answer" for p in range(partitions)}
+
+    def cb(err: Any, msg: Any) -> None:
+        if err is None:
+            errors.pop(str(msg.partition()), None)
+        else:
+            errors[str(msg.partition())] = err.name()
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "log_level": 2,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout * 1000),
+        }
+    )
+    for p in range(partitions):
+        producer.produce(IDLE_TOPIC, b"idle", partition=p, on_delivery=cb)
+    producer.flush(timeout + 10)
+    if errors:
+        log(f"idle topic: partitions not writable after the faults: {errors}")
+    return errors
+
+
 def wait_recovered(rec: Recorder, partitions: int, since: float, timeout: float) -> float | None:
     """Seconds from `since` until every partition had an acknowledgement after it; None
     if some partition had none within `timeout` (a fault the cluster did not recover from)."""
@@ -582,6 +618,7 @@ def run(root: Path, opts: Options, schedule: list[Fault]) -> tuple[History, dict
         log("starting etcd, moto, proxies and brokers")
         cluster.start()
         create_topic(cluster.bootstrap, TOPIC, opts.partitions)
+        create_topic(cluster.bootstrap, IDLE_TOPIC, opts.partitions)
         rec.t0 = time.monotonic()
         monitor = Monitor(cluster.bootstrap, cluster.brokers, opts, rec)
         producers = [
@@ -644,11 +681,13 @@ def run(root: Path, opts: Options, schedule: list[Fault]) -> tuple[History, dict
         time.sleep(2)  # the monitor's last committed-offset sample after the final commits
         monitor.stop.set()
         monitor.join(10)
+        idle = write_idle(cluster.bootstrap, opts.partitions)
         log("final read")
         final = final_read(cluster.bootstrap, opts.partitions)
         cluster.check_alive(rec)
         figures = {
             "group_caught_up": caught_up,
+            "idle_partitions_unwritable": idle,
             "end_offsets": ends,
             "sent": sum(p.sent for p in producers),
             "errors": dict(rec.errors.most_common()),
