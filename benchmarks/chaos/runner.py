@@ -70,7 +70,9 @@ class Recorder:
     """What the load threads append to, under one lock, against one clock."""
 
     t0: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # reentrant: a producer instance destroyed (by the GC, on any thread) runs its
+    # delivery callbacks right there, maybe inside a locked section
+    lock: threading.RLock = field(default_factory=threading.RLock)
     acks: list[Ack] = field(default_factory=list)
     reads: list[Read] = field(default_factory=list)
     commits: list[CommitSample] = field(default_factory=list)
