@@ -10,6 +10,7 @@ import argparse
 import gzip
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         counts,
     )
     command = "python -m benchmarks.chaos " + shlex.join(argv)
+    # SIGTERM unwinds like Ctrl-C, so the brokers, servers and mounts are cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     history, figures = run(args.out / "run", opts, schedule)

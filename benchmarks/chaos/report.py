@@ -79,40 +79,62 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _kinds(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+def _rss(r: dict[str, Any], label: str | None = None) -> str:
+    if label is None:
+        values = r.get("rss_peak_mib_by_broker", {}).values()
+    else:
+        values = [r.get("rss_peak_mib_by_fault", {}).get(label, 0.0)]
+    peak = max(values, default=0.0)
+    return f"{peak:.0f} MiB" if peak else "–"
+
+
+README_ROWS: list[tuple[str, Any]] = [
+    ("durability", lambda r: r["durability"]),
+    ("seed", lambda r: r["seed"]),
+    ("Strata at", lambda r: r.get("git_commit", "?")),
+    ("duration", lambda r: f"{r['seconds'] / 60:.0f} min"),
+    ("faults", lambda r: _kinds(r["faults"])),
+    ("acknowledged records", lambda r: f"{r['acknowledged']:,}"),
+    ("records read by the group", lambda r: f"{r['reads']:,}"),
+    ("lost", lambda r: r["lost"]),
+    ("duplicated", lambda r: r["duplicated"]),
+    ("reordered", lambda r: r["reordered"]),
+    ("misplaced (not at the acknowledged offset)", lambda r: r["misplaced"]),
+    ("phantom reads (read, then vanished)", lambda r: r["phantom"]),
+    ("divergent reads (read at another offset)", lambda r: r["divergent"]),
+    ("committed offsets moving backwards", lambda r: r["commit_regressions"]),
+    ("relocated by a wal failover, and back", lambda r: r["relocated"]),
+    ("acknowledged without an offset (client side)", lambda r: r.get("acks_without_offset", "–")),
+    ("broker exits nobody asked for", lambda r: len(r.get("broker_crashes", []))),
+    (
+        "idle partitions not writable at the end",
+        lambda r: len(r.get("idle_partitions_unwritable", {})),
+    ),
+    ("faults not recovered from within 45 s", lambda r: _kinds(r["unrecovered"])),
+    ("slowest recovery, by fault", lambda r: _kinds(r.get("recovery_s_max", {}))),
+    ("upload backlog bound", lambda r: f"{r['options']['backlog_bytes'] // 2**20} MiB"),
+    (
+        "peak broker RSS: steady / object store down / whole run",
+        lambda r: f"{_rss(r, 'steady')} / {_rss(r, 's3_down')} / {_rss(r)}",
+    ),
+    ("verdict", lambda r: "pass" if r["ok"] else "FAIL"),
+]
+
+
 def readme_section(runs: Sequence[dict[str, Any]]) -> str:
-    head = (
-        "| run | durability | faults | acknowledged | lost | duplicated | reordered | misplaced | "
-        "phantom | divergent | commit regressions | relocated (wal) | broker crashes | "
-        "not recovered within 45 s | peak RSS | verdict |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in runs:
-        faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
-        rss = max(r.get("rss_peak_mib_by_broker", {"-": 0}).values())
-        lines.append(
-            f"| `{r['command']}` | {r['durability']} | {faults} | {r['acknowledged']:,} "
-            f"| {r['lost']} "
-            f"| {r['duplicated']} | {r['reordered']} | {r['misplaced']} | {r['phantom']} "
-            f"| {r['divergent']} | {r['commit_regressions']} | {r['relocated']} "
-            f"| {len(r.get('broker_crashes', []))} "
-            f"| {', '.join(f'{k} {v}' for k, v in r['unrecovered'].items()) or 'none'} "
-            f"| {rss:.0f} MiB "
-            f"| {'pass' if r['ok'] else 'FAIL'} |"
-        )
-    notes = []
-    for r in runs:
-        crashes = r.get("broker_crashes", [])
-        outage = r.get("rss_peak_mib_by_fault", {}).get("s3_down")
-        extra = f"; peak RSS during store outages {outage:.0f} MiB" if outage else ""
-        notes.append(
-            f"- `{r['command']}` (Strata at {r.get('git_commit', '?')}, "
-            f"{r['seconds'] / 60:.0f} min, "
-            f"backlog bound {r['options']['backlog_bytes'] // 2**20} MiB{extra}): "
-            f"{r['final_records']:,} records in the final log, {r['reads']:,} read by the group, "
-            f"{r['unacknowledged_present']} unacknowledged records present (allowed), "
-            f"{len(crashes)} broker exits nobody asked for."
-        )
-    return "\n".join([*lines, "", *notes]) + "\n"
+    """One column per stored run, one row per figure; the commands underneath."""
+    head = "| figure | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |"
+    lines = [head, "|---|" + "---|" * len(runs)]
+    for name, get in README_ROWS:
+        lines.append(f"| {name} | " + " | ".join(str(get(r)) for r in runs) + " |")
+    lines.append("")
+    for i, r in enumerate(runs):
+        lines.append(f"- run {i + 1}: `{r['command']}`")
+    return "\n".join(lines) + "\n"
 
 
 def rewrite(readme: str, section: str) -> str:

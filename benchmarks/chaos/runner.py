@@ -67,16 +67,17 @@ class FaultEvent:
 
 @dataclass
 class Recorder:
-    """What the load threads append to, under one lock, against one clock."""
+    """What the load threads append to, against one clock. No lock: librdkafka runs
+    delivery callbacks wherever it likes (a destroyed instance's on whatever thread drops
+    it, a fatal error's inside produce()), and a lock taken there hung the run; each
+    list or dict here is only appended to or assigned in single operations, which the
+    GIL keeps whole, and read as a copy."""
 
     t0: float = field(default_factory=time.monotonic)
-    # reentrant: a producer instance destroyed (by the GC, on any thread) runs its
-    # delivery callbacks right there, maybe inside a locked section
-    lock: threading.RLock = field(default_factory=threading.RLock)
     acks: list[Ack] = field(default_factory=list)
     reads: list[Read] = field(default_factory=list)
     commits: list[CommitSample] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
+    error_log: list[str] = field(default_factory=list)
     label: str = "steady"  # the fault holding now, for the RSS samples
     rss_peak: dict[str, float] = field(default_factory=dict)  # label -> MiB
     rss_peak_broker: dict[int, float] = field(default_factory=dict)
@@ -86,8 +87,7 @@ class Recorder:
         return time.monotonic() - self.t0
 
     def error(self, what: str) -> None:
-        with self.lock:
-            self.errors[what] += 1
+        self.error_log.append(what)
 
 
 def log(msg: str) -> None:
@@ -178,9 +178,8 @@ class ProducerLoop(threading.Thread):
                 self.rec.error(f"delivery:{err.name()}")
                 return
             ack = Ack(value, pname, seq, msg.partition(), msg.offset(), self.rec.now())
-            with self.rec.lock:
-                self.rec.acks.append(ack)
-                self.rec.last_ack[ack.partition] = ack.t
+            self.rec.acks.append(ack)
+            self.rec.last_ack[ack.partition] = ack.t
 
         return cb
 
@@ -219,8 +218,7 @@ class ConsumerLoop(threading.Thread):
                     r = Read(
                         msg.partition(), msg.offset(), msg.value().decode().rstrip(), self.rec.now()
                     )
-                    with self.rec.lock:
-                        self.rec.reads.append(r)
+                    self.rec.reads.append(r)
         finally:
             with contextlib.suppress(Exception):
                 c.close()
@@ -259,12 +257,9 @@ class Monitor(threading.Thread):
                 with contextlib.suppress(Exception):
                     t = self.rec.now()
                     got = c.committed(tps, timeout=3)
-                    with self.rec.lock:
-                        self.rec.commits.extend(
-                            CommitSample(tp.partition, tp.offset, t)
-                            for tp in got
-                            if tp.error is None
-                        )
+                    self.rec.commits.extend(
+                        [CommitSample(tp.partition, tp.offset, t) for tp in got if tp.error is None]
+                    )
         finally:
             with contextlib.suppress(Exception):
                 c.close()
@@ -277,10 +272,9 @@ class Monitor(threading.Thread):
                 mib = proc_memory(b.pid)["VmRSS"] / MIB
             except (OSError, KeyError, AssertionError):
                 continue
-            with self.rec.lock:
-                label = self.rec.label
-                self.rec.rss_peak[label] = max(self.rec.rss_peak.get(label, 0.0), mib)
-                self.rec.rss_peak_broker[i] = max(self.rec.rss_peak_broker.get(i, 0.0), mib)
+            label = self.rec.label  # only this thread writes the peaks
+            self.rec.rss_peak[label] = max(self.rec.rss_peak.get(label, 0.0), mib)
+            self.rec.rss_peak_broker[i] = max(self.rec.rss_peak_broker.get(i, 0.0), mib)
 
 
 class Cluster:
@@ -582,8 +576,7 @@ def wait_recovered(rec: Recorder, partitions: int, since: float, timeout: float)
     if some partition had none within `timeout` (a fault the cluster did not recover from)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with rec.lock:
-            times = [rec.last_ack.get(p, -1.0) for p in range(partitions)]
+        times = [rec.last_ack.get(p, -1.0) for p in range(partitions)]
         if min(times) > since:
             return round(max(times) - since, 2)
         time.sleep(0.2)
@@ -593,10 +586,9 @@ def wait_recovered(rec: Recorder, partitions: int, since: float, timeout: float)
 def wait_group_caught_up(rec: Recorder, ends: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with rec.lock:
-            seen: dict[int, int] = {}
-            for r in rec.reads:
-                seen[r.partition] = max(seen.get(r.partition, -1), r.offset)
+        seen: dict[int, int] = {}
+        for r in list(rec.reads):
+            seen[r.partition] = max(seen.get(r.partition, -1), r.offset)
         if all(seen.get(p, -1) + 1 >= end for p, end in enumerate(ends) if end > 0):
             return True
         time.sleep(1)
@@ -692,7 +684,7 @@ def run(root: Path, opts: Options, schedule: list[Fault]) -> tuple[History, dict
             "idle_partitions_unwritable": idle,
             "end_offsets": ends,
             "sent": sum(p.sent for p in producers),
-            "errors": dict(rec.errors.most_common()),
+            "errors": dict(Counter(rec.error_log).most_common()),
             "rss_peak_mib_by_fault": {k: round(v, 1) for k, v in rec.rss_peak.items()},
             "rss_peak_mib_by_broker": {str(k): round(v, 1) for k, v in rec.rss_peak_broker.items()},
             "broker_crashes": cluster.crashes,
