@@ -32,7 +32,9 @@ def results(
         **verdict.counts(),
         "ok": verdict.ok
         and not figures.get("broker_crashes")
-        and not figures.get("idle_partitions_unwritable"),
+        and not figures.get("idle_partitions_unwritable")
+        and not figures.get("partitions_given_up")
+        and not figures.get("final_read_incomplete"),
         "faults": dict(sorted(counts.items())),
         "faults_total": sum(counts.values()),
         "unrecovered": dict(sorted(unrecovered.items())),
@@ -56,6 +58,8 @@ def table(r: dict[str, Any]) -> str:
         ("relocated twice (wal window)", r["relocated_duplicates"]),
         ("broker crashes", len(r.get("broker_crashes", []))),
         ("idle partitions unwritable", len(r.get("idle_partitions_unwritable", {}))),
+        ("partitions given up on", r.get("partitions_given_up") or "none"),
+        ("final read incomplete", r.get("final_read_incomplete") or "none"),
         (
             "not recovered in time",
             ", ".join(f"{k} {v}" for k, v in r["unrecovered"].items()) or "none",
@@ -115,6 +119,10 @@ README_ROWS: list[tuple[str, Any]] = [
         lambda r: len(r.get("idle_partitions_unwritable", {})),
     ),
     ("faults not recovered from within 45 s", lambda r: _kinds(r["unrecovered"])),
+    (
+        "partitions unavailable for good (since, s)",
+        lambda r: _kinds(r.get("partitions_given_up", {})),
+    ),
     ("slowest recovery, by fault", lambda r: _kinds(r.get("recovery_s_max", {}))),
     ("upload backlog bound", lambda r: f"{r['options']['backlog_bytes'] // 2**20} MiB"),
     (

@@ -82,6 +82,7 @@ class Recorder:
     rss_peak: dict[str, float] = field(default_factory=dict)  # label -> MiB
     rss_peak_broker: dict[int, float] = field(default_factory=dict)
     last_ack: dict[int, float] = field(default_factory=dict)  # partition -> newest ack time
+    stuck: dict[int, float] = field(default_factory=dict)  # partitions given up on -> since
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -483,20 +484,25 @@ class Cluster:
 def end_offsets(bootstrap: str, partitions: int) -> list[int]:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-offsets"})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-offsets", "log_level": 2})
+    out = []
     try:
-        return [
-            c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10, cached=False)[1]
-            for p in range(partitions)
-        ]
+        for p in range(partitions):
+            try:
+                tp = TopicPartition(TOPIC, p)
+                out.append(c.get_watermark_offsets(tp, timeout=10, cached=False)[1])
+            except Exception:
+                out.append(-1)  # unavailable: -1 never equals a real end
+        return out
     finally:
         c.close()
 
 
 def final_read(
     bootstrap: str, partitions: int, timeout: float = 180.0
-) -> dict[int, list[tuple[int, str]]]:
-    """Every partition from its start to the high watermark, outside any group."""
+) -> tuple[dict[int, list[tuple[int, str]]], list[int]]:
+    """Every partition from its start to the high watermark, outside any group; and the
+    partitions that could not be read to the end (their records count as lost)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     ends = end_offsets(bootstrap, partitions)
@@ -507,6 +513,7 @@ def final_read(
     try:
         c.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(partitions)])
         pending = {p for p in range(partitions) if ends[p] > 0}
+        unreadable = {p for p in range(partitions) if ends[p] < 0}
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
             for msg in c.consume(1000, 1.0):
@@ -516,11 +523,11 @@ def final_read(
                 out[p].append((msg.offset(), msg.value().decode().rstrip()))
                 if msg.offset() + 1 >= ends[p]:
                     pending.discard(p)
-        if pending:
-            raise TimeoutError(f"final read incomplete for partitions {sorted(pending)}")
+        if pending or unreadable:
+            log(f"final read incomplete for partitions {sorted(pending | unreadable)}")
     finally:
         c.close()
-    return out
+    return out, sorted(pending | unreadable)
 
 
 def wait_stable(bootstrap: str, partitions: int, quiet_s: float, timeout: float) -> list[int]:
@@ -572,11 +579,14 @@ def write_idle(bootstrap: str, partitions: int, timeout: float = 60.0) -> dict[s
 
 
 def wait_recovered(rec: Recorder, partitions: int, since: float, timeout: float) -> float | None:
-    """Seconds from `since` until every partition had an acknowledgement after it; None
-    if some partition had none within `timeout` (a fault the cluster did not recover from)."""
+    """Seconds from `since` until every partition (but those given up on, `rec.stuck`) had
+    an acknowledgement after it; None if some had none within `timeout` (a fault the
+    cluster did not recover from)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        times = [rec.last_ack.get(p, -1.0) for p in range(partitions)]
+        times = [rec.last_ack.get(p, -1.0) for p in range(partitions) if p not in rec.stuck]
+        if not times:
+            return None
         if min(times) > since:
             return round(max(times) - since, 2)
         time.sleep(0.2)
@@ -649,9 +659,16 @@ def run(root: Path, opts: Options, schedule: list[Fault]) -> tuple[History, dict
                 cluster.check_alive(rec)
                 ev.repair = cluster.repair(f)
                 if ev.repair:
-                    again = wait_recovered(rec, opts.partitions, rec.now(), opts.recovery_timeout_s)
+                    t = rec.now()
+                    again = wait_recovered(rec, opts.partitions, t, opts.recovery_timeout_s)
                     ev.repair += f"; recovered {again}s after it" if again is not None else "; no"
                     log(ev.repair)
+                # partitions still without an ack are given up on: reported, and not
+                # waited for after later faults
+                for p in range(opts.partitions):
+                    if p not in rec.stuck and rec.last_ack.get(p, -1.0) < ev.healed:
+                        rec.stuck[p] = round(ev.healed, 2)
+                        log(f"partition {p} unavailable since {f.kind} at {ev.start:.1f}s")
             events.append(ev)
             if f.kind in LEASE_KINDS:
                 windows.append(
@@ -677,11 +694,13 @@ def run(root: Path, opts: Options, schedule: list[Fault]) -> tuple[History, dict
         monitor.join(10)
         idle = write_idle(cluster.bootstrap, opts.partitions)
         log("final read")
-        final = final_read(cluster.bootstrap, opts.partitions)
+        final, unread = final_read(cluster.bootstrap, opts.partitions)
         cluster.check_alive(rec)
         figures = {
             "group_caught_up": caught_up,
             "idle_partitions_unwritable": idle,
+            "partitions_given_up": {str(p): t for p, t in rec.stuck.items()},
+            "final_read_incomplete": unread,
             "end_offsets": ends,
             "sent": sum(p.sent for p in producers),
             "errors": dict(Counter(rec.error_log).most_common()),
