@@ -156,3 +156,11 @@ def test_an_acknowledgement_without_an_offset_is_counted_not_misplaced() -> None
     h.acks[0] = Ack(a.value, a.producer, a.seq, a.partition, None, a.t)
     v = check(h)
     assert v.ok and len(v.acks_without_offset) == 1
+
+
+def test_records_of_a_partition_that_could_not_be_read_are_unreadable_not_lost() -> None:
+    h = clean()
+    h.final[1] = h.final[1][:2]
+    h.unreadable = [1]
+    v = check(h)
+    assert not v.lost and len(v.unreadable) == 8 and not v.ok

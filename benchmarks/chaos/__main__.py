@@ -18,7 +18,7 @@ from dataclasses import asdict, astuple
 from pathlib import Path
 
 from benchmarks.chaos import report
-from benchmarks.chaos.checker import check
+from benchmarks.chaos.checker import Ack, CommitSample, History, Read, check
 from benchmarks.chaos.runner import Options, run
 from benchmarks.chaos.schedule import KINDS, make_schedule
 from benchmarks.common import REPO_ROOT
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["readme"]:
         return readme(argv[1:])
+    if argv[:1] == ["check"]:
+        return recheck(argv[1:])
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.chaos", description=__doc__.splitlines()[0]
     )
@@ -105,11 +107,58 @@ def main(argv: list[str] | None = None) -> int:
                 "reads": [astuple(r) for r in history.reads],
                 "commits": [astuple(c) for c in history.commits],
                 "final": history.final,
+                "produce_span": history.produce_span,
             },
             f,
         )
     print(report.table(out))
     print(f"results: {args.out / 'results.json'}")
+    return 0 if out["ok"] else 1
+
+
+def recheck(argv: list[str]) -> int:
+    """`python -m benchmarks.chaos check DIR`: the checker again over a stored run's
+    history (DIR/history.json.gz), rewriting DIR/results.json's verdict: for a checker
+    that learned something after the run."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.chaos check")
+    ap.add_argument("dir", type=Path)
+    args = ap.parse_args(argv)
+    old = json.loads((args.dir / "results.json").read_text())
+    with gzip.open(args.dir / "history.json.gz", "rt") as f:
+        raw = json.load(f)
+    acks = [Ack(*a) for a in raw["acks"]]
+    span = raw.get("produce_span") or (0.0, max((a.t for a in acks), default=0.0))
+    history = History(
+        durability=old["durability"],
+        acks=acks,
+        reads=[Read(*r) for r in raw["reads"]],
+        commits=[CommitSample(*c) for c in raw["commits"]],
+        final={int(p): [tuple(x) for x in recs] for p, recs in raw["final"].items()},
+        windows=[tuple(w) for w in old.get("wal_windows", [])],
+        unreadable=old.get("final_read_incomplete", []),
+        produce_span=tuple(span),
+    )
+    verdict = check(history, gap_s=2.0)
+    meta_keys = ("command", "seed", "durability", "faults_requested", "kinds", "git_commit")
+    meta = {k: old[k] for k in (*meta_keys, "started", "seconds", "options", "wal_windows")}
+    figure_keys = (
+        "group_caught_up",
+        "idle_partitions_unwritable",
+        "partitions_given_up",
+        "final_read_incomplete",
+        "end_offsets",
+        "sent",
+        "errors",
+        "rss_peak_mib_by_fault",
+        "rss_peak_mib_by_broker",
+        "broker_crashes",
+        "fault_events",
+        "disk_full_available",
+    )
+    figures = {k: old[k] for k in figure_keys if k in old}
+    out = report.results(verdict, figures, meta, figures["fault_events"])
+    (args.dir / "results.json").write_text(json.dumps(out, indent=2))
+    print(report.table(out))
     return 0 if out["ok"] else 1
 
 

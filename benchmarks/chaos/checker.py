@@ -17,7 +17,8 @@ Per partition the log is append-only and the final read is its truth. The rules:
   a new offset, after later ones, and (documented) twice. Those are counted as
   `relocated` / `relocated_duplicates`, allowed only for records acknowledged inside a
   window around a lease-losing fault; outside a window they are violations, and a record
-  that never comes back is `lost` in every mode.
+  that never comes back is `lost` in every mode (`unreadable` instead if its partition
+  could not be read to the end: unavailable, which also fails the run).
 
 Also derived: the unavailability windows per partition (gaps between acknowledgements
 longer than `gap_s` while producers were running).
@@ -74,6 +75,7 @@ class History:
     commits: list[CommitSample] = field(default_factory=list)
     final: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # p -> [(off, value)]
     windows: list[tuple[float, float]] = field(default_factory=list)  # wal loss windows
+    unreadable: list[int] = field(default_factory=list)  # partitions not read to the end
     produce_span: tuple[float, float] = (0.0, 0.0)
 
 
@@ -93,11 +95,12 @@ class Verdict:
     relocated_duplicates: list[dict[str, Any]] = field(default_factory=list)
     unacknowledged_present: int = 0
     acks_without_offset: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
     unavailability: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not any(getattr(self, k) for k in VIOLATIONS)
+        return not any(getattr(self, k) for k in VIOLATIONS) and not self.unreadable
 
     def counts(self) -> dict[str, int]:
         out = {"acknowledged": self.acknowledged, "final_records": self.final_records}
@@ -106,6 +109,7 @@ class Verdict:
             out[k] = len(getattr(self, k))
         out["unacknowledged_present"] = self.unacknowledged_present
         out["acks_without_offset"] = len(self.acks_without_offset)
+        out["unreadable"] = len(self.unreadable)
         return out
 
     def as_dict(self, limit: int = 50) -> dict[str, Any]:
@@ -113,7 +117,13 @@ class Verdict:
         out: dict[str, Any] = {"ok": self.ok, **self.counts()}
         out["offenders"] = {
             k: getattr(self, k)[:limit]
-            for k in (*VIOLATIONS, "relocated", "relocated_duplicates", "acks_without_offset")
+            for k in (
+                *VIOLATIONS,
+                "relocated",
+                "relocated_duplicates",
+                "acks_without_offset",
+                "unreadable",
+            )
             if getattr(self, k)
         }
         out["unavailability"] = {
@@ -150,7 +160,10 @@ def check(h: History, gap_s: float = 1.0) -> Verdict:
         if a.offset is None:
             v.acks_without_offset.append(row)
         if not places:
-            v.lost.append(row)
+            if a.partition in h.unreadable:
+                v.unreadable.append(row)  # not lost as far as anyone can tell: unavailable
+            else:
+                v.lost.append(row)
             continue
         if len(places) > 1:
             rec = {**row, "found_at": [o for _, o in places]}
@@ -174,7 +187,7 @@ def check(h: History, gap_s: float = 1.0) -> Verdict:
             last = max(last, off)
     # reads
     for r in h.reads:
-        if at.get((r.partition, r.offset)) == r.value:
+        if at.get((r.partition, r.offset)) == r.value or r.partition in h.unreadable:
             continue
         row = {"partition": r.partition, "offset": r.offset, "value": r.value}
         if r.value not in where:

@@ -727,6 +727,7 @@ def run(root: Path, opts: Options, schedule: list[Fault]) -> tuple[History, dict
             commits=list(rec.commits),
             final=final,
             windows=windows,
+            unreadable=unread,
             produce_span=(produce_start, produce_end),
         )
         return history, figures
