@@ -162,14 +162,21 @@ class ProducerLoop(threading.Thread):
                 self.rec.error(f"produce:{e.args[0].name()}")
                 fatal.set()
                 continue
-            producer.poll(0)
+            try:
+                producer.poll(0)
+            except KafkaException as e:  # fatal errors surface here too
+                self.rec.error(f"poll:{e.args[0].name()}")
+                fatal.set()
             next_at += interval
             pause = next_at - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
             else:
                 next_at = time.monotonic()
-        left = producer.flush(150)
+        try:
+            left = producer.flush(150)
+        except KafkaException:
+            left = -1
         if left:
             log(f"{self.name}: {left} messages never answered")
 
