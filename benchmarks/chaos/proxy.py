@@ -80,10 +80,11 @@ class FaultProxy:
         assert self._loop is not None
 
         def apply() -> None:
+            # every change cuts the connections open so far: into a fault, so it applies
+            # at once; out of one, so clients held by a blackhole retry now
             self.mode, self.delay, self.status = mode, delay, status
-            if mode in ("http_error", "blackhole"):
-                for w in list(self._conns):
-                    w.transport.abort()
+            for w in list(self._conns):
+                w.transport.abort()
 
         self._loop.call_soon_threadsafe(apply)
 
