@@ -505,3 +505,72 @@ def test_clients_leaving_mid_change_during_hand_offs_leave_later_changes_working
     )
     for i in (1, 2):
         assert "PreconditionFailed" not in cluster.brokers[i].log()
+
+
+def test_an_empty_partition_taken_from_a_paused_broker_opens_after_it_wakes(
+    cluster, s3_bucket
+) -> None:
+    """Found by the chaos harness (python -m benchmarks.chaos, seed 11): a broker paused
+    past its lease wakes, drops the partitions taken from it and rewrites its catalog
+    without them. An empty partition (no object yet: an idle topic, __consumer_offsets,
+    __transaction_state) got no hand-off record then, so a new leader that read the
+    catalog after that found nothing and never opened it. Broker 1 reaches the store
+    through a proxy held dead until broker 2 has woken up and let go."""
+    from benchmarks.chaos.proxy import FaultProxy
+
+    moto, _ = s3_bucket
+    proxy = FaultProxy(moto.port, "s3-proxy-b1").start()
+    try:
+        cluster.start(1, "--s3-endpoint", proxy.url)
+        cluster.start(2)
+        _create(cluster, "idle", 4)
+        settled: list = []
+
+        def steady() -> bool:  # both brokers lead, and nothing moved for 3 s
+            settled.append((time.monotonic(), cluster.leaders("idle")))
+            now, leaders = settled[-1]
+            since = now
+            for t, seen in reversed(settled):
+                if seen != leaders:
+                    break
+                since = t
+            return set(leaders.values()) == {1, 2} and now - since >= 3
+
+        assert wait_for(steady, timeout=60)
+        partition = next(p for p, leader in cluster.leaders("idle").items() if leader == 2)
+        b2 = cluster.brokers[2]
+        seen = len(b2.log(10**9))
+        proxy.set_mode("blackhole")
+        os.kill(b2.proc.pid, signal.SIGSTOP)
+        try:
+            assert wait_for(
+                lambda: cluster.leaders("idle")[partition] == 1, timeout=TTL_MS / 1000 + 15
+            )
+        finally:
+            os.kill(b2.proc.pid, signal.SIGCONT)
+
+        def let_go() -> bool:
+            return any(
+                f"idle-{partition}: " in line and "dropped here" in line
+                for line in b2.log(10**9)[seen:].splitlines()
+            )
+
+        assert wait_for(let_go, timeout=30), b2.log()[-3000:]
+        time.sleep(3)  # its catalog snapshot goes out without the partition
+        proxy.set_mode("pass")
+        results: dict = {}
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "message.timeout.ms": 40000})
+        producer.produce(
+            "idle",
+            b"after",
+            partition=partition,
+            on_delivery=lambda err, msg: results.update(err=err, offset=msg.offset()),
+        )
+        producer.flush(50)
+        assert results.get("err") is None and results.get("offset") == 0, (
+            results,
+            cluster.brokers[1].log()[-3000:],
+        )
+    finally:
+        cluster.stop_all()
+        proxy.stop()

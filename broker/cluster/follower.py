@@ -206,10 +206,11 @@ class PartitionFollower:
     async def _let_go(self, p: Partition) -> None:
         """Drop a partition another broker took without a hand-off. What this broker
         uploaded is described in a hand-off record (its next snapshot will not), and
-        what it acknowledged but never uploaded is kept as orphans."""
+        what it acknowledged but never uploaded is kept as orphans. An empty partition
+        gets its record too: otherwise a new leader reading after the snapshot finds
+        it described nowhere and never opens it."""
         logs = self.logs
-        if p.object_entries:
-            await logs.write_handoff(p, producers=False)
+        await logs.write_handoff(p, producers=False)
         await self._node.orphans.keep(await logs.unuploaded(p))
         logs.drop(p, lost=True)
         logs.snapshot_soon()

@@ -1,0 +1,74 @@
+"""The chaos harness, CI-sized: one fault of each kind against three brokers (object
+durability, etcd and moto on loopback), then the checker's verdict read from results.json.
+
+The longer campaigns (hundreds of faults, both durability modes) are run by hand with the
+same command and reported in README.md's chaos table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.chaos.schedule import KINDS
+from devkit.etcd import etcd_binary
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("chaos")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chaos", "--faults", str(len(KINDS)), "--seed", "3"]
+        + ["--durability", "object", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    results_path = out / "results.json"
+    assert results_path.is_file(), proc.stderr[-4000:]
+    assert "verdict" in proc.stdout and "acknowledged" in proc.stdout  # the printed table
+    return {**json.loads(results_path.read_text()), "_stdout": proc.stdout}
+
+
+def test_every_acknowledged_record_is_read_back_once_in_order_at_its_offset(
+    run: dict[str, Any],
+) -> None:
+    r = run
+    assert r["faults"] == dict.fromkeys(sorted(KINDS), 1)
+    assert r["acknowledged"] > 2000, r["errors"]
+    for violation in ("lost", "duplicated", "misplaced", "reordered", "phantom", "divergent"):
+        assert r[violation] == 0, (violation, r["checker"]["offenders"])
+    assert r["commit_regressions"] == 0, r["checker"]["offenders"]
+    assert r["relocated"] == 0  # object mode has no permitted loss window
+    assert r["reads"] >= r["acknowledged"] - r["unreadable"], "the group read too little"
+    assert not r["broker_crashes"], r["broker_crashes"]
+
+
+@pytest.mark.xfail(
+    reason="open liveness bugs found by this harness: a WAL that hit ENOSPC refuses appends "
+    "until the broker restarts (disk_full never recovers by itself); and partitions can still "
+    "end up 'not opened' after a hand-off followed by a failover (seen in wal mode, seed 12)",
+    strict=False,
+)
+def test_every_fault_heals_into_a_cluster_that_takes_writes_on_every_partition(
+    run: dict[str, Any],
+) -> None:
+    r = run
+    assert not r["unrecovered"], r["fault_events"]
+    assert not r["partitions_given_up"] and not r["final_read_incomplete"]
+    assert not r["idle_partitions_unwritable"]
+    assert r["group_caught_up"]
+    assert r["ok"], r["_stdout"][-3000:]
