@@ -10,6 +10,7 @@ Cluster mode swaps this for etcd behind the same methods.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import uuid
 from collections.abc import Callable
@@ -59,6 +60,7 @@ class MetadataStore:
         # dynamic broker configs by scope: "" the cluster default, "<id>" one broker
         self.broker_configs: dict[str, dict[str, str]] = {}
         self.created = False  # load() found no metadata and started a new cluster
+        self.links: dict[str, dict] = {}  # topic links from other clusters (broker.links)
 
     async def load(self, legacy: Path | None = None) -> None:
         """Read the metadata; if the store has none, import `legacy` (the local file of
@@ -128,6 +130,7 @@ class MetadataStore:
         self.broker_configs = {
             str(scope): dict(configs) for scope, configs in doc.get("broker_configs", {}).items()
         }
+        self.links = copy.deepcopy(doc.get("links", {}))
 
     def document(self) -> dict:
         return {
@@ -146,6 +149,7 @@ class MetadataStore:
                 for t in self.topics.values()
             ],
             "broker_configs": {scope: dict(c) for scope, c in self.broker_configs.items()},
+            "links": copy.deepcopy(self.links),
         }
 
     def encode(self) -> bytes:
