@@ -42,7 +42,9 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture
 def strata(tmp_path: Path) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path / "data", None, metrics=True).start()
+    b = BrokerProcess(
+        tmp_path / "data", None, "--group-initial-rebalance-delay-ms", "0", metrics=True
+    ).start()
     yield b
     b.stop()
 
@@ -175,7 +177,7 @@ def caught_up(b: BrokerProcess, name: str, topic: str, source_ends: dict[int, in
     return all(parts.get(str(p), {}).get("mirror_end") == e for p, e in source_ends.items())
 
 
-def test_a_mirrored_topic_has_the_source_records_at_the_same_offsets_and_is_read_only_until_promoted(
+def test_a_mirror_topic_keeps_the_source_offsets_and_is_read_only_until_promoted(
     kafka, strata
 ) -> None:
     topic = "agent-events"
@@ -233,3 +235,81 @@ def test_a_mirrored_topic_has_the_source_records_at_the_same_offsets_and_is_read
     listed = json.loads(link(strata, "list").stdout)
     assert listed["links"][0]["name"] == "prod"
     assert describe(strata, "prod")["topics"][topic]["state"] == "promoted"
+
+
+def produce_n(bootstrap: str, topic: str, n: int, start: int = 0) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for i in range(start, start + n):
+        p.produce(topic, key=f"k{i % 7}".encode(), value=f"v{i}".encode())
+        if i % 100 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+
+
+def consume_group(bootstrap: str, topic: str, group: str, count: int) -> list[tuple[int, int]]:
+    """Consume `count` records as a member of `group`, committing each; (partition, offset)."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    got: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 90
+    try:
+        while len(got) < count and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            got.append((m.partition(), m.offset()))
+        c.commit(asynchronous=False)  # where it stopped
+    finally:
+        c.close()
+    assert len(got) == count, f"consumed {len(got)} of {count}"
+    return got
+
+
+def test_a_consumer_group_moved_from_kafka_resumes_on_strata_where_it_stopped(
+    kafka, strata
+) -> None:
+    topic = "orders-eu"
+    create_topic(kafka.bootstrap, topic, 3)
+    produce_n(kafka.bootstrap, topic, 900)
+    before = consume_group(kafka.bootstrap, topic, "billing", 400)  # stopped on Kafka
+    link(
+        strata,
+        "create",
+        "--name",
+        "eu",
+        "--source-bootstrap",
+        kafka.bootstrap,
+        "--topics",
+        "orders-.*",
+        "--groups",
+        "bill.*",
+    )
+    source_ends = ends(kafka.bootstrap, topic, 3)
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "eu", topic, source_ends))
+    committed = {p: max(o for q, o in before if q == p) + 1 for p, _ in before}
+    synced = {f"{topic}-{p}": o for p, o in committed.items()}
+    wait_for(
+        "the group's offsets",
+        lambda: (
+            {k: v for k, v in describe(strata, "eu")["groups"].get("billing", {}).items()} == synced
+        ),
+    )
+    after = consume_group(strata.bootstrap, topic, "billing", 900 - len(before))
+    everything = sorted(before + after)
+    assert everything == sorted({(p, o) for p in range(3) for o in range(source_ends[p])})
+    # the group moved: what it commits on Strata is never overwritten from Kafka again
+    produce_n(kafka.bootstrap, topic, 30, 900)
+    time.sleep(7)  # more than a refresh of the link
+    c = Consumer({"bootstrap.servers": strata.bootstrap, "group.id": "billing"})
+    try:
+        mine = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+    finally:
+        c.close()
+    assert {tp.partition: tp.offset for tp in mine} == source_ends
