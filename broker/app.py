@@ -20,6 +20,9 @@ from broker.groups.offset_store import OffsetStore
 from broker.handlers import HANDLERS
 from broker.handlers.context import HandlerContext
 from broker.leadership import EmbeddedLeadership, Leadership
+from broker.links.http import PREFIX as LINKS_PREFIX
+from broker.links.http import LinksHttp
+from broker.links.service import LinkService
 from broker.log.manager import ClusterLink, LogManager, wal_directory
 from broker.log.partition import Partition
 from broker.log.topics import TopicState
@@ -143,10 +146,20 @@ class Broker:
                 one_log=self.cluster is None,
             ),
         )
+        groups = self.groups
+        self.links = LinkService(
+            meta,
+            self.logs,
+            self.leadership,
+            self.offsets,
+            group_active=lambda g: (grp := groups.group(g)) is not None and not grp.is_empty(),
+        )
         replay = self._replay_http()
         self.console_peers = Peers(f"strata-console-{config.broker_id}")
         self.metrics_http = MetricsHttp(
-            self.metrics, {PREFIX: replay.app}, fallback=self._console(replay).app
+            self.metrics,
+            {PREFIX: replay.app, LINKS_PREFIX: LinksHttp(self.links).app},
+            fallback=self._console(replay).app,
         )
         StateCollector(
             self.metrics,
@@ -241,6 +254,7 @@ class Broker:
             assert self.follower is not None
             await self.follower.start()
             await self.cluster.start()
+        self.links.start()  # after the log and the groups: mirrors append, offsets sync
         self.metrics.ready = True
         log.info(
             "Strata broker %d listening on %s, WAL in %s, objects in %s, durability %s, %s, "
@@ -266,6 +280,7 @@ class Broker:
         self._housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._housekeeping
+        await self.links.stop()
         if self.cluster is not None:
             assert self.follower is not None
             await self.follower.stop()  # hand the partitions over while clients can follow

@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     from broker.replay import cli as replay_cli
 
     replay_cli.add_parsers(sub)
+    from broker.links import cli as link_cli
+
+    link_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command == "link":
+        return link_cli.run(args)
     if args.command in ("replay", "diff"):
         logs_setup.configure("WARNING", "text", "")
         return replay_cli.run(args)

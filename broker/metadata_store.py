@@ -10,6 +10,7 @@ Cluster mode swaps this for etcd behind the same methods.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import uuid
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class MetadataStore:
         self.scram: dict[str, dict[str, dict]] = {}
         # client quotas (KIP-546): {"entity": [[type, name or None], ...], "values": {k: v}}
         self.quotas: list[dict] = []
+        self.links: dict[str, dict] = {}  # topic links from other clusters (broker.links)
 
     async def load(self, legacy: Path | None = None) -> None:
         """Read the metadata; if the store has none, import `legacy` (the local file of
@@ -143,6 +145,7 @@ class MetadataStore:
             {"entity": [list(e) for e in q["entity"]], "values": dict(q["values"])}
             for q in doc.get("quotas", [])
         ]
+        self.links = copy.deepcopy(doc.get("links", {}))
 
     def document(self) -> dict:
         return {
@@ -167,6 +170,7 @@ class MetadataStore:
                 {"entity": [list(e) for e in q["entity"]], "values": dict(q["values"])}
                 for q in self.quotas
             ],
+            "links": copy.deepcopy(self.links),
         }
 
     def encode(self) -> bytes:

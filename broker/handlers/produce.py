@@ -21,6 +21,7 @@ from broker.deferred import Deferred
 from broker.errors import CloseConnection
 from broker.handlers.auth import TOPIC, TXN_ID, allowed
 from broker.handlers.resolve import leader_error, partition
+from broker.links.model import mirror_link
 from broker.log.partition import Partition
 from broker.log.recompress import (
     RecompressError,
@@ -169,6 +170,13 @@ def _check_partition(
     if state.record.internal:
         message = f"{state.name} is written by the broker only"
         return _partition_result(index, ErrorCode.invalid_topic_exception, message=message), None
+    link = mirror_link(ctx.logs.meta.links, state.name)
+    if link is not None:
+        message = (
+            f"{state.name} is a mirror topic of link {link!r}: read-only until "
+            "promoted (strata link promote)"
+        )
+        return _partition_result(index, ErrorCode.invalid_request, message=message), None
     error = leader_error(ctx.leadership, p)
     if error != ErrorCode.none:
         return _partition_result(index, error), None

@@ -78,6 +78,24 @@ class AppendPath:
         self.tail.put(p.tail, base_offset, batch)
         return AppendResult(base_offset, wal_end, append_time)
 
+    def append_at(self, p: Partition, batch: bytes | memoryview, h: BatchHeader) -> AppendResult:
+        """Queue another cluster's batch at its own base offset (a link's mirror): the
+        batch is kept as it came (timestamps, producer ids, control batches; only the
+        leader epoch is this log's), and offsets it skips (the source's compaction or
+        retention) stay a gap. Refused (ValueError) below the log end."""
+        base_offset = h.base_offset
+        if base_offset < p.log_end_offset:
+            raise ValueError(f"{p}: batch at {base_offset} is below the log end {p.log_end_offset}")
+        if not len(p.batches) and base_offset > p.log_start_offset:
+            p.start_at(base_offset)  # the source's log starts later: so does the mirror's
+        batch = records.with_base_offset(batch, base_offset, p.leader_epoch)
+        position, wal_end = self.wal.append(p.topic_id, p.index, p.leader_epoch, base_offset, batch)
+        control = control_type(batch) if h.is_control else None
+        p.record_append(h, base_offset, position, wal_end, control)
+        self._unsynced.add(p)
+        self.tail.put(p.tail, base_offset, batch)
+        return AppendResult(base_offset, wal_end)
+
     def awaits_durability(self, p: Partition) -> None:
         """`p` holds appends not yet durable (recovery, in object mode)."""
         self._unsynced.add(p)

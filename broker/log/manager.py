@@ -290,6 +290,9 @@ class LogManager:
     def append(self, topic: TopicState, p: Partition, batch: bytes, h: BatchHeader) -> AppendResult:
         return self.appends.append(topic, p, batch, h)
 
+    def append_at(self, p: Partition, batch: bytes | memoryview, h: BatchHeader) -> AppendResult:
+        return self.appends.append_at(p, batch, h)
+
     async def read(
         self,
         p: Partition,
