@@ -303,9 +303,14 @@ class Broker:
         if self.ssl_context is None:
             return
         try:
+            # checked on a spare context in a thread first: a bad pair must leave the live
+            # context untouched
             await asyncio.to_thread(
-                load_certificates, self.ssl_context, c.ssl_certfile, c.ssl_keyfile, c.ssl_cafile
+                server_context, c.ssl_certfile, c.ssl_keyfile, c.ssl_cafile, c.ssl_client_auth
             )
+            # then loaded on the loop thread, where asyncio runs the TLS handshakes: a
+            # handshake never sees the live context half reloaded (small files, ~1 ms)
+            load_certificates(self.ssl_context, c.ssl_certfile, c.ssl_keyfile, c.ssl_cafile)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
             log.error("certificate reload failed, keeping the old ones: %s", e)
             return
