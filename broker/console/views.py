@@ -6,7 +6,6 @@ what these functions return, and the JSON endpoints send it as it is.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import struct
@@ -14,7 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from broker.replay.render import MAIN_FIELDS, BadTime, first_divergence, parse_time, summary
+from broker.replay.render import (
+    MAIN_FIELDS,
+    BadTime,
+    bytes_field,
+    first_divergence,
+    parse_time,
+    summary,
+)
 
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 500
@@ -318,14 +324,7 @@ def decoded(b: bytes | None) -> tuple[str, object]:
     """("json", value) if `b` parses as JSON, else ("text", str), else ("base64", str)."""
     if b is None:
         return "null", None
-    try:
-        text = b.decode("utf-8")
-    except UnicodeDecodeError:
-        return "base64", base64.b64encode(b).decode()
-    try:
-        return "json", json.loads(text)
-    except ValueError:
-        return "text", text
+    return bytes_field(b)  # the same reading as the replay API's
 
 
 def message_row(

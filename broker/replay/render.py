@@ -36,7 +36,7 @@ def parse_time(text: str | None) -> int | None:
     return int(t.timestamp() * 1000)
 
 
-def _bytes_field(b: bytes | None) -> tuple[str, object]:
+def bytes_field(b: bytes | None) -> tuple[str, object]:
     """How a key, value or header is shown: JSON if it parses, else text, else base64."""
     if b is None:
         return "text", None
@@ -51,7 +51,7 @@ def _bytes_field(b: bytes | None) -> tuple[str, object]:
 
 
 def to_dict(r: ReplayRecord) -> dict:
-    kind, value = _bytes_field(r.value)
+    kind, value = bytes_field(r.value)
     out = {
         "partition": r.partition,
         "offset": r.offset,
