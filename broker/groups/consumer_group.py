@@ -317,7 +317,7 @@ def heartbeat(
             )
         _check_epoch(member, req)
     member.last_heartbeat = now
-    bump = _update(member, req) or bump
+    bump = update_member(member, req) or bump
     subscribed = subscribed_topics(group, topics)
     if subscribed != group.subscribed:
         group.subscribed, bump = subscribed, True
@@ -357,7 +357,7 @@ def heartbeat(
     return _response(member, group.heartbeat_interval_ms(settings), with_assignment)
 
 
-def _update(member: ConsumerMember, req: HeartbeatRequest) -> bool:
+def update_member(member: ConsumerMember, req: HeartbeatRequest) -> bool:
     """Take the fields the heartbeat sets (None: unchanged); whether its subscription or
     assignor changed (which moves the group epoch)."""
     changed = False

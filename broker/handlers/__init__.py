@@ -18,6 +18,7 @@ from broker.handlers import (
     quorum,
     quotas,
     reassignments,
+    share,
     topics,
     transactions,
 )
@@ -68,6 +69,10 @@ HANDLERS = {
     ApiKey.LIST_CONFIG_RESOURCES: configs.handle_list_config_resources,
     ApiKey.CONSUMER_GROUP_HEARTBEAT: consumer_groups.handle_heartbeat,
     ApiKey.CONSUMER_GROUP_DESCRIBE: consumer_groups.handle_describe,
+    ApiKey.SHARE_GROUP_HEARTBEAT: share.handle_heartbeat,
+    ApiKey.SHARE_GROUP_DESCRIBE: share.handle_describe,
+    ApiKey.SHARE_FETCH: share.handle_fetch,
+    ApiKey.SHARE_ACKNOWLEDGE: share.handle_acknowledge,
     ApiKey.CREATE_ACLS: acls.handle_create,
     ApiKey.DESCRIBE_ACLS: acls.handle_describe,
     ApiKey.DELETE_ACLS: acls.handle_delete,
