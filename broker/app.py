@@ -194,6 +194,7 @@ class Broker:
             transactions=self.transactions,
             cluster=self.cluster,
             follower=self.follower,
+            shares=self.shares,
         )
         self.listeners = config.listeners()
         self.ssl_context = None

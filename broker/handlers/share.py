@@ -239,7 +239,7 @@ async def _fetch_round(
                 "acknowledge_error_code": ack_error,
                 "acknowledge_error_message": None,
                 "current_leader": _leader(ctx, p),
-                "records": data if acquired else None,
+                "records": data if acquired else b"",
                 "acquired_records": acquired,
             }
         )

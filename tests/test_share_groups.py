@@ -1,0 +1,380 @@
+"""Acceptance: share groups (KIP-932) with confluent-kafka's ShareConsumer and raw requests.
+
+- four consumers of one share group on a 2-partition topic all receive records; 20,000
+  records are each acknowledged exactly once across the group.
+- a consumer killed with records acquired: after the lock duration they go to another
+  member; a rejected record is not delivered again, a released one is.
+- a broker restart mid-run: nothing acknowledged is delivered again, nothing is lost.
+- a record that keeps being released is archived at the delivery-count limit, and the
+  metrics count it.
+- bad input gets Kafka's error codes and leaves the group usable.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from confluent_kafka import AcknowledgeType, ShareConsumer
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
+
+from devkit.broker import BrokerProcess, metric
+from protocol.errors import ErrorCode
+from tests.test_groups import create_topic, produce
+from tests.wire import WireClient
+
+SHARE_HEARTBEAT = (76, 1)
+SHARE_FETCH = (78, 1)
+SHARE_ACK = (79, 1)
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def set_group_configs(bootstrap: str, group: str, **configs: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    r = ConfigResource(
+        ResourceType.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in configs.items()
+        ],
+    )
+    admin.incremental_alter_configs([r])[r].result(15)
+
+
+def share_consumer(bootstrap: str, group: str, topic: str, **extra: str) -> ShareConsumer:
+    c = ShareConsumer({"bootstrap.servers": bootstrap, "group.id": group, **extra})
+    c.subscribe([topic])
+    return c
+
+
+def consume(
+    c: ShareConsumer,
+    until: threading.Event,
+    seen: list[tuple[int, int]],
+    lock: threading.Lock,
+    deadline: float,
+) -> None:
+    """Poll (implicit acknowledgement: a poll accepts the previous one's records) until
+    `until` is set; every delivery is recorded."""
+    while not until.is_set() and time.monotonic() < deadline:
+        msgs = [m for m in c.poll(0.5) if m.error() is None]
+        with lock:
+            seen.extend((m.partition(), m.offset()) for m in msgs)
+    c.commit_sync()
+
+
+def test_four_share_consumers_on_two_partitions_each_record_acknowledged_exactly_once(broker):
+    topic, group = _name("queue"), _name("workers")
+    create_topic(broker.bootstrap, topic, 2)
+    set_group_configs(broker.bootstrap, group, share_auto_offset_reset="earliest")
+    produced = produce(broker.bootstrap, topic, 20_000, "job", partitions=2)
+    assert len(produced) == 20_000
+    consumers = [share_consumer(broker.bootstrap, group, topic) for _ in range(4)]
+    seen: list[list[tuple[int, int]]] = [[] for _ in consumers]
+    lock = threading.Lock()
+    done = threading.Event()
+    deadline = time.monotonic() + 90
+    threads = [
+        threading.Thread(target=consume, args=(c, done, s, lock, deadline))
+        for c, s in zip(consumers, seen, strict=True)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        while time.monotonic() < deadline:
+            with lock:
+                if len({x for s in seen for x in s}) >= 20_000:
+                    break
+            time.sleep(0.2)
+        time.sleep(1)  # a last poll each, which accepts what the previous one took
+        done.set()
+        for t in threads:
+            t.join(30)
+    finally:
+        done.set()
+        for c in consumers:
+            c.close()
+    deliveries = Counter(x for s in seen for x in s)
+    assert set(deliveries) == set(produced), "every record delivered"
+    assert max(deliveries.values()) == 1, "none delivered twice"
+    assert all(len(s) > 0 for s in seen), [len(s) for s in seen]
+    # every record was acknowledged: a new member of the group finds nothing left
+    late = share_consumer(broker.bootstrap, group, topic)
+    try:
+        end = time.monotonic() + 4
+        extra = []
+        while time.monotonic() < end:
+            extra += [m for m in late.poll(0.5) if m.error() is None]
+        assert extra == []
+    finally:
+        late.close()
+
+
+_KILLED = """
+import os, signal, sys
+from confluent_kafka import ShareConsumer
+c = ShareConsumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2],
+                   "share.acknowledgement.mode": "explicit"})
+c.subscribe([sys.argv[3]])
+while True:
+    msgs = [m for m in c.poll(1.0) if m.error() is None]
+    if msgs:
+        print(" ".join(f"{m.partition()}:{m.offset()}" for m in msgs), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_consumers_records_reach_another_member_after_the_lock_duration(broker):
+    topic, group = _name("jobs"), _name("pool")
+    create_topic(broker.bootstrap, topic, 1)
+    set_group_configs(
+        broker.bootstrap,
+        group,
+        share_auto_offset_reset="earliest",
+        share_record_lock_duration_ms="3000",
+    )
+    produce(broker.bootstrap, topic, 20, "job", partitions=1)
+    out = subprocess.run(
+        [sys.executable, "-c", _KILLED, broker.bootstrap, group, topic],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    held = {tuple(map(int, x.split(":"))) for x in out.stdout.split()}
+    assert held, out.stderr[-2000:]
+    killed_at = time.monotonic()
+    c = share_consumer(broker.bootstrap, group, topic, **{"share.acknowledgement.mode": "explicit"})
+    try:
+        got: dict[tuple[int, int], int] = {}
+        while not held <= set(got) and time.monotonic() - killed_at < 30:
+            for m in c.poll(0.5):
+                if m.error() is None:
+                    got[(m.partition(), m.offset())] = m.delivery_count()
+                    c.acknowledge(m)
+            c.commit_sync()
+        elapsed = time.monotonic() - killed_at
+        assert held <= set(got)
+        assert all(got[k] == 2 for k in held), "the killed member's records, delivered again"
+        assert elapsed >= 2.0, "not before the lock could expire"
+    finally:
+        c.close()
+
+
+def test_a_rejected_record_is_not_delivered_again_and_a_released_one_is(broker):
+    topic, group = _name("evals"), _name("graders")
+    create_topic(broker.bootstrap, topic, 1)
+    set_group_configs(broker.bootstrap, group, share_auto_offset_reset="earliest")
+    produce(broker.bootstrap, topic, 4, "eval", partitions=1)
+    c = share_consumer(broker.bootstrap, group, topic, **{"share.acknowledgement.mode": "explicit"})
+    deliveries: list[tuple[int, int]] = []
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end and len(deliveries) < 5:
+            for m in c.poll(0.5):
+                if m.error() is not None:
+                    continue
+                deliveries.append((m.offset(), m.delivery_count()))
+                if m.offset() == 1 and m.delivery_count() == 1:
+                    c.acknowledge(m, AcknowledgeType.RELEASE)
+                elif m.offset() == 2:
+                    c.acknowledge(m, AcknowledgeType.REJECT)
+                else:
+                    c.acknowledge(m)
+            c.commit_sync()
+        settle = time.monotonic() + 2
+        while time.monotonic() < settle:
+            for m in c.poll(0.5):
+                if m.error() is None:
+                    deliveries.append((m.offset(), m.delivery_count()))
+                    c.acknowledge(m)
+            c.commit_sync()
+    finally:
+        c.close()
+    assert sorted(deliveries) == [(0, 1), (1, 1), (1, 2), (2, 1), (3, 1)]
+
+
+def test_a_broker_restart_redelivers_nothing_acknowledged_and_loses_nothing(broker_factory):
+    b = broker_factory()
+    topic, group = _name("tasks"), _name("agents")
+    create_topic(b.bootstrap, topic, 2)
+    set_group_configs(b.bootstrap, group, share_auto_offset_reset="earliest")
+    produced = produce(b.bootstrap, topic, 2000, "task", partitions=2)
+    acked: set[tuple[int, int]] = set()
+    c = share_consumer(b.bootstrap, group, topic, **{"share.acknowledgement.mode": "explicit"})
+    try:
+        end = time.monotonic() + 30
+        while len(acked) < 1000 and time.monotonic() < end:
+            for m in c.poll(0.5):
+                if m.error() is None:
+                    c.acknowledge(m)
+                    acked.add((m.partition(), m.offset()))
+            c.commit_sync()
+    finally:
+        c.close()
+    assert len(acked) >= 1000
+    b.stop()
+    b.start()
+    after: Counter = Counter()
+    c = share_consumer(b.bootstrap, group, topic, **{"share.acknowledgement.mode": "explicit"})
+    try:
+        end = time.monotonic() + 60
+        while len(acked) + len(after) < len(produced) and time.monotonic() < end:
+            for m in c.poll(0.5):
+                if m.error() is None:
+                    c.acknowledge(m)
+                    after[(m.partition(), m.offset())] += 1
+            c.commit_sync()
+    finally:
+        c.close()
+    assert not acked & set(after), "acknowledged before the restart, delivered after it"
+    assert acked | set(after) == set(produced), "nothing lost"
+
+
+def test_a_record_that_keeps_failing_is_archived_at_the_delivery_count_limit(broker_factory):
+    b = broker_factory()
+    b.stop()
+    b = BrokerProcess(b.data_dir, None, metrics=True).start()
+    try:
+        topic, group = _name("flaky"), _name("retriers")
+        create_topic(b.bootstrap, topic, 1)
+        set_group_configs(
+            b.bootstrap, group, share_auto_offset_reset="earliest", share_delivery_count_limit="3"
+        )
+        produce(b.bootstrap, topic, 1, "poison", partitions=1)
+        c = share_consumer(b.bootstrap, group, topic, **{"share.acknowledgement.mode": "explicit"})
+        counts = []
+        try:
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                for m in c.poll(0.5):
+                    if m.error() is None:
+                        counts.append(m.delivery_count())
+                        c.acknowledge(m, AcknowledgeType.RELEASE)
+                c.commit_sync()
+                if len(counts) >= 3 and time.monotonic() > end - 12:
+                    break
+            time.sleep(1.5)
+            for m in c.poll(1.0):
+                if m.error() is None:
+                    counts.append(m.delivery_count())
+        finally:
+            c.close()
+        assert counts == [1, 2, 3]
+        assert metric(b.metrics_port, "strata_share_delivery_limit_archived_total") == 1
+        assert metric(b.metrics_port, "strata_share_redeliveries_total") == 2
+    finally:
+        b.stop()
+
+
+def _heartbeat(group: str, member: str, epoch: int, topics: list[str] | None) -> dict:
+    return {
+        "group_id": group,
+        "member_id": member,
+        "member_epoch": epoch,
+        "rack_id": None,
+        "subscribed_topic_names": topics,
+    }
+
+
+def _fetch(group: str, member: str, epoch: int, topic_id, acks=()) -> dict:
+    return {
+        "group_id": group,
+        "member_id": member,
+        "share_session_epoch": epoch,
+        "max_wait": 0,
+        "min_bytes": 1,
+        "max_bytes": 1 << 20,
+        "max_records": 100,
+        "batch_size": 100,
+        "topics": [
+            {
+                "topic_id": topic_id,
+                "partitions": [{"partition_index": 0, "acknowledgement_batches": list(acks)}],
+            }
+        ],
+        "forgotten_topics_data": [],
+    }
+
+
+def test_bad_share_requests_get_kafkas_errors_and_the_group_stays_usable(broker):
+    topic, group = _name("checks"), _name("share")
+    create_topic(broker.bootstrap, topic, 1)
+    set_group_configs(broker.bootstrap, group, share_auto_offset_reset="earliest")
+    produce(broker.bootstrap, topic, 10, "x", partitions=1)
+    member = uuid.uuid4().hex
+    with WireClient(broker.bootstrap) as w:
+        joined = w.call(*SHARE_HEARTBEAT, _heartbeat(group, member, 0, [topic]))
+        assert joined.error_code == ErrorCode.none
+        epoch = joined.member_epoch
+        stale = w.call(*SHARE_HEARTBEAT, _heartbeat(group, member, epoch + 3, None))
+        assert stale.error_code == ErrorCode.fenced_member_epoch
+        topic_id = joined.assignment.topic_partitions[0].topic_id
+        # a share session that was never opened
+        lost = w.call(*SHARE_FETCH, _fetch(group, member, 5, topic_id))
+        assert lost.error_code == ErrorCode.share_session_not_found
+        first = w.call(*SHARE_FETCH, _fetch(group, member, 0, topic_id))
+        assert first.error_code == ErrorCode.none
+        acquired = first.responses[0].partitions[0].acquired_records
+        assert acquired[0].first_offset == 0
+        # another member acknowledging records this one holds
+        other = uuid.uuid4().hex
+        w.call(*SHARE_HEARTBEAT, _heartbeat(group, other, 0, [topic]))
+        w.call(*SHARE_FETCH, {**_fetch(group, other, 0, topic_id), "topics": []})
+        ack = {"first_offset": 0, "last_offset": 2, "acknowledge_types": [1]}
+        wrong = w.call(
+            *SHARE_ACK,
+            {
+                "group_id": group,
+                "member_id": other,
+                "share_session_epoch": 1,
+                "topics": [
+                    {
+                        "topic_id": topic_id,
+                        "partitions": [{"partition_index": 0, "acknowledgement_batches": [ack]}],
+                    }
+                ],
+            },
+        )
+        assert wrong.responses[0].partitions[0].error_code == ErrorCode.invalid_record_state
+        # the holder still acknowledges them
+        mine = w.call(*SHARE_FETCH, _fetch(group, member, 1, topic_id, [ack]))
+        assert mine.error_code == ErrorCode.none
+        assert mine.responses[0].partitions[0].acknowledge_error_code == ErrorCode.none
+        again = w.call(*SHARE_HEARTBEAT, _heartbeat(group, member, epoch, None))
+        assert again.error_code == ErrorCode.none
+    # a classic group's id is not a share group's
+    from confluent_kafka import Consumer
+
+    classic_group = _name("classic")
+    cc = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": classic_group})
+    cc.subscribe([topic])
+    try:
+        end = time.monotonic() + 15
+        while time.monotonic() < end and not cc.assignment():
+            cc.poll(0.2)
+        assert cc.assignment()
+        with WireClient(broker.bootstrap) as w:
+            clash = w.call(*SHARE_HEARTBEAT, _heartbeat(classic_group, "", 0, [topic]))
+        assert clash.error_code == ErrorCode.group_id_not_found
+    finally:
+        cc.close()
+
+
+@pytest.fixture
+def broker(broker_factory):
+    return broker_factory()
