@@ -378,3 +378,58 @@ def test_bad_share_requests_get_kafkas_errors_and_the_group_stays_usable(broker)
 @pytest.fixture
 def broker(broker_factory):
     return broker_factory()
+
+
+@pytest.mark.slow
+def test_kafka_share_groups_describes_members_and_start_offsets_and_resets_an_empty_group(broker):
+    import shutil
+
+    from devkit.kafka_cli import SHARE_GROUP_COMMAND, KafkaCli
+
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: the Kafka CLI tools need a JVM")
+    tools = KafkaCli()
+
+    def cli(*args: str) -> str:
+        r = tools.run(SHARE_GROUP_COMMAND, "--bootstrap-server", broker.bootstrap, *args)
+        assert r.returncode == 0, (r.stdout, r.stderr[-3000:], broker.log_tail())
+        return r.stdout
+
+    topic, group = _name("inbox"), _name("handlers")
+    create_topic(broker.bootstrap, topic, 2)
+    set_group_configs(broker.bootstrap, group, share_auto_offset_reset="earliest")
+    produce(broker.bootstrap, topic, 100, "m", partitions=2)
+    c = share_consumer(broker.bootstrap, group, topic)
+    try:
+        n, end = 0, time.monotonic() + 20
+        while n < 100 and time.monotonic() < end:
+            n += sum(1 for m in c.poll(0.5) if m.error() is None)
+        c.commit_sync()
+        assert n == 100
+        offsets = cli("--describe", "--group", group)
+        rows = [line.split() for line in offsets.splitlines() if line.startswith(group)]
+        assert sorted((r[1], r[2], r[3]) for r in rows) == [(topic, "0", "50"), (topic, "1", "50")]
+        members = cli("--describe", "--members", "--group", group)
+        assert f"{topic}:0,1" in members, members
+        assert group in cli("--list")
+    finally:
+        c.close()
+    end = time.monotonic() + 20
+    while "Empty" not in cli("--describe", "--state", "--group", group):
+        assert time.monotonic() < end, "the group did not become empty"
+        time.sleep(0.5)
+    cli("--reset-offsets", "--to-earliest", "--topic", topic, "--group", group, "--execute")
+    rows = [
+        line.split()
+        for line in cli("--describe", "--group", group).splitlines()
+        if line.startswith(group)
+    ]
+    assert sorted(r[3] for r in rows) == ["0", "0"]
+    again = share_consumer(broker.bootstrap, group, topic)
+    try:
+        n, end = 0, time.monotonic() + 20
+        while n < 100 and time.monotonic() < end:
+            n += sum(1 for m in again.poll(0.5) if m.error() is None)
+        assert n == 100, "all delivered again from the reset start offsets"
+    finally:
+        again.close()

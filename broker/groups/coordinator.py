@@ -473,10 +473,12 @@ class GroupCoordinator:
     def describe(self, group_id: str) -> dict:
         if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
             return self.consumer.describe_classic(group_id)
+        if self.group(group_id) is None and self.share.is_consumer_group(group_id):
+            return self.share.describe_classic(group_id)
         return describe(group_id, self.group(group_id))
 
     def listing(self, states: set[str] | None) -> list[dict]:
-        consumer = self.consumer.listing(states)
+        consumer = self.consumer.listing(states) + self.share.listing(states)
         shown = {g["group_id"] for g in consumer}
         classic = [g for g in listing(self.groups.values(), states) if g["group_id"] not in shown]
         return classic + consumer
@@ -484,6 +486,8 @@ class GroupCoordinator:
     def delete_error(self, group_id: str) -> ErrorCode | None:
         if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
             return self.consumer.delete_error(group_id)
+        if self.group(group_id) is None and self.share.is_consumer_group(group_id):
+            return self.share.delete_error(group_id)
         group = self.group(group_id)
         if group is None:
             return ErrorCode.group_id_not_found
@@ -498,6 +502,8 @@ class GroupCoordinator:
             group.state = GroupState.DEAD
         elif self.consumer.is_consumer_group(group_id):
             self.consumer.drop(group_id)
+        elif self.share.is_consumer_group(group_id):
+            self.share.drop(group_id)
 
     def yield_to_consumer_protocol(self, group_id: str) -> bool:
         """A ConsumerGroupHeartbeat for this group id: whether it may become (or stay) a
@@ -526,6 +532,7 @@ class GroupCoordinator:
         """Another broker coordinates the group now (cluster mode): parked joins and
         syncs get NOT_COORDINATOR, so the members find the new coordinator."""
         self.consumer.unload(group_id)
+        self.share.unload(group_id)
         self._persisted.pop(group_id, None)
         group = self.groups.pop(group_id, None)
         if group is None:

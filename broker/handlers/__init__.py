@@ -19,6 +19,7 @@ from broker.handlers import (
     quotas,
     reassignments,
     share,
+    share_offsets,
     topics,
     transactions,
 )
@@ -73,6 +74,9 @@ HANDLERS = {
     ApiKey.SHARE_GROUP_DESCRIBE: share.handle_describe,
     ApiKey.SHARE_FETCH: share.handle_fetch,
     ApiKey.SHARE_ACKNOWLEDGE: share.handle_acknowledge,
+    ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS: share_offsets.handle_describe,
+    ApiKey.ALTER_SHARE_GROUP_OFFSETS: share_offsets.handle_alter,
+    ApiKey.DELETE_SHARE_GROUP_OFFSETS: share_offsets.handle_delete,
     ApiKey.CREATE_ACLS: acls.handle_create,
     ApiKey.DESCRIBE_ACLS: acls.handle_describe,
     ApiKey.DELETE_ACLS: acls.handle_delete,

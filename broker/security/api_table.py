@@ -71,6 +71,9 @@ API_ACCESS: dict[int, tuple[str, str]] = {
         "GROUP_AUTHORIZATION_FAILED",
     ),
     ApiKey.SHARE_ACKNOWLEDGE: ("READ on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS: ("DESCRIBE on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.ALTER_SHARE_GROUP_OFFSETS: ("READ on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.DELETE_SHARE_GROUP_OFFSETS: ("DELETE on the group", "GROUP_AUTHORIZATION_FAILED"),
     ApiKey.OFFSET_COMMIT: (
         "READ on the group and on each topic",
         "GROUP_ / TOPIC_AUTHORIZATION_FAILED",
