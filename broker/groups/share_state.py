@@ -63,6 +63,7 @@ class ShareStates:
         self.partitions: dict[tuple[str, bytes, int], SharePartition] = {}
         self.sessions: dict[tuple[str, str], ShareSession] = {}
         self._writes: set[asyncio.Task[None]] = set()
+        self._waiters: set[asyncio.Future[None]] = set()
         self._sweeper = Sweeper(self.sweep, "share-partition", 0.2)
         self.retired = Counts()  # counts of share-partitions forgotten since
 
@@ -88,6 +89,24 @@ class ShareStates:
     def auto_offset_reset(self, group_id: str) -> str:
         configs = self._configs(group_id)
         return configs.get("share.auto.offset.reset", self.defaults.auto_offset_reset)
+
+    # --- waking fetches that found nothing to acquire --------------------------------
+
+    def changed(self) -> asyncio.Future[None]:
+        """Done at the next notify(): records may have become available (acknowledged,
+        released or expired ones free locks; released and expired ones come back)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        return fut
+
+    def unwait(self, fut: asyncio.Future[None]) -> None:
+        self._waiters.discard(fut)
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     # --- share-partitions ---------------------------------------------------------------
 
@@ -146,6 +165,7 @@ class ShareStates:
             if sp is None:
                 sp = self.partitions[key] = SharePartition(start, self.settings(group_id))
             sp.reset(start)
+        self.notify()
         await self.write(group_id, list(starts))
 
     async def delete(self, group_id: str, keys: list[tuple[uuid.UUID, int]]) -> None:
@@ -233,6 +253,7 @@ class ShareStates:
                 len(touched),
             )
             self.write_later(group_id, touched)
+            self.notify()
 
     def forget_member(self, group_id: str, member_id: str) -> None:
         """The member left the group or was removed: its session and locks go."""
@@ -247,6 +268,8 @@ class ShareStates:
                 by_group.setdefault(g, []).append((uuid.UUID(bytes=t), p))
         for g, keys in by_group.items():
             self.write_later(g, keys)
+        if by_group:
+            self.notify()
 
     def now(self) -> float:
         return time.monotonic()

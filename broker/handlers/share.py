@@ -145,6 +145,8 @@ def _acknowledge(ctx: HandlerContext, group_id: str, member_id: str, topics) -> 
                             e.name,
                         )
             out[key] = error
+    if out:
+        ctx.shares.notify()  # locks freed, records released: waiting fetches look again
     return out
 
 
@@ -308,13 +310,17 @@ async def _long_poll(
     while records == 0 and not acks and session.partitions and time.monotonic() < deadline:
         watched = [p for t, i in session.partitions if (p := _partition_of(ctx, t, i)[0])]
         fut = ctx.logs.watch(watched)
+        freed = ctx.shares.changed()
         try:
-            # appends wake the wait; lock expiries and releases are polled
-            await asyncio.wait_for(fut, min(0.1, max(deadline - time.monotonic(), 0.001)))
-        except TimeoutError:
-            pass
+            # appends wake the wait, and so do acknowledgements, releases and expiries
+            await asyncio.wait(
+                (fut, freed),
+                timeout=max(deadline - time.monotonic(), 0.001),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             ctx.logs.unwatch(fut, watched)
+            ctx.shares.unwait(freed)
         if ctx.shares.sessions.get((group_id, member_id)) is not session:
             break  # closed or reopened meanwhile
         responses, records = await _fetch_round(ctx, group_id, member_id, session, b, acks)
