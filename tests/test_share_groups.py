@@ -431,5 +431,14 @@ def test_kafka_share_groups_describes_members_and_start_offsets_and_resets_an_em
         while n < 100 and time.monotonic() < end:
             n += sum(1 for m in again.poll(0.5) if m.error() is None)
         assert n == 100, "all delivered again from the reset start offsets"
+        again.commit_sync()
     finally:
         again.close()
+    end = time.monotonic() + 20
+    while "Empty" not in cli("--describe", "--state", "--group", group):
+        assert time.monotonic() < end, "the group did not become empty"
+        time.sleep(0.5)
+    cli("--delete-offsets", "--topic", topic, "--group", group)
+    with WireClient(broker.bootstrap) as w:
+        d = w.call(90, 1, {"groups": [{"group_id": group, "topics": None}]})
+    assert d.groups[0].topics == (), "the share-partitions' state is gone"
