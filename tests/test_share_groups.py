@@ -355,6 +355,21 @@ def test_bad_share_requests_get_kafkas_errors_and_the_group_stays_usable(broker)
         mine = w.call(*SHARE_FETCH, _fetch(group, member, 1, topic_id, [ack]))
         assert mine.error_code == ErrorCode.none
         assert mine.responses[0].partitions[0].acknowledge_error_code == ErrorCode.none
+        # a classic member joining the share group's id
+        join = w.call(
+            11,
+            5,
+            {
+                "group_id": group,
+                "session_timeout": 10000,
+                "rebalance_timeout": 10000,
+                "member_id": "",
+                "group_instance_id": None,
+                "protocol_type": "consumer",
+                "protocols": [{"name": "range", "metadata": b"\x00\x00\x00\x00\x00\x00"}],
+            },
+        )
+        assert join.error_code == ErrorCode.inconsistent_group_protocol
         again = w.call(*SHARE_HEARTBEAT, _heartbeat(group, member, epoch, None))
         assert again.error_code == ErrorCode.none
     # a classic group's id is not a share group's
