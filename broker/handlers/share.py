@@ -257,6 +257,10 @@ async def handle_fetch(ctx: HandlerContext, request: Request) -> dict | Deferred
         return _session_error(ErrorCode.invalid_request, lock_ms)
     if not allowed(ctx, request, Operation.READ, GROUP, group_id):
         return _session_error(ErrorCode.group_authorization_failed, lock_ms)
+    if not coordinates(ctx, group_id):
+        # the share-partitions' state is written to the group's offsets partition, so this
+        # broker must lead it too (cluster mode: not yet, see README, Share groups)
+        return _session_error(ErrorCode.not_coordinator, lock_ms)
     has_acks = any(p.acknowledgement_batches for t in b.topics for p in t.partitions)
     if b.share_session_epoch == 0 and has_acks:
         return _session_error(ErrorCode.invalid_request, lock_ms)
@@ -342,6 +346,10 @@ async def handle_acknowledge(ctx: HandlerContext, request: Request) -> dict:
         return _session_error(ErrorCode.invalid_request, lock_ms)
     if not allowed(ctx, request, Operation.READ, GROUP, group_id):
         return _session_error(ErrorCode.group_authorization_failed, lock_ms)
+    if not coordinates(ctx, group_id):
+        # the share-partitions' state is written to the group's offsets partition, so this
+        # broker must lead it too (cluster mode: not yet, see README, Share groups)
+        return _session_error(ErrorCode.not_coordinator, lock_ms)
     session = ctx.shares.session(group_id, member_id, b.share_session_epoch, opening_allowed=False)
     if isinstance(session, ErrorCode):
         return _session_error(session, lock_ms)
