@@ -8,6 +8,9 @@
 - a record that keeps being released is archived at the delivery-count limit, and the
   metrics count it.
 - bad input gets Kafka's error codes and leaves the group usable.
+- a read_committed share group never delivers an aborted transaction's records.
+- kafka-share-groups describes members and start offsets, resets an empty group's start
+  offsets and deletes them (slow: JVMs).
 """
 
 from __future__ import annotations
@@ -457,3 +460,44 @@ def test_kafka_share_groups_describes_members_and_start_offsets_and_resets_an_em
     with WireClient(broker.bootstrap) as w:
         d = w.call(90, 1, {"groups": [{"group_id": group, "topics": None}]})
     assert d.groups[0].topics == (), "the share-partitions' state is gone"
+
+
+def test_read_committed_share_groups_never_deliver_aborted_records(broker):
+    from confluent_kafka import Producer
+
+    topic = _name("txn-jobs")
+    create_topic(broker.bootstrap, topic, 1)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": _name("tx")})
+    p.init_transactions(30)
+    for outcome, tag in (("abort", "aborted"), ("commit", "committed")):
+        p.begin_transaction()
+        for i in range(5):
+            p.produce(topic, f"{tag}-{i}".encode(), partition=0)
+        p.flush(30)
+        (p.abort_transaction if outcome == "abort" else p.commit_transaction)(30)
+    got: dict[str, list[str]] = {}
+    for level in ("read_committed", "read_uncommitted"):
+        group = _name(level.replace("_", "-"))
+        set_group_configs(
+            broker.bootstrap,
+            group,
+            share_auto_offset_reset="earliest",
+            share_isolation_level=level,
+        )
+        c = share_consumer(broker.bootstrap, group, topic)
+        values: list[str] = []
+        try:
+            end = time.monotonic() + 15
+            while time.monotonic() < end and len(values) < (5 if level == "read_committed" else 10):
+                values += [m.value().decode() for m in c.poll(0.5) if m.error() is None]
+            settle = time.monotonic() + 1.5
+            while time.monotonic() < settle:
+                values += [m.value().decode() for m in c.poll(0.5) if m.error() is None]
+            c.commit_sync()
+        finally:
+            c.close()
+        got[level] = sorted(values)
+    assert got["read_committed"] == [f"committed-{i}" for i in range(5)]
+    assert got["read_uncommitted"] == sorted(
+        [f"aborted-{i}" for i in range(5)] + [f"committed-{i}" for i in range(5)]
+    )

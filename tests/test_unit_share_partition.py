@@ -116,3 +116,20 @@ def test_bad_acknowledge_types_are_invalid_request():
     assert sp.acknowledge("a", 0, 2, [1, 1]) == ErrorCode.invalid_request
     assert sp.acknowledge("a", 0, 2, [9]) == ErrorCode.invalid_request
     assert sp.acknowledge("a", 2, 0, [1]) == ErrorCode.invalid_request
+
+
+def test_archived_offsets_are_never_acquired_and_delivered_ones_keep_their_state():
+    sp = SharePartition(0, S)
+    sp.acquire("a", 0, 1, 100, now=0.0)
+    sp.archive(0, 4)  # 0-1 are acquired already: untouched
+    assert sp.state_of(0) == RecordState.ACQUIRED and sp.state_of(3) == RecordState.ARCHIVED
+    assert sp.acquire("b", 0, 6, 100, now=0.0) == [(5, 6, 1)]
+    sp.acknowledge("a", 0, 1, [AckType.ACCEPT])
+    assert sp.start_offset == 5
+
+
+def test_archiving_past_the_end_leaves_the_offsets_before_it_deliverable():
+    sp = SharePartition(0, S)
+    sp.archive(0, 4)
+    sp.archive(10, 10)  # a marker after five records not yet read
+    assert sp.acquire("a", 0, 10, 100, now=0.0) == [(5, 9, 1)]

@@ -136,6 +136,21 @@ class SharePartition:
             off += 1
         return [(a, b, c) for a, b, c in out]
 
+    def archive(self, first: int, last: int) -> None:
+        """Offsets a fetch must never hand out (control records; under read_committed, the
+        records of aborted transactions): archived unless delivered already."""
+        for off in range(self.end_offset, first):  # what lies between stays deliverable
+            self.records[off] = InFlight(RecordState.AVAILABLE)
+        self.end_offset = max(self.end_offset, first)
+        for off in range(max(first, self.start_offset), last + 1):
+            r = self.records.get(off)
+            if off >= self.end_offset:
+                self.records[off] = InFlight(RecordState.ARCHIVED)
+                self.end_offset = off + 1
+            elif r is not None and r.state == RecordState.AVAILABLE:
+                r.state = RecordState.ARCHIVED
+        self._advance()
+
     # --- acknowledging ----------------------------------------------------------------
 
     def acknowledge(

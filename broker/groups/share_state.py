@@ -90,6 +90,9 @@ class ShareStates:
         configs = self._configs(group_id)
         return configs.get("share.auto.offset.reset", self.defaults.auto_offset_reset)
 
+    def read_committed(self, group_id: str) -> bool:
+        return self._configs(group_id).get("share.isolation.level") == "read_committed"
+
     # --- waking fetches that found nothing to acquire --------------------------------
 
     def changed(self) -> asyncio.Future[None]:

@@ -180,11 +180,13 @@ async def _acquire_from(
     sp: SharePartition = ctx.shares.partition(
         group_id, topic_id, p.index, p.log_start_offset, p.high_watermark
     )
-    start = sp.next_fetch_offset(p.high_watermark)
+    committed = ctx.shares.read_committed(group_id)
+    limit = p.last_stable_offset if committed else p.high_watermark
+    start = sp.next_fetch_offset(limit)
     if start is None:
         return b"", [], ErrorCode.none
     try:
-        batches = await ctx.logs.read(p, start, max_bytes, p.high_watermark, first_may_exceed=True)
+        batches = await ctx.logs.read(p, start, max_bytes, limit, first_may_exceed=True)
     except (TrimmedRead, ObjectNotFound) as e:
         log.warning("share fetch %s at %d: %r", p, start, e)
         return b"", [], ErrorCode.offset_out_of_range
@@ -194,11 +196,22 @@ async def _acquire_from(
     data = b"".join(batches)
     if not data:
         return b"", [], ErrorCode.none
+    aborted = (
+        [r for r in p.txns.aborted_ranges() if r[2] >= start and r[1] < limit] if committed else []
+    )
     pos, last = 0, start - 1
     while pos + 61 <= len(data):
         h = parse_header(data, pos)
         last = max(last, h.last_offset)
         pos += h.size
+        if h.is_control or (
+            h.is_transactional
+            and any(
+                pid == h.producer_id and first <= h.base_offset <= end
+                for pid, first, end in aborted
+            )
+        ):
+            sp.archive(h.base_offset, h.last_offset)  # never delivered
     ranges = sp.acquire(member_id, start, last, max_records, time.monotonic())
     if not ranges:
         return b"", [], ErrorCode.none
