@@ -133,3 +133,11 @@ def test_archiving_past_the_end_leaves_the_offsets_before_it_deliverable():
     sp.archive(0, 4)
     sp.archive(10, 10)  # a marker after five records not yet read
     assert sp.acquire("a", 0, 10, 100, now=0.0) == [(5, 9, 1)]
+
+
+def test_a_renew_acknowledgement_extends_the_lock_and_keeps_the_record_acquired():
+    sp = SharePartition(0, S)
+    sp.acquire("a", 0, 0, 100, now=0.0)
+    assert sp.acknowledge("a", 0, 0, [AckType.RENEW], now=0.8) is None
+    assert sp.expire(now=1.5) == 0  # the first lock would have run out at 1.0
+    assert sp.expire(now=1.8) == 1

@@ -154,7 +154,7 @@ class SharePartition:
     # --- acknowledging ----------------------------------------------------------------
 
     def acknowledge(
-        self, member_id: str, first: int, last: int, types: list[int]
+        self, member_id: str, first: int, last: int, types: list[int], now: float = 0.0
     ) -> ErrorCode | None:
         """One acknowledgement batch: `types` has one type for the whole range or one per
         offset. All or nothing: INVALID_RECORD_STATE (nothing changed) unless every offset
@@ -171,19 +171,13 @@ class SharePartition:
                 return ErrorCode.invalid_record_state
         for i, off in enumerate(range(first, last + 1)):
             kind = kinds[0] if len(kinds) == 1 else kinds[i]
-            self._settle(self.records[off], kind)
+            self._settle(self.records[off], kind, now)
         self._advance()
         return None
 
-    def renew(self, member_id: str, first: int, last: int, now: float) -> None:
-        deadline = now + self.settings.record_lock_duration_ms / 1000
-        for off in range(first, last + 1):
-            r = self.records.get(off)
-            if r is not None and r.state == RecordState.ACQUIRED and r.member_id == member_id:
-                r.deadline = deadline
-
-    def _settle(self, r: InFlight, kind: AckType) -> None:
-        if kind == AckType.RENEW:
+    def _settle(self, r: InFlight, kind: AckType, now: float) -> None:
+        if kind == AckType.RENEW:  # the member keeps it, for another lock duration
+            r.deadline = now + self.settings.record_lock_duration_ms / 1000
             return
         if kind == AckType.ACCEPT:
             r.state = RecordState.ACKNOWLEDGED

@@ -130,7 +130,11 @@ def _acknowledge(ctx: HandlerContext, group_id: str, member_id: str, topics) -> 
             else:
                 for ab in part.acknowledgement_batches:
                     e = sp.acknowledge(
-                        member_id, ab.first_offset, ab.last_offset, list(ab.acknowledge_types)
+                        member_id,
+                        ab.first_offset,
+                        ab.last_offset,
+                        list(ab.acknowledge_types),
+                        time.monotonic(),
                     )
                     if e is not None:
                         error = e
@@ -367,8 +371,6 @@ async def handle_acknowledge(ctx: HandlerContext, request: Request) -> dict:
     if isinstance(session, ErrorCode):
         return _session_error(session, lock_ms)
     acks = _acknowledge(ctx, group_id, member_id, b.topics)
-    if getattr(b, "is_renew_ack", False):
-        pass  # RENEW acknowledgements keep their locks (share_partition.AckType.RENEW)
     if b.share_session_epoch == FINAL_EPOCH:
         ctx.shares.close(group_id, member_id)
     await _durable(ctx, group_id, list(acks))
