@@ -77,3 +77,12 @@ def test_a_stale_epoch_is_fenced_an_unknown_member_refused_and_a_leave_frees_the
     assert left["member_epoch"] == -1 and "b" not in g.members
     back = share_heartbeat(g, _hb("a", 2), TOPICS, 0.0, S, "unused")
     assert back["assignment"]["topic_partitions"] == [{"topic_id": T, "partitions": [0, 1]}]
+
+
+def test_the_share_group_configs_set_its_heartbeat_interval_and_session_timeout():
+    g = ShareGroup("g", config_prefix="share")
+    g.configs.update({"share.heartbeat.interval.ms": "700", "share.session.timeout.ms": "2000"})
+    joined = share_heartbeat(g, _hb("a", 0, ["jobs"]), TOPICS, 0.0, S, "unused")
+    assert joined["heartbeat_interval"] == 700
+    assert g.expired(1.5, S) == []
+    assert [mid for mid, _ in g.expired(2.5, S)] == ["a"]

@@ -66,7 +66,7 @@ class ConsumerGroups:
         g = self.groups.get(group_id)
         if g is None and group_id in self._stored:
             g = self.groups[group_id] = from_record(
-                group_id, self._stored[group_id], time.monotonic()
+                group_id, self._stored[group_id], time.monotonic(), self.kind
             )
             log.info(
                 "%s group %s: restored at epoch %d with %d members",
@@ -92,7 +92,7 @@ class ConsumerGroups:
                 return error_response(
                     ErrorCode.unknown_member_id, f"group {req.group_id} has no members"
                 )
-            group = ConsumerGroup(req.group_id)
+            group = ConsumerGroup(req.group_id, config_prefix=self.kind)
         before = to_record(group)
         try:
             answer = self.apply_heartbeat(
@@ -291,7 +291,7 @@ class ConsumerGroups:
     async def set_configs(self, group_id: str, changes: dict[str, str | None]) -> None:
         g = self.group(group_id)
         if g is None:
-            g = self.groups[group_id] = ConsumerGroup(group_id)
+            g = self.groups[group_id] = ConsumerGroup(group_id, config_prefix=self.kind)
         for k, v in changes.items():
             if v is None:
                 g.configs.pop(k, None)
