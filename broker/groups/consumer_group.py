@@ -140,7 +140,8 @@ class ConsumerGroup:
             del self.static_members[m.instance_id]
         self.group_epoch += 1
         log.info(
-            "consumer group %s: member %s %s (group epoch %d)",
+            "%s group %s: member %s %s (group epoch %d)",
+            self.config_prefix,
             self.group_id,
             member_id,
             why,
