@@ -17,6 +17,8 @@ from broker.groups.consumer_coordinator import ConsumerGroups
 from broker.groups.consumer_group import ConsumerSettings
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OffsetStore
+from broker.groups.share_coordinator import ShareGroups
+from broker.groups.share_state import ShareDefaults, ShareStates
 from broker.handlers import HANDLERS
 from broker.handlers.context import HandlerContext
 from broker.leadership import EmbeddedLeadership, Leadership
@@ -120,6 +122,26 @@ class Broker:
             self.offsets.store_consumer_group,
             self.offsets.consumer_groups,
         )
+        share_defaults = ShareDefaults(
+            record_lock_duration_ms=config.group_share_record_lock_duration_ms,
+            delivery_count_limit=config.group_share_delivery_count_limit,
+            max_record_locks=config.group_share_partition_max_record_locks,
+        )
+        share_groups = ShareGroups(
+            ConsumerSettings(
+                heartbeat_interval_ms=config.group_share_heartbeat_interval_ms,
+                session_timeout_ms=config.group_share_session_timeout_ms,
+            ),
+            self.offsets.store_share_group,
+            self.offsets.share_groups,
+            share_defaults,
+        )
+        self.shares = ShareStates(
+            share_defaults,
+            share_groups.configs,
+            self.offsets.store_share_states,
+            self.offsets.share_states,
+        )
         self.groups = GroupCoordinator(
             GroupSettings(
                 min_session_timeout_ms=config.group_min_session_timeout_ms,
@@ -127,6 +149,7 @@ class Broker:
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             ),
             consumer_groups,
+            share_groups,
             self.offsets,
         )
         self.peers = Peers(f"strata-broker-{config.broker_id}", self._peer_security())
@@ -171,6 +194,7 @@ class Broker:
             transactions=self.transactions,
             cluster=self.cluster,
             follower=self.follower,
+            shares=self.shares,
         )
         self.listeners = config.listeners()
         self.ssl_context = None
@@ -215,6 +239,7 @@ class Broker:
                 else None,
             ),
             security=self.security,
+            shares=self.shares,
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
@@ -244,6 +269,8 @@ class Broker:
             group.protocol_type = self.offsets.group_types.get(group_id)
         self.groups.start()
         self.groups.consumer.start()
+        self.groups.share.start()
+        self.shares.start()
         self.transactions.start()  # finishes transactions a crash left prepared
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         if self.config.sasl_users_file:
@@ -291,6 +318,8 @@ class Broker:
         await self.console_peers.close()
         await self.groups.stop()
         await self.groups.consumer.stop()
+        await self.groups.share.stop()
+        await self.shares.stop()
         await self.logs.close()
         await self.store.close()
         await self.metrics_http.stop()

@@ -109,6 +109,21 @@ class BrokerConfig:
     group_consumer_session_timeout_ms: int = _setting(
         45000, "group.consumer.session.timeout.ms: a silent KIP-848 member is removed after it"
     )
+    group_share_heartbeat_interval_ms: int = _setting(
+        5000, "group.share.heartbeat.interval.ms: share group members' heartbeat interval"
+    )
+    group_share_session_timeout_ms: int = _setting(
+        45000, "group.share.session.timeout.ms: a silent share group member is removed after it"
+    )
+    group_share_record_lock_duration_ms: int = _setting(
+        30000, "group.share.record.lock.duration.ms: how long a delivered record stays locked"
+    )
+    group_share_delivery_count_limit: int = _setting(
+        5, "group.share.delivery.count.limit: deliveries before a record is archived"
+    )
+    group_share_partition_max_record_locks: int = _setting(
+        2000, "group.share.partition.max.record.locks: records in flight per share-partition"
+    )
     group_consumer_assignors: str = _setting(
         "uniform,range", "group.consumer.assignors: broker-side assignors, the first the default"
     )

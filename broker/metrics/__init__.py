@@ -51,6 +51,13 @@ Partitions and groups (computed at scrape time, on the event loop):
   strata_consumer_group_committed_offset, strata_consumer_group_lag
                                         by group, topic and partition; lag is the high
                                         watermark minus the committed offset (records)
+Share groups (KIP-932, broker.groups.share_state):
+  strata_share_partition_in_flight_records, strata_share_partition_start_offset
+                                        by group, topic and partition
+  strata_share_redeliveries_total       records delivered again
+  strata_share_lock_expiries_total      acquisition locks that ran out unacknowledged
+  strata_share_delivery_limit_archived_total
+                                        records archived at the delivery-count limit
 The log cleaner of compacted topics (broker.log.cleaner):
   strata_log_cleaner_dirty_ratio        by topic and partition (led here): dirty bytes over
                                         cleanable bytes, what min.cleanable.dirty.ratio is

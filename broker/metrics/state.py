@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from broker.cluster.node import ClusterNode
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
+    from broker.groups.share_state import ShareStates
     from broker.log.manager import LogManager
     from broker.txn.coordinator import TransactionCoordinator
     from s3stream.counting_store import CountingStore
@@ -36,6 +37,7 @@ class StateCollector(Collector):
         transactions: TransactionCoordinator,
         cluster: ClusterNode | None,
         follower: PartitionFollower | None,
+        shares: ShareStates,
     ) -> None:
         """Registers itself with `metrics.registry`; `on_loop(fn)` runs `fn` on the
         event loop and returns its result."""
@@ -48,10 +50,49 @@ class StateCollector(Collector):
         self.transactions = transactions
         self.cluster = cluster
         self.follower = follower
+        self.shares = shares
         metrics.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._on_loop(self.families)
+
+    def _share_families(self) -> list[Metric]:
+        """Share groups (KIP-932): records in flight per share-partition, and totals."""
+        names = {t.record.uuid.bytes: name for name, t in self.logs.topics.items()}
+        in_flight = GaugeMetricFamily(
+            "strata_share_partition_in_flight_records",
+            "Records delivered or waiting to be delivered again, not yet acknowledged",
+            labels=["group", "topic", "partition"],
+        )
+        start = GaugeMetricFamily(
+            "strata_share_partition_start_offset",
+            "First offset not yet acknowledged or archived",
+            labels=["group", "topic", "partition"],
+        )
+        for (group, tid, index), sp in self.shares.partitions.items():
+            labels = [group, names.get(tid, tid.hex()), str(index)]
+            in_flight.add_metric(labels, sp.in_flight)
+            start.add_metric(labels, sp.start_offset)
+        c = self.shares.totals()
+        return [
+            in_flight,
+            start,
+            CounterMetricFamily(
+                "strata_share_redeliveries",
+                "Records delivered again (released, lock expired, or a restart)",
+                value=c.redeliveries,
+            ),
+            CounterMetricFamily(
+                "strata_share_lock_expiries",
+                "Acquisition locks that expired before an acknowledgement",
+                value=c.lock_expiries,
+            ),
+            CounterMetricFamily(
+                "strata_share_delivery_limit_archived",
+                "Records archived after group.share.delivery.count.limit deliveries",
+                value=c.delivery_limit_archived,
+            ),
+        ]
 
     def _object_families(self) -> list[Metric]:
         logs = self.logs
@@ -261,6 +302,7 @@ class StateCollector(Collector):
                 value=wal.retained_bytes,
             ),
             *self._object_families(),
+            *self._share_families(),
             *self._cleaner_families(),
             CounterMetricFamily(
                 "strata_tail_cache_hits", "Batch reads served by the tail cache", value=tail.hits
