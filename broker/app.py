@@ -12,6 +12,7 @@ from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
 from broker.console.http import ConsoleHttp
 from broker.console.source import ConsoleSource
+from broker.fetch_sessions import FetchSessionCache
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffsets
 from broker.groups.consumer_coordinator import ConsumerGroups
 from broker.groups.consumer_group import ConsumerSettings
@@ -161,6 +162,7 @@ class Broker:
             {PREFIX: replay.app, LINKS_PREFIX: LinksHttp(self.links).app},
             fallback=self._console(replay).app,
         )
+        self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots)
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,
@@ -171,6 +173,7 @@ class Broker:
             transactions=self.transactions,
             cluster=self.cluster,
             follower=self.follower,
+            fetch_sessions=self.fetch_sessions,
         )
         self.listeners = config.listeners()
         self.ssl_context = None
@@ -215,6 +218,7 @@ class Broker:
                 else None,
             ),
             security=self.security,
+            fetch_sessions=self.fetch_sessions,
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,

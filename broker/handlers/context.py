@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from broker.broker_configs import BrokerSettings
+    from broker.fetch_sessions import FetchSessionCache
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
     from broker.leadership import Leadership
@@ -55,4 +56,5 @@ class HandlerContext:
     transactions: TransactionCoordinator
     txn_markers: MarkerWriter
     security: Security
+    fetch_sessions: FetchSessionCache
     zones: Zones | None = None  # zone-aware reads (client.rack); None: not configured

@@ -16,6 +16,7 @@ from broker.metrics.counters import BrokerMetrics
 if TYPE_CHECKING:
     from broker.cluster.follower import PartitionFollower
     from broker.cluster.node import ClusterNode
+    from broker.fetch_sessions import FetchSessionCache
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
     from broker.log.manager import LogManager
@@ -36,6 +37,7 @@ class StateCollector(Collector):
         transactions: TransactionCoordinator,
         cluster: ClusterNode | None,
         follower: PartitionFollower | None,
+        fetch_sessions: FetchSessionCache | None = None,
     ) -> None:
         """Registers itself with `metrics.registry`; `on_loop(fn)` runs `fn` on the
         event loop and returns its result."""
@@ -48,6 +50,7 @@ class StateCollector(Collector):
         self.transactions = transactions
         self.cluster = cluster
         self.follower = follower
+        self.fetch_sessions = fetch_sessions
         metrics.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
@@ -245,6 +248,45 @@ class StateCollector(Collector):
             lso_lag,
         ]
 
+    def _fetch_session_families(self) -> list[Metric]:
+        cache = self.fetch_sessions
+        if cache is None:
+            return []
+        requests = CounterMetricFamily(
+            "strata_fetch_session_requests",
+            "Fetch requests by session mode (KIP-227): sessionless, full, incremental, error",
+            labels=["mode"],
+        )
+        for mode, n in cache.requests.items():
+            requests.add_metric([mode.value], n)
+        errors = CounterMetricFamily(
+            "strata_fetch_session_errors",
+            "Fetches refused for an unknown session or a wrong session epoch",
+            labels=["error"],
+        )
+        errors.add_metric(["fetch_session_id_not_found"], cache.not_found)
+        errors.add_metric(["invalid_fetch_session_epoch"], cache.invalid_epoch)
+        return [
+            GaugeMetricFamily(
+                "strata_fetch_sessions", "Incremental fetch sessions cached", value=len(cache)
+            ),
+            GaugeMetricFamily(
+                "strata_fetch_session_partitions",
+                "Partitions held by the cached fetch sessions",
+                value=cache.partitions,
+            ),
+            CounterMetricFamily(
+                "strata_fetch_sessions_created", "Fetch sessions opened", value=cache.created
+            ),
+            CounterMetricFamily(
+                "strata_fetch_session_evictions",
+                "Fetch sessions evicted to make room for new ones",
+                value=cache.evictions,
+            ),
+            requests,
+            errors,
+        ]
+
     def families(self) -> list[Metric]:
         logs = self.logs
         wal = logs.wal
@@ -279,6 +321,7 @@ class StateCollector(Collector):
             CounterMetricFamily(
                 "strata_group_rebalances", "Group rebalances started", value=self.groups.rebalances
             ),
+            *self._fetch_session_families(),
         ]
         if not self.metrics.ready:
             return out  # topics and offsets are still being replayed, or being shut down
