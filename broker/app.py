@@ -30,6 +30,7 @@ from broker.log.topics import TopicState
 from broker.metadata_store import MetadataStore
 from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
+from broker.metrics.loop_lag import LoopLag
 from broker.metrics.state import StateCollector
 from broker.peers import Peers, PeerSecurity
 from broker.replay.core import Replayer
@@ -162,6 +163,7 @@ class Broker:
             {PREFIX: replay.app, LINKS_PREFIX: LinksHttp(self.links).app},
             fallback=self._console(replay).app,
         )
+        self.loop_lag = LoopLag(self.metrics.loop_lag.observe)
         self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots)
         StateCollector(
             self.metrics,
@@ -231,6 +233,7 @@ class Broker:
     async def start(self) -> None:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
         self.metrics_port = self.metrics_http.start(self.config.http_address)
+        self.loop_lag.start()
         await self.store.open()
         if self.cluster is not None:
             await self.cluster.join()
@@ -298,6 +301,7 @@ class Broker:
         await self.logs.close()
         await self.store.close()
         await self.metrics_http.stop()
+        self.loop_lag.stop()
         log.info("stopped")
 
     async def reload_certificates(self) -> None:

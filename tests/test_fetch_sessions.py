@@ -130,6 +130,20 @@ def test_librdkafka_fetches_without_a_session_and_consumes_everything(sessions_b
     assert after.created == before.created  # librdkafka sends epoch -1: no session
 
 
+def test_the_broker_reports_its_event_loop_lag(sessions_broker) -> None:
+    """The lag histogram (in this module for its broker, not about sessions) fills up."""
+    first = Metrics(sessions_broker).values["strata_event_loop_lag_seconds_count"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        m = Metrics(sessions_broker).values
+        if m["strata_event_loop_lag_seconds_count"] > first:
+            break
+    assert m["strata_event_loop_lag_seconds_count"] > first
+    inf = m['strata_event_loop_lag_seconds_bucket{le="+Inf"}']
+    assert inf == m["strata_event_loop_lag_seconds_count"]
+
+
 @pytest.mark.skipif(shutil.which("java") is None, reason="`java` is not on PATH")
 def test_the_java_client_consumes_everything_through_an_incremental_fetch_session(
     sessions_broker, tmp_path
