@@ -164,12 +164,13 @@ async def _read_all(
         for w in wanted:
             p = w.partition
             error = w.error
-            data = b""
+            data: list = []
             aborted = None
             if w.replica:
                 part = await _replica_read(ctx, w, min(w.max_bytes, remaining), total == 0)
-                total += len(part["records"])
-                remaining -= len(part["records"])
+                size = _size(part["records"])
+                total += size
+                remaining -= size
                 any_error = (
                     any_error or part["preferred_read_replica"] >= 0 or bool(part["error_code"])
                 )
@@ -206,11 +207,12 @@ async def _read_all(
                     except ObjectStoreError as e:  # the store is down: retriable for clients
                         log.warning("fetch %s at %d: object store: %r", p, w.fetch_offset, e)
                         batches, error = [], ErrorCode.kafka_storage_error
-                    data = b"".join(batches)
-                    if committed and data:
+                    data = batches  # the log's own buffers, written as they are
+                    size = _size(data)
+                    if committed and size:
                         aborted = _aborted(p, w.fetch_offset, limit)
-                    total += len(data)
-                    remaining -= len(data)
+                    total += size
+                    remaining -= size
             any_error = any_error or error != ErrorCode.none
             parts.append(
                 {
@@ -226,6 +228,13 @@ async def _read_all(
             )
         responses.append({**key, "partitions": parts})
     return responses, total, any_error
+
+
+def _size(records: list) -> int:
+    """Bytes of a partition's records: a list of batch buffers (or one buffer)."""
+    if isinstance(records, bytes | bytearray | memoryview):
+        return len(records)
+    return sum(len(b) for b in records)
 
 
 def _uploaded_end(p: Partition) -> int:
@@ -293,7 +302,7 @@ async def _replica_read(ctx: HandlerContext, w: _Wanted, max_bytes: int, first: 
         "log_start_offset": got.log_start,
         "aborted_transactions": None,
         "preferred_read_replica": -1,
-        "records": b"".join(got.batches),
+        "records": list(got.batches),
     }
 
 
@@ -314,9 +323,10 @@ def _count(
     broker_rack = ctx.zones.rack if ctx.zones is not None else ""
     for (_, wanted), t in zip(plan, responses, strict=True):
         for w, part in zip(wanted, t["partitions"], strict=True):
-            if part["records"]:
-                metrics.topic(w.partition.topic).bytes_out.inc(len(part["records"]))
-                metrics.fetched_by_rack(broker_rack, rack, len(part["records"]))
+            size = _size(part["records"])
+            if size:
+                metrics.topic(w.partition.topic).bytes_out.inc(size)
+                metrics.fetched_by_rack(broker_rack, rack, size)
             if part["error_code"]:
                 metrics.partition_error(ApiKey.FETCH, part["error_code"])
 
@@ -460,7 +470,7 @@ def _news(session, plan, responses: list[dict]) -> list[dict]:
             for part in t["partitions"]
             if session.must_send(
                 (topic, part["partition_index"]),
-                records=len(part["records"]),
+                records=_size(part["records"]),
                 error=part["error_code"],
                 high_watermark=part["high_watermark"],
                 last_stable_offset=part["last_stable_offset"],
