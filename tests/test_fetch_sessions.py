@@ -130,8 +130,11 @@ def test_librdkafka_fetches_without_a_session_and_consumes_everything(sessions_b
     assert after.created == before.created  # librdkafka sends epoch -1: no session
 
 
-def test_the_broker_reports_its_event_loop_lag(sessions_broker) -> None:
-    """The lag histogram (in this module for its broker, not about sessions) fills up."""
+def test_the_broker_reports_its_event_loop_lag_and_freezes_its_start_up_heap(
+    sessions_broker,
+) -> None:
+    """The lag histogram fills up, and start-up's objects are frozen out of the garbage
+    collector (in this module for its broker, not about sessions)."""
     first = Metrics(sessions_broker).values["strata_event_loop_lag_seconds_count"]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -142,6 +145,7 @@ def test_the_broker_reports_its_event_loop_lag(sessions_broker) -> None:
     assert m["strata_event_loop_lag_seconds_count"] > first
     inf = m['strata_event_loop_lag_seconds_bucket{le="+Inf"}']
     assert inf == m["strata_event_loop_lag_seconds_count"]
+    assert m["strata_gc_frozen_objects"] > 10_000
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="`java` is not on PATH")

@@ -43,6 +43,8 @@ The event loop (broker.metrics.loop_lag):
                                         fires (actual minus scheduled wake-up), i.e. how
                                         long something held the loop that every request
                                         then waited for
+  strata_gc_frozen_objects              gauge: objects gc.freeze() took out of the
+                                        collector's sight once start-up was done
 Fetch sessions (KIP-227, broker.fetch_sessions; computed at scrape time):
   strata_fetch_sessions, strata_fetch_session_partitions
                                         gauges: sessions cached, partitions they hold

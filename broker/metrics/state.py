@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -322,6 +323,11 @@ class StateCollector(Collector):
                 "strata_group_rebalances", "Group rebalances started", value=self.groups.rebalances
             ),
             *self._fetch_session_families(),
+            GaugeMetricFamily(
+                "strata_gc_frozen_objects",
+                "Objects gc.freeze() moved out of the collector's sight after start-up",
+                value=gc.get_freeze_count(),
+            ),
         ]
         if not self.metrics.ready:
             return out  # topics and offsets are still being replayed, or being shut down
