@@ -148,6 +148,7 @@ def test_the_broker_reports_its_event_loop_lag_and_freezes_its_start_up_heap(
     assert m["strata_gc_frozen_objects"] > 10_000
 
 
+@pytest.mark.slow  # as every Java test: a JVM, and the client jars fetched once
 @pytest.mark.skipif(shutil.which("java") is None, reason="`java` is not on PATH")
 def test_the_java_client_consumes_everything_through_an_incremental_fetch_session(
     sessions_broker, tmp_path
