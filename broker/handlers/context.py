@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from broker.broker_configs import BrokerSettings
+    from broker.fetch_sessions import FetchSessionCache
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
     from broker.groups.share_state import ShareStates
@@ -57,4 +58,5 @@ class HandlerContext:
     txn_markers: MarkerWriter
     security: Security
     shares: ShareStates  # share-partitions and share sessions (KIP-932)
+    fetch_sessions: FetchSessionCache
     zones: Zones | None = None  # zone-aware reads (client.rack); None: not configured

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from broker.metrics.counters import BrokerMetrics
 if TYPE_CHECKING:
     from broker.cluster.follower import PartitionFollower
     from broker.cluster.node import ClusterNode
+    from broker.fetch_sessions import FetchSessionCache
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
     from broker.groups.share_state import ShareStates
@@ -38,6 +40,7 @@ class StateCollector(Collector):
         cluster: ClusterNode | None,
         follower: PartitionFollower | None,
         shares: ShareStates,
+        fetch_sessions: FetchSessionCache | None = None,
     ) -> None:
         """Registers itself with `metrics.registry`; `on_loop(fn)` runs `fn` on the
         event loop and returns its result."""
@@ -51,6 +54,7 @@ class StateCollector(Collector):
         self.cluster = cluster
         self.follower = follower
         self.shares = shares
+        self.fetch_sessions = fetch_sessions
         metrics.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
@@ -286,6 +290,45 @@ class StateCollector(Collector):
             lso_lag,
         ]
 
+    def _fetch_session_families(self) -> list[Metric]:
+        cache = self.fetch_sessions
+        if cache is None:
+            return []
+        requests = CounterMetricFamily(
+            "strata_fetch_session_requests",
+            "Fetch requests by session mode (KIP-227): sessionless, full, incremental, error",
+            labels=["mode"],
+        )
+        for mode, n in cache.requests.items():
+            requests.add_metric([mode.value], n)
+        errors = CounterMetricFamily(
+            "strata_fetch_session_errors",
+            "Fetches refused for an unknown session or a wrong session epoch",
+            labels=["error"],
+        )
+        errors.add_metric(["fetch_session_id_not_found"], cache.not_found)
+        errors.add_metric(["invalid_fetch_session_epoch"], cache.invalid_epoch)
+        return [
+            GaugeMetricFamily(
+                "strata_fetch_sessions", "Incremental fetch sessions cached", value=len(cache)
+            ),
+            GaugeMetricFamily(
+                "strata_fetch_session_partitions",
+                "Partitions held by the cached fetch sessions",
+                value=cache.partitions,
+            ),
+            CounterMetricFamily(
+                "strata_fetch_sessions_created", "Fetch sessions opened", value=cache.created
+            ),
+            CounterMetricFamily(
+                "strata_fetch_session_evictions",
+                "Fetch sessions evicted to make room for new ones",
+                value=cache.evictions,
+            ),
+            requests,
+            errors,
+        ]
+
     def families(self) -> list[Metric]:
         logs = self.logs
         wal = logs.wal
@@ -320,6 +363,12 @@ class StateCollector(Collector):
             ),
             CounterMetricFamily(
                 "strata_group_rebalances", "Group rebalances started", value=self.groups.rebalances
+            ),
+            *self._fetch_session_families(),
+            GaugeMetricFamily(
+                "strata_gc_frozen_objects",
+                "Objects gc.freeze() moved out of the collector's sight after start-up",
+                value=gc.get_freeze_count(),
             ),
         ]
         if not self.metrics.ready:
