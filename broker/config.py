@@ -119,6 +119,11 @@ class BrokerConfig:
         "last commit and its last member left (checked with retention)",
     )
     transaction_state_log_num_partitions: int = _setting(16, "transaction.state.log.num.partitions")
+    transaction_state_log_segment_bytes: int = _setting(
+        104_857_600,
+        "transaction.state.log.segment.bytes: segment.bytes of __transaction_state when it is "
+        "created (the unit its log cleaning works on)",
+    )
     transaction_max_timeout_ms: int = _setting(
         900_000, "transaction.max.timeout.ms: the longest transaction.timeout.ms accepted"
     )

@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -91,16 +92,36 @@ def partition_cleanable(p: Partition, s: lc.CleanSettings, now_ms: int) -> lc.Cl
     )
 
 
+WORKER_NICENESS = 10  # below the broker's own threads when the CPUs are busy
+
+
+def _lower_priority(niceness: int) -> None:
+    """The worker's initializer: cleaning is background work, so on a busy machine the
+    scheduler runs the broker's event loop (produce, fetch) first; on an idle one the
+    worker still gets a whole CPU."""
+    try:
+        os.nice(niceness)
+    except OSError:  # not permitted here: cleaning still works, at the same priority
+        log.warning("could not lower the cleaner worker's priority")
+
+
 class CleanerPool:
     """The worker process the cleaner's CPU work runs in: started on first use (spawned,
-    not forked from a process with threads), started again if it died."""
+    not forked from a process with threads), started again if it died; at a lower
+    scheduling priority than the broker (`niceness`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, niceness: int = WORKER_NICENESS) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self.niceness = niceness
 
     def get(self) -> Executor:
         if self._pool is None or getattr(self._pool, "_broken", False):
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lower_priority,
+                initargs=(self.niceness,),
+            )
         return self._pool
 
     def close(self) -> None:
@@ -118,9 +139,12 @@ class LogCleaner:
         settings: CleanerSettings,
         executor: Callable[[], Executor],
         write_snapshot: Callable[[], Awaitable[None]],
+        internal_topics: frozenset[str] = frozenset(),
     ) -> None:
         """`executor()` gives the worker pool (one worker: a job's steps run in order
-        in one process); `write_snapshot()` persists the catalog."""
+        in one process); `write_snapshot()` persists the catalog; `internal_topics`:
+        the internal topics cleaned as any other (the rest compact themselves)."""
+        self.internal_topics = internal_topics
         self.registry = registry
         self.catalog = catalog
         self.tail = tail
@@ -137,7 +161,9 @@ class LogCleaner:
         out = []
         for t in list(self.registry.topics.values()):
             policy = self.registry.topic_config(t, "cleanup.policy")
-            if t.record.internal or not is_compacted(policy):
+            if (t.record.internal and t.name not in self.internal_topics) or not is_compacted(
+                policy
+            ):
                 continue
             parts = [p for p in t.partitions if p.leading and p.held and not p.deleted]
             out.append((t, topic_clean_settings(self.registry, t), parts))
@@ -215,6 +241,7 @@ class LogCleaner:
             end_offset, entries = plan.end_offset, plan.entries
             dirty = refs[plan.dirty_from :]
             done = plan.dirty_from
+            mapped: list[tuple[int, int, int]] = []  # the groups the map took
             for oid, start, stop, last, n in lc.block_groups(
                 [(r.object_id, r.position, r.size, r.last_offset) for r in dirty], _READ_BYTES
             ):
@@ -224,12 +251,23 @@ class LogCleaner:
                 if not fit:
                     end_offset, entries = refs[done - 1].last_offset + 1, done
                     break
+                mapped.append((oid, start, stop))
                 done += n
-            # the rewrite of everything up to there, clean part included
-            for oid, start, stop, _, _ in lc.block_groups(
-                [(r.object_id, r.position, r.size, r.last_offset) for r in refs[:entries]],
-                _READ_BYTES,
-            ):
+            # the rewrite of everything up to there: the clean part, then the dirty
+            # groups that keep something (most of an often-updated log keeps nothing)
+            needed = await run(lc.job_needed)
+            clean_part = [
+                (oid, start, stop)
+                for oid, start, stop, _, _ in lc.block_groups(
+                    [
+                        (r.object_id, r.position, r.size, r.last_offset)
+                        for r in refs[: plan.dirty_from]
+                    ],
+                    _READ_BYTES,
+                )
+            ]
+            dirty_part = [g for g, need in zip(mapped, needed, strict=True) if need]
+            for oid, start, stop in clean_part + dirty_part:
                 data = await self._get(oid, start, stop)
                 read += len(data)
                 await run(lc.job_rewrite, data, end_offset)
