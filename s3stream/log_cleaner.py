@@ -28,10 +28,12 @@ or its interpreter lock.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import struct
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
 
 import crc32c
 
@@ -571,13 +573,21 @@ def block_groups(
 # --- the worker process's side (a pool of one worker runs these in order) -------------
 
 _JOBS: dict[int, CleanJob] = {}
+_SHARED: dict[str, SharedMemory] = {}  # the parent's staging buffers, attached here
+
+
+def _release_shared() -> None:
+    for shm in _SHARED.values():
+        with contextlib.suppress(BufferError):  # a view still held: it goes with the process
+            shm.close()
+    _SHARED.clear()
 
 
 def job_open(job_id: int, params: JobParams) -> None:
     _JOBS[job_id] = CleanJob(params)
 
 
-def job_map(job_id: int, data: bytes, group_end: int) -> tuple[bool, int, int]:
+def job_map(job_id: int, data: bytes | memoryview, group_end: int) -> tuple[bool, int, int]:
     """(whether the group fit, keys in the map, map bytes)."""
     job = _JOBS[job_id]
     fit = job.add_to_map(data, group_end)
@@ -589,6 +599,21 @@ def job_needed(job_id: int) -> list[bool]:
     return _JOBS[job_id].needed_groups()
 
 
+def job_map_shared(job_id: int, name: str, size: int, group_end: int) -> tuple[bool, int, int]:
+    """job_map of the first `size` bytes of the parent's shared staging buffer `name`
+    (no copy through a pipe; the map keeps copies of the keys only, nothing of the
+    buffer, which the parent fills again for the next group)."""
+    shm = _SHARED.get(name)
+    if shm is None:
+        _release_shared()
+        shm = _SHARED[name] = SharedMemory(name)
+    view = shm.buf[:size]
+    try:
+        return job_map(job_id, view, group_end)
+    finally:
+        view.release()
+
+
 def job_rewrite(job_id: int, data: bytes, end_offset: int) -> None:
     _JOBS[job_id].rewrite(data, end_offset)
 
@@ -596,10 +621,12 @@ def job_rewrite(job_id: int, data: bytes, end_offset: int) -> None:
 def job_finish(
     job_id: int, topic_id: bytes, partition: int, block_bytes: int, created_ms: int
 ) -> tuple[bytes, list[BlockEntry], CleanStats]:
+    _release_shared()
     job = _JOBS.pop(job_id)
     body, entries = job.finish(topic_id, partition, block_bytes, created_ms)
     return body, entries, job.stats
 
 
 def job_close(job_id: int) -> None:
+    _release_shared()
     _JOBS.pop(job_id, None)

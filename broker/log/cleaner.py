@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
 
 from broker.log.partition import Partition
 from broker.log.topics import TopicRegistry, TopicState
@@ -237,22 +238,47 @@ class LogCleaner:
         await run(lc.job_open, params)
         read = 0
         try:
-            # the offset map over the dirty blocks; a full map ends the clean early
+            # the offset map over the dirty blocks; a full map ends the clean early.
+            # Each group goes to the worker through a shared staging buffer (no pickling
+            # through a pipe); the next group is read from the store meanwhile.
             end_offset, entries = plan.end_offset, plan.entries
             dirty = refs[plan.dirty_from :]
             done = plan.dirty_from
             mapped: list[tuple[int, int, int]] = []  # the groups the map took
-            for oid, start, stop, last, n in lc.block_groups(
-                [(r.object_id, r.position, r.size, r.last_offset) for r in dirty], _READ_BYTES
-            ):
-                data = await self._get(oid, start, stop)
-                read += len(data)
-                fit, _, _ = await run(lc.job_map, data, last + 1)
-                if not fit:
-                    end_offset, entries = refs[done - 1].last_offset + 1, done
-                    break
-                mapped.append((oid, start, stop))
-                done += n
+            groups = list(
+                lc.block_groups(
+                    [(r.object_id, r.position, r.size, r.last_offset) for r in dirty],
+                    _READ_BYTES,
+                )
+            )
+            staging = SharedMemory(create=True, size=_READ_BYTES)
+            ahead: asyncio.Task | None = None
+            try:
+                if groups:
+                    ahead = asyncio.ensure_future(self._get(*groups[0][:3]))
+                for i, (oid, start, stop, last, n) in enumerate(groups):
+                    assert ahead is not None
+                    data = await ahead
+                    ahead = None
+                    if i + 1 < len(groups):
+                        ahead = asyncio.ensure_future(self._get(*groups[i + 1][:3]))
+                    read += len(data)
+                    if len(data) <= staging.size:
+                        staging.buf[: len(data)] = data
+                        fit, _, _ = await run(lc.job_map_shared, staging.name, len(data), last + 1)
+                    else:  # a group of one block larger than the buffer
+                        fit, _, _ = await run(lc.job_map, data, last + 1)
+                    del data
+                    if not fit:
+                        end_offset, entries = refs[done - 1].last_offset + 1, done
+                        break
+                    mapped.append((oid, start, stop))
+                    done += n
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                staging.close()
+                staging.unlink()
             # the rewrite of everything up to there: the clean part, then the dirty
             # groups that keep something (most of an often-updated log keeps nothing)
             needed = await run(lc.job_needed)
