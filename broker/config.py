@@ -178,6 +178,11 @@ class BrokerConfig:
         128 * 1024 * 1024,
         "log.cleaner.dedupe.buffer.size: memory for the cleaner's key map (bounds one clean)",
     )
+    log_cleaner_io_max_bytes_per_second: float = _setting(
+        0.0,
+        "log.cleaner.io.max.bytes.per.second: the cleaner's byte budget, bytes read per "
+        "second of cleaning, to leave CPU and I/O to produce and fetch (0: unlimited)",
+    )
     object_delete_delay_ms: int = _setting(
         30_000, "grace before an unneeded object is deleted (reads in flight finish)"
     )
@@ -270,6 +275,7 @@ class BrokerConfig:
             dedupe_buffer_bytes=self.log_cleaner_dedupe_buffer_size,
             block_bytes=self.object_block_bytes,
             enabled=self.log_cleaner_enable,
+            io_max_bytes_per_second=self.log_cleaner_io_max_bytes_per_second,
         )
 
     @property

@@ -65,6 +65,15 @@ class CleanerSettings:
     dedupe_buffer_bytes: int = 128 * 1024 * 1024  # log.cleaner.dedupe.buffer.size
     block_bytes: int = 1024 * 1024
     enabled: bool = True  # log.cleaner.enable
+    io_max_bytes_per_second: float = 0.0  # log.cleaner.io.max.bytes.per.second; 0: no bound
+
+
+def budget_wait_s(bytes_done: int, elapsed_s: float, max_bytes_per_s: float) -> float:
+    """How long to pause so `bytes_done` in `elapsed_s` stays within the byte budget
+    (Kafka's cleaner throttler): 0 when within it or unbounded."""
+    if max_bytes_per_s <= 0:
+        return 0.0
+    return max(0.0, bytes_done / max_bytes_per_s - elapsed_s)
 
 
 @dataclass(frozen=True)

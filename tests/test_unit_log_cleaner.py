@@ -291,3 +291,9 @@ def test_the_rewrite_skips_groups_nothing_of_which_survives_and_counts_them() ->
     assert kept == [(5, b"c"), (6, None), (7, b"a"), (8, b"b")]  # the last batch, as it was
     assert bytes(job.out[0].data) == groups[2]
     assert job.stats.records_read == 9 and job.stats.records_kept == 4
+
+
+def test_the_byte_budget_pauses_only_a_cleaner_ahead_of_it() -> None:
+    assert lc.budget_wait_s(100 * 2**20, 0.5, 0) == 0  # unbounded
+    assert lc.budget_wait_s(100 * 2**20, 0.5, 100 * 2**20) == pytest.approx(0.5)
+    assert lc.budget_wait_s(10 * 2**20, 0.5, 100 * 2**20) == 0  # behind it: no pause

@@ -263,6 +263,7 @@ class LogCleaner:
                     if i + 1 < len(groups):
                         ahead = asyncio.ensure_future(self._get(*groups[i + 1][:3]))
                     read += len(data)
+                    await self._within_budget(read, started)
                     if len(data) <= staging.size:
                         staging.buf[: len(data)] = data
                         fit, _, _ = await run(lc.job_map_shared, staging.name, len(data), last + 1)
@@ -296,6 +297,7 @@ class LogCleaner:
             for oid, start, stop in clean_part + dirty_part:
                 data = await self._get(oid, start, stop)
                 read += len(data)
+                await self._within_budget(read, started)
                 await run(lc.job_rewrite, data, end_offset)
             created_ms = int(time.time() * 1000)
             body, block_entries, stats = await loop.run_in_executor(
@@ -359,6 +361,14 @@ class LogCleaner:
             stats.aborted_dropped,
         )
         return True
+
+    async def _within_budget(self, read: int, started: float) -> None:
+        """Pause while the bytes read so far exceed the cleaner's byte budget."""
+        wait = lc.budget_wait_s(
+            read, time.monotonic() - started, self.settings.io_max_bytes_per_second
+        )
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _get(self, object_id: int, start: int, stop: int) -> bytes:
         obj = self.catalog.get(object_id)
