@@ -268,6 +268,7 @@ def run_system(
     rate_mb: float,
     seconds: float,
     cleaner_io_mb: float = 0.0,
+    store_wait_s: float = 60.0,
 ) -> dict[str, Any]:
     system = _system(name, work / name, cleaner_io_mb)
     system.prepare()
@@ -320,7 +321,7 @@ def run_system(
         during = _acks(loaded, marks["start"], marks["end"])
         cleaned = watch.delta()
         time.sleep(3)  # the grace before old objects / segments are deleted
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + store_wait_s
         after = meter.read()
         while after > before / 4 and time.monotonic() < deadline:
             time.sleep(1)
@@ -364,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the cleaner's byte budget in MB/s on both systems "
         "(log.cleaner.io.max.bytes.per.second; default unlimited, as Kafka's)",
     )
+    ap.add_argument(
+        "--store-wait-s",
+        type=float,
+        default=60.0,
+        help="how long to wait for the store to shrink after the clean (old objects deleted)",
+    )
     ap.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -388,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.rate_mb,
                     args.seconds,
                     args.cleaner_io_mb,
+                    args.store_wait_s,
                 )
             except Exception as e:  # the other systems' figures still count
                 results["systems"][name] = {"error": repr(e)}
