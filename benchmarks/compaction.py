@@ -55,11 +55,16 @@ class CleanerKafka(KafkaSystem):
     extra_properties = {"log.cleaner.backoff.ms": "1000", "log.segment.delete.delay.ms": "1000"}
 
 
-def _system(name: str, work: Path) -> System:
+def _system(name: str, work: Path, cleaner_io_mb: float = 0.0) -> System:
+    """`cleaner_io_mb`: the cleaner's byte budget in MB/s on both (0: unlimited, Kafka's
+    default)."""
+    budget = str(cleaner_io_mb * MB)
     if name == "strata":
         return StrataSystem(
             work,
             [
+                "--log-cleaner-io-max-bytes-per-second",
+                budget if cleaner_io_mb > 0 else "0",
                 "--retention-check-interval-ms",
                 "1000",
                 "--object-delete-delay-ms",
@@ -69,7 +74,13 @@ def _system(name: str, work: Path) -> System:
             ],
         )
     if name == "kafka":
-        return CleanerKafka(work)
+        kafka = CleanerKafka(work)
+        if cleaner_io_mb > 0:
+            kafka.extra_properties = {
+                **kafka.extra_properties,
+                "log.cleaner.io.max.bytes.per.second": budget,
+            }
+        return kafka
     raise SystemExit(f"unknown system {name!r} (strata, kafka)")
 
 
@@ -250,9 +261,16 @@ def _acks(prod: dict[str, Any], since: float, until: float) -> list[float]:
 
 
 def run_system(
-    name: str, work: Path, size: int, keys: int, rate_mb: float, seconds: float
+    name: str,
+    work: Path,
+    size: int,
+    keys: int,
+    rate_mb: float,
+    seconds: float,
+    cleaner_io_mb: float = 0.0,
+    store_wait_s: float = 60.0,
 ) -> dict[str, Any]:
-    system = _system(name, work / name)
+    system = _system(name, work / name, cleaner_io_mb)
     system.prepare()
     system.start()
     try:
@@ -303,7 +321,7 @@ def run_system(
         during = _acks(loaded, marks["start"], marks["end"])
         cleaned = watch.delta()
         time.sleep(3)  # the grace before old objects / segments are deleted
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + store_wait_s
         after = meter.read()
         while after > before / 4 and time.monotonic() < deadline:
             time.sleep(1)
@@ -340,6 +358,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-mb", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--smoke", action="store_true", help="Strata alone, 32 MiB, 10 s")
+    ap.add_argument(
+        "--cleaner-io-mb",
+        type=float,
+        default=0.0,
+        help="the cleaner's byte budget in MB/s on both systems "
+        "(log.cleaner.io.max.bytes.per.second; default unlimited, as Kafka's)",
+    )
+    ap.add_argument(
+        "--store-wait-s",
+        type=float,
+        default=60.0,
+        help="how long to wait for the store to shrink after the clean (old objects deleted)",
+    )
     ap.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -350,13 +381,21 @@ def main(argv: list[str] | None = None) -> int:
         "keys": args.keys,
         "rate_mb_per_s": args.rate_mb,
         "seconds": args.seconds,
+        "cleaner_io_mb_per_s": args.cleaner_io_mb,
         "systems": {},
     }
     try:
         for name in args.systems.split(","):
             try:
                 results["systems"][name] = run_system(
-                    name, work, args.size_mib * MIB, args.keys, args.rate_mb, args.seconds
+                    name,
+                    work,
+                    args.size_mib * MIB,
+                    args.keys,
+                    args.rate_mb,
+                    args.seconds,
+                    args.cleaner_io_mb,
+                    args.store_wait_s,
                 )
             except Exception as e:  # the other systems' figures still count
                 results["systems"][name] = {"error": repr(e)}

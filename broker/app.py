@@ -105,6 +105,9 @@ class Broker:
                 OFFSETS_TOPIC: committed.replay,
                 TRANSACTION_TOPIC: txn_table.replay,
             },
+            # __consumer_offsets keeps its own snapshots (they also free the WAL, which
+            # the cleaner, working on uploaded data only, cannot)
+            cleaned_internal_topics=frozenset({TRANSACTION_TOPIC}),
             observer=self.metrics,
             cleaner=config.cleaner(),
         )
@@ -165,6 +168,7 @@ class Broker:
             self.logs.allocate_producer_id,
             TxnSettings(
                 partitions=config.transaction_state_log_num_partitions,
+                segment_bytes=config.transaction_state_log_segment_bytes,
                 max_timeout_ms=config.transaction_max_timeout_ms,
                 id_expiration_ms=config.transactional_id_expiration_ms,
                 abort_interval_ms=config.transaction_abort_timed_out_transaction_cleanup_interval_ms,

@@ -134,6 +134,11 @@ class BrokerConfig:
         "last commit and its last member left (checked with retention)",
     )
     transaction_state_log_num_partitions: int = _setting(16, "transaction.state.log.num.partitions")
+    transaction_state_log_segment_bytes: int = _setting(
+        104_857_600,
+        "transaction.state.log.segment.bytes: segment.bytes of __transaction_state when it is "
+        "created (the unit its log cleaning works on)",
+    )
     transaction_max_timeout_ms: int = _setting(
         900_000, "transaction.max.timeout.ms: the longest transaction.timeout.ms accepted"
     )
@@ -187,6 +192,11 @@ class BrokerConfig:
     log_cleaner_dedupe_buffer_size: int = _setting(
         128 * 1024 * 1024,
         "log.cleaner.dedupe.buffer.size: memory for the cleaner's key map (bounds one clean)",
+    )
+    log_cleaner_io_max_bytes_per_second: float = _setting(
+        0.0,
+        "log.cleaner.io.max.bytes.per.second: the cleaner's byte budget, bytes read per "
+        "second of cleaning, to leave CPU and I/O to produce and fetch (0: unlimited)",
     )
     object_delete_delay_ms: int = _setting(
         30_000, "grace before an unneeded object is deleted (reads in flight finish)"
@@ -286,6 +296,7 @@ class BrokerConfig:
             dedupe_buffer_bytes=self.log_cleaner_dedupe_buffer_size,
             block_bytes=self.object_block_bytes,
             enabled=self.log_cleaner_enable,
+            io_max_bytes_per_second=self.log_cleaner_io_max_bytes_per_second,
         )
 
     @property

@@ -27,9 +27,13 @@ or its interpreter lock.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import struct
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
 
 import crc32c
 
@@ -61,6 +65,15 @@ class CleanerSettings:
     dedupe_buffer_bytes: int = 128 * 1024 * 1024  # log.cleaner.dedupe.buffer.size
     block_bytes: int = 1024 * 1024
     enabled: bool = True  # log.cleaner.enable
+    io_max_bytes_per_second: float = 0.0  # log.cleaner.io.max.bytes.per.second; 0: no bound
+
+
+def budget_wait_s(bytes_done: int, elapsed_s: float, max_bytes_per_s: float) -> float:
+    """How long to pause so `bytes_done` in `elapsed_s` stays within the byte budget
+    (Kafka's cleaner throttler): 0 when within it or unbounded."""
+    if max_bytes_per_s <= 0:
+        return 0.0
+    return max(0.0, bytes_done / max_bytes_per_s - elapsed_s)
 
 
 @dataclass(frozen=True)
@@ -260,21 +273,95 @@ def _payload(batch: memoryview, h) -> bytes:
     return decompress(h.compression, bytes(batch[HEADER_SIZE : h.size]))
 
 
-def group_keys(data: bytes | memoryview, start: int, end: int) -> dict[bytes, int]:
+def _map_walk(
+    buf: bytes, count: int, base: int, start: int, end: int, out: dict, keyless: list[int]
+) -> None:
+    """Put each record's key -> offset into `out` (keyless records' offsets into
+    `keyless`) for records in [start, end): the map phase's inner loop, reading only
+    what it needs (no timestamps), the one- and two-byte varints inline."""
+    inside = start <= base and base + count <= end  # fresh batches: no check per record
+    pos = 0
+    n = len(buf)
+    for _ in range(count):
+        b = buf[pos]
+        if b < 0x80:
+            length, pos = (b >> 1) ^ -(b & 1), pos + 1
+        elif buf[pos + 1] < 0x80:
+            v = (b & 0x7F) | (buf[pos + 1] << 7)
+            length, pos = (v >> 1) ^ -(v & 1), pos + 2
+        else:
+            length, pos = read_varint(buf, pos)
+        rec_end = pos + length
+        if length <= 0 or rec_end > n:
+            raise ValueError("record length out of bounds")
+        p = pos + 1  # after the attributes byte
+        while buf[p] & 0x80:  # the timestamp delta, skipped
+            p += 1
+        p += 1
+        b = buf[p]
+        if b < 0x80:
+            od, p = (b >> 1) ^ -(b & 1), p + 1
+        elif buf[p + 1] < 0x80:
+            v = (b & 0x7F) | (buf[p + 1] << 7)
+            od, p = (v >> 1) ^ -(v & 1), p + 2
+        else:
+            od, p = read_varint(buf, p)
+        b = buf[p]
+        if b < 0x80:
+            kl, p = (b >> 1) ^ -(b & 1), p + 1
+        else:
+            kl, p = read_varint(buf, p)
+        if p + kl > rec_end:
+            raise ValueError("key runs past the record")
+        offset = base + od
+        if inside or start <= offset < end:
+            if kl >= 0:
+                out[buf[p : p + kl]] = offset
+            else:
+                keyless.append(offset)
+        pos = rec_end
+
+
+@dataclass
+class GroupInfo:
+    """What the map phase saw of one block group: whether the rewrite may skip it
+    unread when none of its offsets survive (no control or transactional batch, none
+    reaching below the map's start), and what skipping it counts."""
+
+    first: int = -1  # offsets of its batches in the map's range
+    last: int = -1
+    records: int = 0
+    batches: int = 0
+    bytes: int = 0
+    skippable: bool = True
+
+
+def group_keys(
+    data: bytes | memoryview, start: int, end: int, keyless: list[int] | None = None
+) -> tuple[dict[bytes, int], GroupInfo]:
     """Last offset of each key among the records in [start, end) of consecutive
-    batches `data`; control batches and null keys count for nothing."""
+    batches `data` (control batches and null keys count for nothing; the offsets of
+    records without a key go to `keyless`), and what the group holds."""
     out: dict[bytes, int] = {}
+    info = GroupInfo()
+    keyless = [] if keyless is None else keyless
     view = memoryview(data)
     for pos, h in iter_headers(view):
-        if h.is_control or h.last_offset < start or h.base_offset >= end:
+        if h.last_offset < start or h.base_offset >= end:
+            continue
+        if info.first < 0:
+            info.first = h.base_offset
+        info.last = h.last_offset
+        info.records += h.record_count
+        info.batches += 1
+        info.bytes += h.size
+        if h.is_control or h.is_transactional or h.base_offset < start:
+            info.skippable = False
+        if h.is_control:
             continue
         buf = _payload(view[pos : pos + h.size], h)
-        base = h.base_offset
-        inside = start <= base and h.last_offset < end
-        for _, _, _, offset_delta, key_pos, key_len in _walk(buf, h.record_count):
-            if key_len >= 0 and (inside or start <= base + offset_delta < end):
-                out[buf[key_pos : key_pos + key_len]] = base + offset_delta
-    return out
+        _map_walk(buf, h.record_count, h.base_offset, start, end, out, keyless)
+    return out, info
 
 
 class _Aborted:
@@ -287,6 +374,9 @@ class _Aborted:
 
     def holds(self, pid: int, offset: int) -> bool:
         return any(first <= offset <= last for first, last in self.by_pid.get(pid, ()))
+
+
+_UNDECIDED = object()
 
 
 @dataclass
@@ -303,16 +393,45 @@ class CleanJob:
         self.map = OffsetMap(self.params.map_budget_bytes)
         self._aborted = _Aborted(self.params.aborted)
         self._txn_kept: dict[int, bool] = {}  # producer -> data of its open txn kept
+        self._keyless: list[int] = []  # offsets of records without a key, in the map's range
+        self._groups: list[GroupInfo] = []  # the map's groups, in order
+        self._survivors: array | None = None  # sorted offsets the map keeps, once built
 
     # phase 1
     def add_to_map(self, data: bytes | memoryview, group_end: int) -> bool:
         """A dirty block group (its batches end by `group_end`); False when the map is
         full: the clean then ends where this group begins."""
-        keys = group_keys(data, self.params.dirty_start, self.params.end_offset)
+        keyless: list[int] = []
+        keys, info = group_keys(data, self.params.dirty_start, self.params.end_offset, keyless)
         if not self.map.put_all(keys):
             return False
+        self._keyless += keyless
+        self._groups.append(info)
         self.map_complete_to = group_end
         return True
+
+    def survivors(self) -> array:
+        """The offsets in the map's range that survive: each key's latest, and records
+        without a key (kept, as they were). Sorted, for bisect."""
+        if self._survivors is None:
+            self._survivors = array("q", sorted([*self.map.latest.values(), *self._keyless]))
+        return self._survivors
+
+    def needed_groups(self) -> list[bool]:
+        """For each group the map took, in order: whether the rewrite must read it. A
+        group none of whose offsets survive, holding no transactional data, is dropped
+        whole without being read again (its records counted as read and removed)."""
+        s = self.survivors()
+        out = []
+        for g in self._groups:
+            i = bisect.bisect_left(s, g.first)
+            need = not g.skippable or (i < len(s) and s[i] <= g.last)
+            if not need:
+                self.stats.bytes_read += g.bytes
+                self.stats.records_read += g.records
+                self.stats.batches_dropped += g.batches
+            out.append(need)
+        return out
 
     # phase 2
     def rewrite(self, data: bytes | memoryview, end_offset: int | None = None) -> None:
@@ -346,12 +465,16 @@ class CleanJob:
             self.stats.records_read += h.record_count
             self.stats.aborted_dropped += h.record_count
             return None
+        base = h.base_offset
+        if base >= p.dirty_start and self._groups:
+            decided = self._by_survivors(h, batch, horizon_passed)
+            if decided is not _UNDECIDED:
+                return decided  # type: ignore[return-value]
         buf = _payload(batch, h)
         latest = self.map.latest
         kept: list[tuple[int, int]] = []  # (start, end) of kept records in buf
         max_ts = -1
         count = 0
-        base = h.base_offset
         for start, end, ts_delta, offset_delta, key_pos, key_len in _walk(buf, h.record_count):
             count += 1
             if key_len >= 0:
@@ -374,6 +497,24 @@ class CleanJob:
             return None
         body = b"".join(buf[a:b] for a, b in kept)
         return _rebuild(h, batch, body, len(kept), max_ts)
+
+    def _by_survivors(self, h, batch: memoryview, horizon_passed: bool) -> object:
+        """A batch in the map's range judged by the surviving offsets alone, without
+        decompressing it: none (dropped) or all (kept as it is, unless tombstones may
+        go); _UNDECIDED when some survive, to be filtered record by record."""
+        s = self.survivors()
+        lo = bisect.bisect_left(s, h.base_offset)
+        hi = bisect.bisect_right(s, h.last_offset)
+        if lo == hi:
+            self.stats.records_read += h.record_count
+            return None
+        if hi - lo == h.record_count and not horizon_passed:
+            self.stats.records_read += h.record_count
+            self.stats.records_kept += h.record_count
+            if h.is_transactional:
+                self._txn_kept[h.producer_id] = True
+            return batch
+        return _UNDECIDED
 
     def finish(self, topic_id: bytes, partition: int, block_bytes: int, created_ms: int):
         """The output object: (body, its index entries)."""
@@ -441,17 +582,45 @@ def block_groups(
 # --- the worker process's side (a pool of one worker runs these in order) -------------
 
 _JOBS: dict[int, CleanJob] = {}
+_SHARED: dict[str, SharedMemory] = {}  # the parent's staging buffers, attached here
+
+
+def _release_shared() -> None:
+    for shm in _SHARED.values():
+        with contextlib.suppress(BufferError):  # a view still held: it goes with the process
+            shm.close()
+    _SHARED.clear()
 
 
 def job_open(job_id: int, params: JobParams) -> None:
     _JOBS[job_id] = CleanJob(params)
 
 
-def job_map(job_id: int, data: bytes, group_end: int) -> tuple[bool, int, int]:
+def job_map(job_id: int, data: bytes | memoryview, group_end: int) -> tuple[bool, int, int]:
     """(whether the group fit, keys in the map, map bytes)."""
     job = _JOBS[job_id]
     fit = job.add_to_map(data, group_end)
     return fit, len(job.map), job.map.bytes
+
+
+def job_needed(job_id: int) -> list[bool]:
+    """Which of the map's groups the rewrite must read (see CleanJob.needed_groups)."""
+    return _JOBS[job_id].needed_groups()
+
+
+def job_map_shared(job_id: int, name: str, size: int, group_end: int) -> tuple[bool, int, int]:
+    """job_map of the first `size` bytes of the parent's shared staging buffer `name`
+    (no copy through a pipe; the map keeps copies of the keys only, nothing of the
+    buffer, which the parent fills again for the next group)."""
+    shm = _SHARED.get(name)
+    if shm is None:
+        _release_shared()
+        shm = _SHARED[name] = SharedMemory(name)
+    view = shm.buf[:size]
+    try:
+        return job_map(job_id, view, group_end)
+    finally:
+        view.release()
 
 
 def job_rewrite(job_id: int, data: bytes, end_offset: int) -> None:
@@ -461,10 +630,12 @@ def job_rewrite(job_id: int, data: bytes, end_offset: int) -> None:
 def job_finish(
     job_id: int, topic_id: bytes, partition: int, block_bytes: int, created_ms: int
 ) -> tuple[bytes, list[BlockEntry], CleanStats]:
+    _release_shared()
     job = _JOBS.pop(job_id)
     body, entries = job.finish(topic_id, partition, block_bytes, created_ms)
     return body, entries, job.stats
 
 
 def job_close(job_id: int) -> None:
+    _release_shared()
     _JOBS.pop(job_id, None)

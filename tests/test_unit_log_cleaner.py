@@ -267,3 +267,33 @@ def test_a_partition_takes_the_cleaned_blocks_in_place_of_the_old_even_after_ret
     assert [p.batches.ref(i) for i in range(len(p.batches))] == [new[0], old[2]]
     assert p.object_entries == 2
     assert not p.replace_prefix(old[:2], new)  # already replaced: the refs do not match
+
+
+def test_the_rewrite_skips_groups_nothing_of_which_survives_and_counts_them() -> None:
+    end = 9
+    job = lc.CleanJob(
+        lc.JobParams(
+            log_start=0, dirty_start=0, end_offset=end, now_ms=NOW, delete_retention_ms=5000
+        )
+    )
+    groups = [
+        batch(0, [b"a", b"b", b"c"], [b"1", b"2", b"3"]),  # all overwritten later
+        batch(3, [b"a", b"b"], [b"4", b"5"], pid=9, seq=0, txn=True),  # transactional
+        batch(5, [b"c", None, b"a", b"b"], [b"6", b"7", b"8", b"9"]),
+    ]
+    for g in groups:
+        assert job.add_to_map(g, records.parse_header(g).last_offset + 1)
+    assert job.needed_groups() == [False, True, True]
+    assert job.stats.records_read == 3 and job.stats.batches_dropped == 1
+    for g in groups[1:]:
+        job.rewrite(g)
+    kept = [(r.offset, r.key) for b in job.out for r in decode_records(bytes(b.data))]
+    assert kept == [(5, b"c"), (6, None), (7, b"a"), (8, b"b")]  # the last batch, as it was
+    assert bytes(job.out[0].data) == groups[2]
+    assert job.stats.records_read == 9 and job.stats.records_kept == 4
+
+
+def test_the_byte_budget_pauses_only_a_cleaner_ahead_of_it() -> None:
+    assert lc.budget_wait_s(100 * 2**20, 0.5, 0) == 0  # unbounded
+    assert lc.budget_wait_s(100 * 2**20, 0.5, 100 * 2**20) == pytest.approx(0.5)
+    assert lc.budget_wait_s(10 * 2**20, 0.5, 100 * 2**20) == 0  # behind it: no pause

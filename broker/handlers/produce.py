@@ -22,13 +22,10 @@ from broker.errors import CloseConnection
 from broker.handlers.auth import TOPIC, TXN_ID, allowed
 from broker.handlers.resolve import leader_error, partition
 from broker.links.model import mirror_link
+from broker.log.cleaner import is_compacted
 from broker.log.partition import Partition
-from broker.log.recompress import (
-    RecompressError,
-    needs_recompression,
-    recompress_all,
-    wanted_codec,
-)
+from broker.log.produce_prep import InvalidRecords, Work, prepare_all
+from broker.log.recompress import RecompressError, needs_recompression, wanted_codec
 from broker.security.acl import Operation
 from protocol import records
 from protocol.codec import Request
@@ -74,7 +71,7 @@ async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred | Non
     """Validate and append (the request takes effect, in arrival order), then defer the
     wait for durability, so the connection's next request starts meanwhile."""
     body = request.body
-    replaced = await _recompressed(ctx, request)
+    replaced = await _prepared(ctx, request)
     responses, appended = _append_all(ctx, request, replaced)
     if body.acks == 0:
         failed = [r for t in responses for r in t["partition_responses"] if r["error_code"]]
@@ -86,9 +83,10 @@ async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred | Non
     return Deferred(_acknowledge(ctx, body.timeout.total_seconds(), responses, appended))
 
 
-async def _recompressed(ctx: HandlerContext, request: Request) -> dict:
-    """The batches to append instead of those produced, by id() of their partition data:
-    recompressed in a thread for topics whose compression.type wants another codec."""
+async def _prepared(ctx: HandlerContext, request: Request) -> dict:
+    """The batches to append instead of those produced, or the errors refusing them, by
+    id() of their partition data, worked out in a thread: recompressed for topics whose
+    compression.type wants another codec, key-checked for compacted topics."""
     by_id = request.header.api_version >= 13
     logs = ctx.logs
     work = []
@@ -97,12 +95,17 @@ async def _recompressed(ctx: HandlerContext, request: Request) -> dict:
         if state is None or state.record.internal:
             continue
         codec = wanted_codec(logs.topic_config(state, "compression.type"))
+        keys = is_compacted(logs.topic_config(state, "cleanup.policy"))
         for pd in t.partition_data:
-            if pd.records and needs_recompression(pd.records, codec):
-                work.append((id(pd), pd.records, codec))
+            if not pd.records:
+                continue
+            recompress = needs_recompression(pd.records, codec)
+            if recompress or keys:
+                item = Work(pd.records, codec if recompress else None, keys)
+                work.append((id(pd), item, f"{state.name}-{pd.index}"))
     if not work:
         return {}
-    return await asyncio.to_thread(recompress_all, work)
+    return await asyncio.to_thread(prepare_all, work)
 
 
 def _append_all(
@@ -135,7 +138,16 @@ def _append_all(
             if result is None:
                 assert p is not None
                 replacement = replaced.get(id(pd))
-                if isinstance(replacement, RecompressError):
+                if isinstance(replacement, InvalidRecords):
+                    log.info("batch for %s refused: %s", p, replacement)
+                    result = _partition_result(
+                        pd.index, ErrorCode.invalid_record, message=str(replacement)
+                    )
+                    result["record_errors"] = [
+                        {"batch_index": i, "batch_index_error_message": m}
+                        for i, m in replacement.errors
+                    ]
+                elif isinstance(replacement, RecompressError):
                     log.warning("batch for %s not recompressed: %s", p, replacement)
                     result = _partition_result(
                         pd.index, ErrorCode.invalid_record, message=str(replacement)

@@ -23,10 +23,12 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
 
 from broker.log.partition import Partition
 from broker.log.topics import TopicRegistry, TopicState
@@ -91,16 +93,36 @@ def partition_cleanable(p: Partition, s: lc.CleanSettings, now_ms: int) -> lc.Cl
     )
 
 
+WORKER_NICENESS = 10  # below the broker's own threads when the CPUs are busy
+
+
+def _lower_priority(niceness: int) -> None:
+    """The worker's initializer: cleaning is background work, so on a busy machine the
+    scheduler runs the broker's event loop (produce, fetch) first; on an idle one the
+    worker still gets a whole CPU."""
+    try:
+        os.nice(niceness)
+    except OSError:  # not permitted here: cleaning still works, at the same priority
+        log.warning("could not lower the cleaner worker's priority")
+
+
 class CleanerPool:
     """The worker process the cleaner's CPU work runs in: started on first use (spawned,
-    not forked from a process with threads), started again if it died."""
+    not forked from a process with threads), started again if it died; at a lower
+    scheduling priority than the broker (`niceness`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, niceness: int = WORKER_NICENESS) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self.niceness = niceness
 
     def get(self) -> Executor:
         if self._pool is None or getattr(self._pool, "_broken", False):
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lower_priority,
+                initargs=(self.niceness,),
+            )
         return self._pool
 
     def close(self) -> None:
@@ -118,9 +140,12 @@ class LogCleaner:
         settings: CleanerSettings,
         executor: Callable[[], Executor],
         write_snapshot: Callable[[], Awaitable[None]],
+        internal_topics: frozenset[str] = frozenset(),
     ) -> None:
         """`executor()` gives the worker pool (one worker: a job's steps run in order
-        in one process); `write_snapshot()` persists the catalog."""
+        in one process); `write_snapshot()` persists the catalog; `internal_topics`:
+        the internal topics cleaned as any other (the rest compact themselves)."""
+        self.internal_topics = internal_topics
         self.registry = registry
         self.catalog = catalog
         self.tail = tail
@@ -137,7 +162,9 @@ class LogCleaner:
         out = []
         for t in list(self.registry.topics.values()):
             policy = self.registry.topic_config(t, "cleanup.policy")
-            if t.record.internal or not is_compacted(policy):
+            if (t.record.internal and t.name not in self.internal_topics) or not is_compacted(
+                policy
+            ):
                 continue
             parts = [p for p in t.partitions if p.leading and p.held and not p.deleted]
             out.append((t, topic_clean_settings(self.registry, t), parts))
@@ -211,27 +238,66 @@ class LogCleaner:
         await run(lc.job_open, params)
         read = 0
         try:
-            # the offset map over the dirty blocks; a full map ends the clean early
+            # the offset map over the dirty blocks; a full map ends the clean early.
+            # Each group goes to the worker through a shared staging buffer (no pickling
+            # through a pipe); the next group is read from the store meanwhile.
             end_offset, entries = plan.end_offset, plan.entries
             dirty = refs[plan.dirty_from :]
             done = plan.dirty_from
-            for oid, start, stop, last, n in lc.block_groups(
-                [(r.object_id, r.position, r.size, r.last_offset) for r in dirty], _READ_BYTES
-            ):
+            mapped: list[tuple[int, int, int]] = []  # the groups the map took
+            groups = list(
+                lc.block_groups(
+                    [(r.object_id, r.position, r.size, r.last_offset) for r in dirty],
+                    _READ_BYTES,
+                )
+            )
+            staging = SharedMemory(create=True, size=_READ_BYTES)
+            ahead: asyncio.Task | None = None
+            try:
+                if groups:
+                    ahead = asyncio.ensure_future(self._get(*groups[0][:3]))
+                for i, (oid, start, stop, last, n) in enumerate(groups):
+                    assert ahead is not None
+                    data = await ahead
+                    ahead = None
+                    if i + 1 < len(groups):
+                        ahead = asyncio.ensure_future(self._get(*groups[i + 1][:3]))
+                    read += len(data)
+                    await self._within_budget(read, started)
+                    if len(data) <= staging.size:
+                        staging.buf[: len(data)] = data
+                        fit, _, _ = await run(lc.job_map_shared, staging.name, len(data), last + 1)
+                    else:  # a group of one block larger than the buffer
+                        fit, _, _ = await run(lc.job_map, data, last + 1)
+                    del data
+                    if not fit:
+                        end_offset, entries = refs[done - 1].last_offset + 1, done
+                        break
+                    mapped.append((oid, start, stop))
+                    done += n
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                staging.close()
+                staging.unlink()
+            # the rewrite of everything up to there: the clean part, then the dirty
+            # groups that keep something (most of an often-updated log keeps nothing)
+            needed = await run(lc.job_needed)
+            clean_part = [
+                (oid, start, stop)
+                for oid, start, stop, _, _ in lc.block_groups(
+                    [
+                        (r.object_id, r.position, r.size, r.last_offset)
+                        for r in refs[: plan.dirty_from]
+                    ],
+                    _READ_BYTES,
+                )
+            ]
+            dirty_part = [g for g, need in zip(mapped, needed, strict=True) if need]
+            for oid, start, stop in clean_part + dirty_part:
                 data = await self._get(oid, start, stop)
                 read += len(data)
-                fit, _, _ = await run(lc.job_map, data, last + 1)
-                if not fit:
-                    end_offset, entries = refs[done - 1].last_offset + 1, done
-                    break
-                done += n
-            # the rewrite of everything up to there, clean part included
-            for oid, start, stop, _, _ in lc.block_groups(
-                [(r.object_id, r.position, r.size, r.last_offset) for r in refs[:entries]],
-                _READ_BYTES,
-            ):
-                data = await self._get(oid, start, stop)
-                read += len(data)
+                await self._within_budget(read, started)
                 await run(lc.job_rewrite, data, end_offset)
             created_ms = int(time.time() * 1000)
             body, block_entries, stats = await loop.run_in_executor(
@@ -295,6 +361,14 @@ class LogCleaner:
             stats.aborted_dropped,
         )
         return True
+
+    async def _within_budget(self, read: int, started: float) -> None:
+        """Pause while the bytes read so far exceed the cleaner's byte budget."""
+        wait = lc.budget_wait_s(
+            read, time.monotonic() - started, self.settings.io_max_bytes_per_second
+        )
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _get(self, object_id: int, start: int, stop: int) -> bytes:
         obj = self.catalog.get(object_id)

@@ -86,11 +86,13 @@ class LogManager:
         observer: StorageObserver | None = None,
         internal_replayers: Mapping[str, Callable[[bytes], None]] | None = None,
         cleaner: CleanerSettings | None = None,
+        cleaned_internal_topics: frozenset[str] = frozenset(),
     ) -> None:
         """`topic_defaults`: broker settings standing in for topic configs, read live;
         `on_partition_dropped(topic, p)` when a partition stops being this broker's
         (cluster mode); `internal_replayers[topic]` is fed each batch of that internal
-        topic replayed from the log."""
+        topic replayed from the log; `cleaned_internal_topics`: the internal topics the
+        log cleaner cleans as any compacted topic (the others compact themselves)."""
         self.data_dir = Path(data_dir)
         self.settings = s = objects or ObjectTierSettings()
         self.store = store
@@ -161,6 +163,7 @@ class LogManager:
             cleaner or CleanerSettings(block_bytes=s.upload.block_bytes),
             self.cleaner_pool.get,
             lambda: self.catalog.write_snapshot(self.live_partitions()),
+            internal_topics=cleaned_internal_topics,
         )
         self.retention = Retention(self.registry, self.wal, self.compactor, self.cleaner)
         self.handoff = HandOff(

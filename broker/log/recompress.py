@@ -52,8 +52,13 @@ def recompress_all(
             continue
         if h.is_control or h.compression == codec:
             continue
-        try:
-            out[key] = recompressed(batches[0], codec)
-        except Exception as e:  # any codec's own error: the records are not readable
-            out[key] = RecompressError(f"cannot recompress the batch to codec {codec}: {e}")
+        out[key] = recompress_one(batches[0], codec)
     return out
+
+
+def recompress_one(batch: bytes, codec: int) -> bytes | RecompressError:
+    """One valid batch in `codec`, or the error that makes its records unreadable."""
+    try:
+        return recompressed(batch, codec)
+    except Exception as e:  # any codec's own error: the records are not readable
+        return RecompressError(f"cannot recompress the batch to codec {codec}: {e}")

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class TxnSettings:
     partitions: int = 16  # transaction.state.log.num.partitions
+    segment_bytes: int = 104_857_600  # transaction.state.log.segment.bytes
     max_timeout_ms: int = 900_000  # transaction.max.timeout.ms
     id_expiration_ms: int = 604_800_000  # transactional.id.expiration.ms
     abort_interval_ms: int = 10_000  # ...abort.timed.out.transaction.cleanup.interval.ms
@@ -89,7 +90,11 @@ class TransactionCoordinator:
                 topic = await self.logs.create_topic(
                     TRANSACTION_TOPIC,
                     self.settings.partitions,
-                    {"cleanup.policy": "compact"},
+                    # as in Kafka: compacted by the log cleaner like any compacted topic
+                    {
+                        "cleanup.policy": "compact",
+                        "segment.bytes": str(self.settings.segment_bytes),
+                    },
                     internal=True,
                 )
             except FileExistsError:  # another broker of the cluster was first
