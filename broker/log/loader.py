@@ -274,9 +274,13 @@ class LogLoader:
             # the partition over without it (a failover in wal mode): an orphan, kept
             # aside rather than dropped. (After a hand-off the snapshot moved on, and
             # the batch went up with the hand-off.)
+            # In object mode a batch that never reached an object was never
+            # acknowledged: its producer retries it, and appending it again as well
+            # would write it twice.
             view = own.get((entry.topic_id, entry.partition))
             if (
-                view is not None
+                not self.appends.object_mode
+                and view is not None
                 and view.epoch == entry.leader_epoch
                 and entry.base_offset >= view.end
             ):
