@@ -225,3 +225,4 @@ class OrphanRecovery:
             appended,
             duplicates,
         )
+        return True
