@@ -5,6 +5,8 @@ Crafted with the raw wire client, because real clients only send these on failur
 
 from __future__ import annotations
 
+import shutil
+
 from protocol.errors import ErrorCode
 from tests.wire import WireClient, make_batch
 
@@ -117,6 +119,35 @@ def test_sequence_state_survives_restart(broker_factory) -> None:
         retry = c.produce("restart-idem", 0, batch)
         assert (retry.error_code, retry.base_offset) == (ErrorCode.none, 0)
         assert _values(c, "restart-idem") == [b"once"]
+
+
+def test_a_retry_is_recognised_from_the_bucket_alone_behind_many_newer_objects(
+    broker_factory,
+) -> None:
+    """Found by the chaos harness (an acknowledged batch appended twice after a
+    failover): the next leader knew only the producers of the newest few uploaded
+    blocks. The catalog stores the producers' state with the object entries, so a
+    producer whose batch lies under many newer objects is still known, here to a
+    broker opening from the bucket alone (its WAL gone)."""
+    b = broker_factory("--durability", "object", "--upload-interval-ms", "20")
+    with WireClient(b.bootstrap) as c:
+        c.create_topic("deep-idem", 1)
+        pid, epoch = c.init_producer_id()
+        batch = make_batch([b"once"], producer_id=pid, producer_epoch=epoch, base_sequence=0)
+        assert c.produce("deep-idem", 0, batch).base_offset == 0
+        other, other_epoch = c.init_producer_id()
+        for i in range(8):  # acks=all in object mode: one upload, one object each
+            more = make_batch(
+                [b"later-%d" % i], producer_id=other, producer_epoch=other_epoch, base_sequence=i
+            )
+            assert c.produce("deep-idem", 0, more).base_offset == i + 1
+    assert b.stop() == 0
+    shutil.rmtree(b.data_dir / "wal")
+    b2 = broker_factory(data_dir=b.data_dir, port=b.port)
+    with WireClient(b2.bootstrap) as c:
+        retry = c.produce("deep-idem", 0, batch)
+        assert (retry.error_code, retry.base_offset) == (ErrorCode.none, 0)
+        assert _values(c, "deep-idem") == [b"once"] + [b"later-%d" % i for i in range(8)]
 
 
 def test_silent_producers_are_forgotten_after_expiration() -> None:

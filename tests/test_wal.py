@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -108,3 +109,66 @@ def test_rolling_segments_under_sustained_appends(tmp_path: Path) -> None:
     assert segments > 300
     _, seen = _replay(tmp_path, 1024)
     assert [o for _, o, _ in seen] == list(range(3000))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (root only), unmounted at teardown."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_refuses_appends_and_writes_what_it_kept_when_room_returns(
+    small_disk: Path,
+) -> None:
+    """Found by the chaos harness: ENOSPC made the WAL refuse appends until a restart.
+    While the disk is full, appends are refused (WalFull, a retriable storage error)
+    and what was queued is kept; once there is room it is written, synced, and
+    replays with nothing lost, torn or reordered."""
+    from wal import WalFull
+
+    directory = small_disk / "wal"
+    before = [make_batch([b"before-%d" % i]) for i in range(5)]
+    queued = [make_batch([b"queued-%d" % i * 40]) for i in range(20)]
+    after = make_batch([b"after"])
+
+    async def scenario() -> None:
+        wal, _ = _replay(directory)
+        wal.start()
+        ends = [wal.append(TOPIC, 0, 0, i, b)[1] for i, b in enumerate(before)]
+        await wal.wait_durable(ends[-1])
+        filler = small_disk / "filler"
+        # every byte left, then some: ENOSPC is the point
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        ends = [wal.append(TOPIC, 0, 0, 5 + i, b)[1] for i, b in enumerate(queued)]
+        durable = asyncio.ensure_future(wal.wait_durable(ends[-1]))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if wal.full_stalls:
+                break
+        assert wal.full_stalls == 1 and not durable.done()
+        with pytest.raises(WalFull):
+            wal.append(TOPIC, 0, 0, 99, after)
+        filler.unlink()
+        await asyncio.wait_for(durable, 10)
+        end = wal.append(TOPIC, 0, 0, 5 + len(queued), after)[1]
+        await wal.wait_durable(end)
+        await wal.close()
+
+    asyncio.run(scenario())
+    _, seen = _replay(directory)
+    assert [b for _, _, b in seen] == [*before, *queued, after]
+    assert [o for _, o, _ in seen] == list(range(len(before) + len(queued) + 1))

@@ -1,6 +1,6 @@
 """The broker's local write-ahead log: one sequential log for all partitions."""
 
 from wal.entry import WalEntry
-from wal.log import TrimmedRead, WalFailure, WriteAheadLog
+from wal.log import TrimmedRead, WalFailure, WalFull, WriteAheadLog
 
-__all__ = ["TrimmedRead", "WalEntry", "WalFailure", "WriteAheadLog"]
+__all__ = ["TrimmedRead", "WalEntry", "WalFailure", "WalFull", "WriteAheadLog"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -36,6 +37,24 @@ def _timed_fdatasync(fd: int) -> float:
 
 class WalFailure(Exception):
     """The log could not be written or synced; nothing after this is acknowledged."""
+
+
+class WalFull(WalFailure):
+    """The WAL's disk is full: appends are refused until a write succeeds again (what
+    was queued before is kept and written then). Not sticky, unlike WalFailure."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+FULL_RETRY_S = 0.5  # how often a write stalled on a full disk is tried again
+
+
+class _NoSpace(Exception):
+    """A write ran out of space; `rest` is what it did not write, in order."""
+
+    def __init__(self, error: OSError, rest: list[tuple[int, bytes]]) -> None:
+        super().__init__(error)
+        self.error = error
+        self.rest = rest
 
 
 class TrimmedRead(LookupError):
@@ -73,6 +92,8 @@ class WriteAheadLog:
         self._write_base: int | None = None
         self._read_fds: dict[int, int] = {}
         self._failure: BaseException | None = None
+        self._full: OSError | None = None  # the last write found the disk full
+        self.full_stalls = 0  # times writes stalled on a full disk
         self.syncs = 0
         self.bytes_synced = 0
         self.sync_observer = sync_observer
@@ -151,6 +172,8 @@ class WriteAheadLog:
         """Queue one batch; returns (position of the batch bytes, end position of the entry)."""
         if self._failure is not None:
             raise WalFailure("write-ahead log failed earlier") from self._failure
+        if self._full is not None:
+            raise WalFull(f"the WAL's disk is full ({self._full.strerror}); retry later")
         header = encode_header(topic_id, partition, leader_epoch, base_offset, batch)
         size = len(header) + len(batch)
         if self._end - self._active_base >= self.segment_bytes:
@@ -195,9 +218,30 @@ class WriteAheadLog:
             self._pending_bytes = 0
             try:
                 await asyncio.to_thread(self._write, chunks)
+            except _NoSpace as e:
+                # nothing is lost: what was not written goes back in front of what was
+                # appended meanwhile, and is tried again until the disk has room; new
+                # appends are refused (retriable) until then
+                self._pending = e.rest + self._pending
+                self._pending_bytes += sum(len(c) for _, c in e.rest)
+                if self._full is None:
+                    self.full_stalls += 1
+                    log.error(
+                        "WAL write failed (%s); refusing appends until the disk has room "
+                        "(%d bytes kept to write then)",
+                        e.error,
+                        self._pending_bytes,
+                    )
+                self._full = e.error
+                await asyncio.sleep(FULL_RETRY_S)
+                self._wakeup.set()
+                continue
             except BaseException as e:
                 self._fail(e)
                 raise
+            if self._full is not None:
+                log.warning("WAL writes resumed: the disk has room again")
+                self._full = None
             self._written = target
             self._sync_wakeup.set()
 
@@ -242,24 +286,29 @@ class WriteAheadLog:
                 fut.set_exception(WalFailure(str(exc)))
 
     def _write(self, chunks: list[tuple[int, bytes]]) -> None:
-        """Runs on a worker thread: write runs of chunks to their segments (no sync)."""
-        i = 0
-        while i < len(chunks):
-            base = chunks[i][0]
-            j = i
-            while j < len(chunks) and chunks[j][0] == base:
-                j += 1
-            fd = self._writer_for(base)
-            bufs = [c for _, c in chunks[i:j]]
-            for k in range(0, len(bufs), 512):
-                group = bufs[k : k + 512]
-                want = sum(len(b) for b in group)
-                wrote = os.writev(fd, group)
-                if wrote != want:  # short write: finish it the slow way
-                    rest = b"".join(group)[wrote:]
-                    while rest:
-                        rest = rest[os.write(fd, rest) :]
-            i = j
+        """Runs on a worker thread: write runs of chunks to their segments (no sync).
+        A full disk raises _NoSpace with what is left to write (a partly written chunk
+        as its unwritten end: segments are opened O_APPEND, so a retry continues it)."""
+        k = 0
+        try:
+            while k < len(chunks):
+                base = chunks[k][0]
+                j = k
+                while j < len(chunks) and chunks[j][0] == base:
+                    j += 1
+                fd = self._writer_for(base)
+                while k < j:
+                    group = [c for _, c in chunks[k : min(k + 512, j)]]
+                    wrote = os.writev(fd, group)
+                    while k < j and wrote >= len(chunks[k][1]):
+                        wrote -= len(chunks[k][1])
+                        k += 1
+                    if wrote:  # a short write: the rest of this chunk next
+                        chunks[k] = (base, chunks[k][1][wrote:])
+        except OSError as e:
+            if e.errno in _NO_SPACE:
+                raise _NoSpace(e, chunks[k:]) from e
+            raise
 
     def _sync_active_segment(self) -> float:
         """Runs on a worker thread: fdatasync the active segment through a private dup of

@@ -177,8 +177,11 @@ class OrphanRecovery:
                 footer.index_position : footer.index_position + footer.index_size
             ]
             entries = parse_index(footer, index)
+            done = []
             for topic_id, partition in mine:
-                await self._append(topic_id, partition, body, entries)
+                if await self._append(topic_id, partition, body, entries):
+                    done.append((topic_id, partition))
+            mine = done
         left = [tp for tp in pending if tp not in mine]
         t = self.client.transactions
         ops = [t.put(ekey, pack(left))] if left else [t.delete(ekey)]
@@ -189,10 +192,15 @@ class OrphanRecovery:
             with contextlib.suppress(Exception):
                 await self.store.delete([key])
 
-    async def _append(self, topic_id: bytes, partition: int, body: bytes, entries) -> None:
+    async def _append(self, topic_id: bytes, partition: int, body: bytes, entries) -> bool:
+        """Append a partition's orphans; False if this broker no longer serves it (a
+        hand-off began while the object was fetched: appended now, they would miss
+        the hand-off's upload and be lost; they stay pending for the next leader)."""
         p = self._find(topic_id, partition)
         if p is None:
-            return
+            return True
+        if not self._serves(p):
+            return False
         wal_end = 0
         appended = duplicates = 0
         for e in entries:
@@ -217,3 +225,4 @@ class OrphanRecovery:
             appended,
             duplicates,
         )
+        return True

@@ -94,7 +94,7 @@ class HandOff:
             if view is not None and view.producers is not None and not view.discovered:
                 p.producers.restore(view.producers)  # a hand-off: the record is current
             else:
-                unknown_producers.append(p)  # a failover: read them from the newest blocks
+                unknown_producers.append((p, view))  # stored state, then newer objects
             p.held = True
             opened.append(p)
         self.registry.apply_log_starts()

@@ -11,6 +11,7 @@ to the cluster to append again.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,6 +45,13 @@ def stored_txns(view: PartitionView | None, p: Partition) -> TxnIndex:
         return TxnIndex(p.objects_end)
     default = view.snapshot_end if view.discovered and view.snapshot_end is not None else None
     return TxnIndex.restore(view.state, p.objects_end if default is None else default)
+
+
+def stored_producers(view: PartitionView | None) -> tuple[int, list] | None:
+    """(end, table): the idempotent producers' state as the log stood when it ended at
+    `end` (Partition.stream_state; None: not stored, a catalog from before it was)."""
+    state = view.state if view is not None else None
+    return (state[0], state[4]) if state and len(state) > 4 else None
 
 
 def stored_cleaned_end(view: PartitionView | None) -> int:
@@ -122,7 +130,9 @@ class LogLoader:
                 p.txns = stored_txns(view, p)
                 p.cleaned_end = stored_cleaned_end(view)
         await self.replay_internal(self.registry.live_partitions())
-        await self.restore_producers(self.registry.live_partitions())
+        await self.restore_producers(
+            [(p, own.get((p.topic_id, p.index))) for p in self.registry.live_partitions()]
+        )
         await self.restore_transactions(self.registry.live_partitions())
         log.info(
             "opened %d objects from %s (%d newer than the snapshot, %d leftovers) in %.2fs",
@@ -155,28 +165,45 @@ class LogLoader:
         if orphans and self._keep_orphans is not None:
             await self._keep_orphans(orphans)  # before the WAL may be trimmed
 
-    async def restore_producers(self, partitions: list[Partition]) -> None:
-        """Idempotent producers' state from each partition's newest uploaded batches, so a
-        retry of a batch acknowledged just before a crash is still seen as a duplicate
-        when the WAL no longer holds it (trimmed, or the data directory is gone)."""
+    async def restore_producers(self, parts: list[tuple[Partition, PartitionView | None]]) -> None:
+        """Idempotent producers' state as the stored catalog (`view`, None: nothing
+        stored) had it, brought up to the end of the objects from the batches of the
+        objects uploaded after it, so a retry of any batch acknowledged before a crash
+        or a failover is still seen as a duplicate when the WAL no longer holds it
+        (trimmed, or the partition moved). A catalog written before producer state was
+        stored with it: from the newest uploaded batches only."""
         limit = asyncio.Semaphore(16)
 
-        async def newest(p: Partition) -> list[tuple[BatchHeader, int]]:
-            idx = p.batches
-            i, total = p.object_entries, 0
+        def first_entry(p: Partition, view: PartitionView | None) -> int:
+            """The first object entry whose batches must be read."""
+            stored = stored_producers(view)
+            if stored is not None:
+                end, table = stored
+                p.producers.restore(table)
+                return bisect.bisect_right(p.batches.last_offsets, end - 1, 0, p.object_entries)
+            if view is None or view.epoch is None:
+                return 0  # only objects newer than any snapshot describe it: all of them
+            idx, i, total = p.batches, p.object_entries, 0
             while i > 0 and total < 1024 * 1024 and p.object_entries - i < 4:
                 i -= 1
                 total += idx.sizes[i]
+            return i
+
+        async def read(p: Partition, start: int) -> list[tuple[BatchHeader, int]]:
             out = []
             async with limit:
-                for j in range(i, p.object_entries):
-                    for base, batch in await self._stored_batches(idx.ref(j)):
+                for j in range(start, p.object_entries):
+                    for base, batch in await self._stored_batches(p.batches.ref(j)):
                         out.append((records.parse_header(batch), base))
             return out
 
-        parts = [p for p in partitions if p.object_entries]
-        found = await asyncio.gather(*(newest(p) for p in parts))
-        for p, batches in zip(parts, found, strict=True):
+        todo = []
+        for p, view in parts:
+            start = first_entry(p, view)
+            if start < p.object_entries:
+                todo.append((p, start))
+        found = await asyncio.gather(*(read(p, start) for p, start in todo))
+        for (p, _), batches in zip(todo, found, strict=True):
             for h, base in batches:
                 p.producers.update(h, base)
 
@@ -247,9 +274,13 @@ class LogLoader:
             # the partition over without it (a failover in wal mode): an orphan, kept
             # aside rather than dropped. (After a hand-off the snapshot moved on, and
             # the batch went up with the hand-off.)
+            # In object mode a batch that never reached an object was never
+            # acknowledged: its producer retries it, and appending it again as well
+            # would write it twice.
             view = own.get((entry.topic_id, entry.partition))
             if (
-                view is not None
+                not self.appends.object_mode
+                and view is not None
                 and view.epoch == entry.leader_epoch
                 and entry.base_offset >= view.end
             ):

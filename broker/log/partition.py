@@ -119,8 +119,10 @@ class Partition:
 
     def stream_state(self) -> list:
         """What the catalog stores beside the object entries: the transactions as of
-        the end of the uploaded data, then the cleaned end (compacted topics)."""
-        return [*self.txns.state_at(self.objects_end), self.cleaned_end]
+        the end of the uploaded data, the cleaned end (compacted topics), then the
+        idempotent producers as of that end."""
+        end = self.objects_end
+        return [*self.txns.state_at(end), self.cleaned_end, self.producers.snapshot_at(end)]
 
     def record_block(self, ref: BatchRef) -> None:
         """Index a block of an uploaded object (when opening from the bucket, before

@@ -97,6 +97,8 @@ class ProducerStateTable:
         entry.last_timestamp = max(entry.last_timestamp, h.max_timestamp)
         if h.is_control:  # a transaction marker: it carries the epoch, not a sequence
             return
+        if entry.batches and entry.batches[-1].base_offset >= base_offset:
+            return  # seen already (restored state, then the same batch from the WAL)
         entry.batches.append(
             _BatchMeta(
                 h.base_sequence, h.last_sequence, base_offset, base_offset + h.last_offset_delta
@@ -119,6 +121,25 @@ class ProducerStateTable:
             ]
             for pid, e in self._producers.items()
         ]
+
+    def snapshot_at(self, offset: int) -> list:
+        """The table as it stood when the log ended at `offset`: only batches wholly
+        below it (what the catalog stores beside the uploaded object entries, so the
+        next leader after a failover knows every producer, not only the newest few,
+        and batches that were never uploaded come back as orphans, not duplicates)."""
+        out = []
+        for pid, e in self._producers.items():
+            kept = [b for b in e.batches if b.last_offset < offset]
+            if kept or not e.batches:
+                out.append(
+                    [
+                        pid,
+                        e.epoch,
+                        e.last_timestamp,
+                        [[b.first_seq, b.last_seq, b.base_offset, b.last_offset] for b in kept],
+                    ]
+                )
+        return out
 
     def restore(self, snapshot: list) -> None:
         for pid, epoch, last_ts, batches in snapshot:
