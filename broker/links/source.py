@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass, field
 
 from broker.leadership import BrokerAddress
+from broker.peer_fetch import READ_UNCOMMITTED, fetch_request
 from broker.peers import Peers, PeerUnavailable
 from protocol.versions import ApiKey
 
@@ -140,34 +141,13 @@ class SourceCluster:
         max_bytes: int,
     ) -> dict[str, list[FetchedPartition]]:
         """The raw batches of `wanted` (topic -> partition -> offset) from their leader."""
-        body = {
-            "replica_id": -1,
-            "max_wait": max_wait_ms,
-            "min_bytes": 1,
-            "max_bytes": max_bytes,
-            "isolation_level": 0,
-            "session_id": 0,
-            "session_epoch": -1,
-            "topics": [
-                {
-                    "topic": topic,
-                    "partitions": [
-                        {
-                            "partition": p,
-                            "current_leader_epoch": -1,
-                            "fetch_offset": offset,
-                            "last_fetched_epoch": -1,
-                            "log_start_offset": -1,
-                            "partition_max_bytes": partition_max_bytes,
-                        }
-                        for p, offset in parts.items()
-                    ],
-                }
-                for topic, parts in wanted.items()
-            ],
-            "forgotten_topics_data": [],
-            "rack_id": "",
-        }
+        body = fetch_request(
+            wanted,
+            max_wait_ms=max_wait_ms,
+            partition_max_bytes=partition_max_bytes,
+            max_bytes=max_bytes,
+            isolation_level=READ_UNCOMMITTED,
+        )
         r = await self._call(peer, ApiKey.FETCH, FETCH_VERSION, body)
         if int(r.error_code) != 0:
             raise SourceError(f"fetch from broker {peer.broker_id}: error {int(r.error_code)}")
