@@ -22,6 +22,7 @@ from broker.handlers.context import HandlerContext
 from broker.leadership import EmbeddedLeadership, Leadership
 from broker.links.http import PREFIX as LINKS_PREFIX
 from broker.links.http import LinksHttp
+from broker.links.metrics import LinkCollector
 from broker.links.service import LinkService
 from broker.log.manager import ClusterLink, LogManager, wal_directory
 from broker.log.partition import Partition
@@ -161,6 +162,7 @@ class Broker:
             {PREFIX: replay.app, LINKS_PREFIX: LinksHttp(self.links).app},
             fallback=self._console(replay).app,
         )
+        LinkCollector(self.links, self.metrics.registry, self.metrics_http.on_loop)
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,

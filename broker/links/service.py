@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from broker.groups.offset_store import OffsetStore
 from broker.leadership import Leadership
-from broker.links import model
+from broker.links import model, security
 from broker.links.mirror import LinkRunner, MirrorSettings
 from broker.log.manager import LogManager
 from broker.metadata_store import MetadataStore
@@ -75,7 +75,10 @@ class LinkService:
                 log.info("link %s deleted", name)
         for name, link in self.meta.links.items():
             running = self.runners.get(name)
-            if running is not None and running.source_bootstrap != link["source_bootstrap"]:
+            if running is not None and (
+                running.source_bootstrap != link["source_bootstrap"]
+                or running.source_security != link.get("source_security", {})
+            ):
                 await self.runners.pop(name).stop()
                 running = None
             if running is None:
@@ -93,8 +96,19 @@ class LinkService:
 
     # --- the API's operations ---------------------------------------------------------
 
-    async def create(self, name: str, source_bootstrap: str, topics: str, groups: str) -> dict:
-        link = model.new_link(name, source_bootstrap, topics, groups, int(time.time() * 1000))
+    async def create(
+        self,
+        name: str,
+        source_bootstrap: str,
+        topics: str,
+        groups: str,
+        source_security: dict[str, str] | None = None,
+    ) -> dict:
+        settings = security.checked(source_security or {})
+        security.peer_security(settings)  # the TLS files load: refused now, not in the runner
+        link = model.new_link(
+            name, source_bootstrap, topics, groups, int(time.time() * 1000), settings
+        )
 
         def add() -> None:
             if name in self.meta.links:
@@ -133,6 +147,7 @@ class LinkService:
             "name": name,
             "state": link["state"],
             "source_bootstrap": link["source_bootstrap"],
+            "source_security": security.redacted(link.get("source_security", {})),
             "connected": False,
             "last_error": None,
             "topics": dict(link["mirrors"]),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from broker.leadership import BrokerAddress
 from broker.peer_fetch import READ_UNCOMMITTED, fetch_request
-from broker.peers import Peers, PeerUnavailable
+from broker.peers import Peers, PeerSecurity, PeerUnavailable
 from protocol.versions import ApiKey
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,14 @@ class SourceCluster:
     _coordinators: dict[str, BrokerAddress] = field(default_factory=dict)
 
     @classmethod
-    def connect(cls, bootstrap: str, client_id: str) -> SourceCluster:
+    def connect(
+        cls, bootstrap: str, client_id: str, security: PeerSecurity | None = None
+    ) -> SourceCluster:
         servers = []
         for item in bootstrap.split(","):
             host, _, port = item.strip().rpartition(":")
             servers.append((host.strip("[]"), int(port)))
-        return cls(servers, Peers(client_id))
+        return cls(servers, Peers(client_id, security))
 
     async def close(self) -> None:
         await self.peers.close()
