@@ -30,10 +30,11 @@ from broker.groups.committed import OFFSETS_TOPIC, CommittedOffset
 from broker.groups.offset_store import OffsetStore
 from broker.leadership import Leadership
 from broker.links import model
-from broker.links.security import peer_security, redacted
+from broker.links.security import redacted
 from broker.links.source import EARLIEST, LATEST, FetchedPartition, SourceCluster, SourceError
 from broker.log.manager import LogManager
 from broker.metadata_store import MetadataStore
+from broker.peers import PeerSecurity
 from broker.topic_config import TOPIC_CONFIGS
 from protocol import records
 from protocol.records import BatchHeader
@@ -125,7 +126,11 @@ class LinkRunner:
         offsets: OffsetStore,
         group_active: Callable[[str], bool],
         settings: MirrorSettings,
+        source_security: dict[str, str],
+        client_security: PeerSecurity,
     ) -> None:
+        """`source_security`: the link's settings as stored; `client_security`: what
+        they make of the broker's own client (broker.links.security.peer_security)."""
         self.name = name
         self.meta = meta
         self.logs = logs
@@ -135,9 +140,9 @@ class LinkRunner:
         self.settings = settings
         link = meta.links[name]
         self.source_bootstrap = link["source_bootstrap"]
-        self.source_security = dict(link.get("source_security", {}))
+        self.source_security = source_security
         self.source = SourceCluster.connect(
-            self.source_bootstrap, f"strata-link-{name}", peer_security(self.source_security)
+            self.source_bootstrap, f"strata-link-{name}", client_security
         )
         self.partitions: dict[tuple[str, int], PartitionStatus] = {}
         self.last_error: str | None = None

@@ -82,6 +82,12 @@ class LinkService:
                 await self.runners.pop(name).stop()
                 running = None
             if running is None:
+                source_security = dict(link.get("source_security", {}))
+                try:  # reads the TLS files: off the event loop
+                    client = await asyncio.to_thread(security.peer_security, source_security)
+                except (OSError, ValueError) as e:
+                    log.warning("link %s: source security settings unusable: %s", name, e)
+                    continue
                 runner = LinkRunner(
                     name,
                     self.meta,
@@ -90,6 +96,8 @@ class LinkService:
                     self.offsets,
                     self.group_active,
                     self.settings,
+                    source_security,
+                    client,
                 )
                 self.runners[name] = runner
                 runner.start()
@@ -105,7 +113,10 @@ class LinkService:
         source_security: dict[str, str] | None = None,
     ) -> dict:
         settings = security.checked(source_security or {})
-        security.peer_security(settings)  # the TLS files load: refused now, not in the runner
+        try:  # the TLS files load: refused now, not later in the runner
+            await asyncio.to_thread(security.peer_security, settings)
+        except (OSError, ValueError) as e:
+            raise model.LinkError(f"source security: {e}") from None
         link = model.new_link(
             name, source_bootstrap, topics, groups, int(time.time() * 1000), settings
         )
