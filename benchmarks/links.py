@@ -10,8 +10,10 @@ Apache Kafka 4.x (benchmarks.kafka_reference) and one Strata broker run on this 
 
     python -m benchmarks.links --backlog-mb 200 --rate-mb 20 --seconds 30
 
-MirrorMaker 2 beside it is not measured yet (its connect-mirror jars are not fetched by
-benchmarks/kafka/pom.xml); the figures are Strata's link alone.
+With `--mm2`, MirrorMaker 2 (connect-mirror from Maven Central, benchmarks/mirrormaker/
+pom.xml; its dedicated driver, one JVM) copies the same two workloads from the same Kafka
+to the same Strata in the same run, to topics of its own (`kafka.bench-...`, new offsets);
+its lag is the source's end minus the copy's end, from both clusters' watermarks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from benchmarks.common import environment, percentile
 from benchmarks.kafka_reference import KafkaReference
 from devkit.broker import BrokerProcess, scrape
+from devkit.maven import cache_root, maven_libs
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -81,7 +84,129 @@ def _produce(bootstrap: str, topic: str, nbytes: int, rate_mb: float | None) -> 
     return sent
 
 
-def run(backlog_mb: int, rate_mb: float, seconds: int) -> dict:
+MM2_POM = REPO / "benchmarks" / "mirrormaker" / "pom.xml"
+MM2_PROPERTIES = """\
+clusters = kafka, strata
+kafka.bootstrap.servers = {kafka}
+strata.bootstrap.servers = {strata}
+kafka->strata.enabled = true
+kafka->strata.topics = {topics}
+strata->kafka.enabled = false
+replication.factor = 1
+checkpoints.topic.replication.factor = 1
+heartbeats.topic.replication.factor = 1
+offset-syncs.topic.replication.factor = 1
+offset.storage.replication.factor = 1
+status.storage.replication.factor = 1
+config.storage.replication.factor = 1
+sync.topic.acls.enabled = false
+refresh.topics.interval.seconds = 2
+"""
+
+
+def _ends(bootstrap: str, topic: str) -> float:
+    """The sum of a topic's partition ends (NaN while it does not exist)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    try:
+        md = c.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None or not md.partitions:
+            return float("nan")
+        return float(
+            sum(
+                c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in md.partitions
+            )
+        )
+    finally:
+        c.close()
+
+
+def _mm2(kafka: KafkaReference, strata: BrokerProcess, backlog_mb: int, rate_mb: float,
+         seconds: int, tmp: Path) -> dict:  # fmt: skip
+    libs = maven_libs(MM2_POM, cache_root() / "mirrormaker-4.3.1", "connect-mirror-*.jar", "MM2")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    for t in ("mm2-backlog", "mm2-steady"):
+        admin.create_topics([NewTopic(t, PARTITIONS, 1)])[t].result(30)
+    sent = _produce(kafka.bootstrap, "mm2-backlog", backlog_mb * 1_000_000, None)
+    cfg = tmp / "mm2.properties"
+    cfg.write_text(
+        MM2_PROPERTIES.format(
+            kafka=kafka.bootstrap, strata=strata.bootstrap, topics="mm2-backlog,mm2-steady"
+        )
+    )
+    out: dict = {}
+    with open(tmp / "mm2.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["java", "-Xmx512m", "-cp", f"{libs}/*",
+             "org.apache.kafka.connect.mirror.MirrorMaker", str(cfg)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            t0 = time.monotonic()
+            first = None
+            deadline = t0 + 300
+            while time.monotonic() < deadline:
+                got = _ends(strata.bootstrap, "kafka.mm2-backlog")
+                if got == got and got > 0 and first is None:
+                    first = time.monotonic()
+                if got >= sent:
+                    break
+                time.sleep(0.5)
+            else:
+                raise TimeoutError("MirrorMaker 2 did not copy the backlog in 300 s")
+            done_at = time.monotonic()
+            mb = sent * RECORD / 1e6
+            out["backlog"] = {
+                "mb_of_values": round(mb, 1),
+                "seconds_from_start": round(done_at - t0, 2),
+                "seconds_from_first_record": round(done_at - (first or t0), 2),
+                "mb_per_s_from_first_record": round(mb / max(done_at - (first or t0), 1e-3), 1),
+            }
+            lags: list[float] = []
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.is_set():
+                    src = _ends(kafka.bootstrap, "mm2-steady")
+                    dst = _ends(strata.bootstrap, "kafka.mm2-steady")
+                    if dst == dst:
+                        lags.append(max(0.0, src - dst))
+                    time.sleep(1.0)
+
+            while (
+                _ends(strata.bootstrap, "kafka.mm2-steady")
+                != _ends(strata.bootstrap, "kafka.mm2-steady")
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.5)  # MM2 has created its copy of the topic
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            t1 = time.monotonic()
+            _produce(kafka.bootstrap, "mm2-steady", int(rate_mb * 1e6 * seconds), rate_mb)
+            wrote_s = time.monotonic() - t1
+            done.set()
+            sampler.join()
+            lags.sort()
+            out["steady"] = {
+                "source_mb_per_s": round(rate_mb * seconds / wrote_s, 1),
+                "lag_records_p50": percentile(lags, 50) if lags else None,
+                "lag_records_max": max(lags, default=None),
+                "lag_mb_p50": round(percentile(lags, 50) * RECORD / 1e6, 2) if lags else None,
+                "samples": len(lags),
+            }
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    return out
+
+
+def run(backlog_mb: int, rate_mb: float, seconds: int, mm2: bool = False) -> dict:
     out: dict = {"environment": environment()}
     with tempfile.TemporaryDirectory(prefix="bench-links-") as tmp:
         kafka = KafkaReference(log_dir=Path(tmp) / "kafka", heap="768m").start()
@@ -135,6 +260,8 @@ def run(backlog_mb: int, rate_mb: float, seconds: int) -> dict:
                 "lag_mb_max": round(max(lag_bytes, default=0) / 1e6, 2),
                 "samples": len(lags),
             }
+            if mm2:
+                out["mirrormaker2"] = _mm2(kafka, strata, backlog_mb, rate_mb, seconds, Path(tmp))
         finally:
             strata.stop()
             kafka.stop()
@@ -146,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backlog-mb", type=int, default=200)
     ap.add_argument("--rate-mb", type=float, default=20.0)
     ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--mm2", action="store_true", help="MirrorMaker 2 beside the link")
     args = ap.parse_args(argv)
-    result = run(args.backlog_mb, args.rate_mb, args.seconds)
+    result = run(args.backlog_mb, args.rate_mb, args.seconds, args.mm2)
     print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=2))
     return 0
 
