@@ -26,6 +26,7 @@ from broker.handlers.context import HandlerContext
 from broker.leadership import EmbeddedLeadership, Leadership
 from broker.links.http import PREFIX as LINKS_PREFIX
 from broker.links.http import LinksHttp
+from broker.links.metrics import LinkCollector
 from broker.links.service import LinkService
 from broker.log.manager import ClusterLink, LogManager, wal_directory
 from broker.log.partition import Partition
@@ -193,6 +194,7 @@ class Broker:
         )
         self.loop_lag = LoopLag(self.metrics.loop_lag.observe)
         self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots)
+        LinkCollector(self.links, self.metrics.registry, self.metrics_http.on_loop)
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,

@@ -6,7 +6,8 @@ connection, and the caller retries with fresh leadership. Calls go to each peer'
 inter-broker listener (`--inter-broker-listener-name`); on an SSL or SASL_SSL one over
 TLS (the peers' certificates checked against `--ssl-cafile`, this broker's own
 certificate offered), on a SASL one after a SCRAM-SHA-512 login as
-`--inter-broker-user`.
+`--inter-broker-user`. A link's source cluster (broker.links) is reached the same way,
+with the settings of the link (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; TLS).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class PeerSecurity:
 
     listener: str | None = None  # a listener name; None: the first
     tls: ssl.SSLContext | None = None  # for SSL and SASL_SSL listeners
-    sasl_user: str = ""  # SCRAM-SHA-512 login on SASL listeners
+    sasl_user: str = ""  # a login on SASL listeners
     sasl_password: str = ""
+    sasl_mechanism: str = "SCRAM-SHA-512"  # or SCRAM-SHA-256, PLAIN
 
 
 class _Connection:
@@ -113,11 +115,18 @@ class Peers:
         from broker.security.scram import ScramClient
         from protocol.versions import ApiKey
 
-        mech = "SCRAM-SHA-512"
+        sec = self.security
+        mech = sec.sasl_mechanism
         hs = await self._exchange(conn, ApiKey.SASL_HANDSHAKE, 1, {"mechanism": mech})
         if hs.error_code:
             raise PeerUnavailable(f"broker {peer.broker_id}: SaslHandshake {hs.error_code!r}")
-        client = ScramClient(mech, self.security.sasl_user, self.security.sasl_password)
+        if mech == "PLAIN":
+            token = f"\0{sec.sasl_user}\0{sec.sasl_password}".encode()
+            answer = await self._exchange(conn, ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": token})
+            if answer.error_code:
+                raise PeerUnavailable(f"broker {peer.broker_id}: login {answer.error_message}")
+            return
+        client = ScramClient(mech, sec.sasl_user, sec.sasl_password)
         first = await self._exchange(
             conn, ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": client.first()}
         )

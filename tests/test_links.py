@@ -19,11 +19,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from devkit.broker import BrokerProcess
+from devkit.broker import BrokerProcess, scrape
+from devkit.procs import free_port
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
+SASL_PASSWORD = "mirror-secret"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,23 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     from devkit.maven import KafkaUnavailable
 
     ref = KafkaReference(log_dir=tmp_path_factory.mktemp("kafka"), heap="512m")
+    ref.sasl_port = free_port()  # a second listener, SASL_PLAINTEXT with PLAIN logins
+    plain = f"PLAINTEXT://127.0.0.1:{ref.port}"
+    sasl = f"SASL_PLAINTEXT://127.0.0.1:{ref.sasl_port}"
+    ref.extra_properties.update(
+        {
+            "listeners": f"{plain},{sasl},CONTROLLER://127.0.0.1:{ref.controller_port}",
+            "advertised.listeners": f"{plain},{sasl}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="admin" password="admin-secret" user_admin="admin-secret" '
+                f'user_mirror="{SASL_PASSWORD}";'
+            ),
+        }
+    )
     try:
         ref.start()
     except KafkaUnavailable as e:
@@ -151,12 +170,16 @@ class Writer:
     def _run(self) -> None:
         while not self._stop.is_set():
             i = self.sent
-            self.producer.produce(
-                self.topic,
-                key=f"session-{i % 17}".encode(),
-                value=f"event {i}".encode() * (1 + i % 5),
-                headers=[("n", str(i).encode()), ("kind", b"agent")],
-            )
+            try:
+                self.producer.produce(
+                    self.topic,
+                    key=f"session-{i % 17}".encode(),
+                    value=f"event {i}".encode() * (1 + i % 5),
+                    headers=[("n", str(i).encode()), ("kind", b"agent")],
+                )
+            except BufferError:  # the source is down and the queue full: wait, try again
+                self.producer.poll(0.2)
+                continue
             self.sent += 1
             self.producer.poll(0)
             if i % 50 == 0:
@@ -313,3 +336,209 @@ def test_a_consumer_group_moved_from_kafka_resumes_on_strata_where_it_stopped(
     finally:
         c.close()
     assert {tp.partition: tp.offset for tp in mine} == source_ends
+
+
+def committed_on(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        c.close()
+    return {tp.partition: tp.offset for tp in got if tp.offset >= 0}  # those it committed
+
+
+def test_a_link_resumes_after_the_source_was_killed_and_down_for_30s_with_nothing_lost_or_twice(
+    kafka, strata
+) -> None:
+    topic = "audit-trail"
+    create_topic(kafka.bootstrap, topic, 3)
+    produce_n(kafka.bootstrap, topic, 600)
+    before = consume_group(kafka.bootstrap, topic, "auditors", 250)  # committed on Kafka
+    link(
+        strata,
+        "create",
+        "--name",
+        "audit",
+        "--source-bootstrap",
+        kafka.bootstrap,
+        "--topics",
+        "audit-.*",
+        "--groups",
+        "auditors",
+    )
+    with Writer(kafka.bootstrap, topic) as w:
+        wait_for(
+            "mirroring while the source takes writes",
+            lambda: (
+                w.sent > 1500
+                and sum(
+                    p["mirror_end"]
+                    for p in describe(strata, "audit")["topics"]
+                    .get(topic, {})
+                    .get("partitions", {})
+                    .values()
+                )
+                > 1000
+            ),
+        )
+        kafka.proc.kill()  # mid-link, while the producer writes: no controlled shutdown
+        kafka.proc.wait(30)
+        down_until = time.monotonic() + 30
+        wait_for(
+            "the link to report the source unreachable",
+            lambda: (
+                (d := describe(strata, "audit"))["connected"] is False
+                and (d["last_error"] or "").startswith("source:")
+            ),
+        )
+        assert scrape(strata.metrics_url)['strata_link_connected{link="audit"}'] == 0.0
+        time.sleep(max(0.0, down_until - time.monotonic()))
+        kafka.start()  # the same data dir, port and cluster id
+        sent_at_restart = w.sent
+        wait_for("the producer to go on after the restart", lambda: w.sent > sent_at_restart + 500)
+    source_ends = ends(kafka.bootstrap, topic, 3)
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "audit", topic, source_ends), 90)
+    d = describe(strata, "audit")
+    assert d["connected"] is True
+    assert d["topics"][topic]["lag_records"] == 0
+    m = scrape(strata.metrics_url)
+    assert m['strata_link_connected{link="audit"}'] == 1.0
+    assert m['strata_link_state{link="audit",state="active"}'] == 1.0
+    assert m[f'strata_link_topic_state{{link="audit",state="mirroring",topic="{topic}"}}'] == 1.0
+    for p in range(3):
+        labels = f'link="audit",partition="{p}",topic="{topic}"'
+        assert m[f"strata_link_lag_records{{{labels}}}"] == 0.0
+        assert m[f"strata_link_lag_bytes{{{labels}}}"] == 0.0
+        assert m[f"strata_link_mirrored_records_total{{{labels}}}"] == source_ends[p]
+        assert m[f"strata_link_mirrored_bytes_total{{{labels}}}"] > source_ends[p] * 10
+    source = read_all(kafka.bootstrap, topic, 3)
+    mirror = read_all(strata.bootstrap, topic, 3)
+    assert len(source) == 600 + w.sent  # the source itself lost nothing
+    assert mirror == source  # no gap, no duplicate, every record at its offset
+    # the group's offsets committed on Kafka before the fault are still Strata's
+    committed = {p: max(o for q, o in before if q == p) + 1 for p, _ in before}
+    assert committed_on(kafka.bootstrap, "auditors", topic, 3) == committed
+    assert {k: v for k, v in describe(strata, "audit")["groups"]["auditors"].items()} == {
+        f"{topic}-{p}": o for p, o in committed.items()
+    }
+    assert committed_on(strata.bootstrap, "auditors", topic, 3) == committed
+
+
+def read_to_sentinel(bootstrap: str, topic: str, partitions: int, isolation: str) -> list[tuple]:
+    """(partition, offset, value) of every record a consumer with `isolation` gets, up to
+    the record b"end" each partition ends with."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[tuple] = []
+    done: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(done) < partitions and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            out.append((m.partition(), m.offset(), m.value()))
+            if m.value() == b"end":
+                done.add(m.partition())
+    finally:
+        c.close()
+    assert len(done) == partitions, f"{isolation}: read {len(out)}, partitions done {done}"
+    return sorted(out)
+
+
+def test_transactions_mirror_with_their_markers_so_read_committed_sees_only_committed_records(
+    kafka, strata
+) -> None:
+    topic = "ledger-tx"
+    create_topic(kafka.bootstrap, topic, 2)
+    p = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": "ledger-writer"})
+    p.init_transactions(30)
+    committed, aborted = set(), set()
+    for t in range(12):
+        p.begin_transaction()
+        values = [f"t{t}-r{r}".encode() for r in range(20)]
+        for r, v in enumerate(values):
+            p.produce(topic, v, partition=r % 2)
+        p.flush(30)  # on the source before the end of the transaction, aborted or not
+        if t % 3 == 1:
+            p.abort_transaction(30)
+            aborted.update(values)
+        else:
+            p.commit_transaction(30)
+            committed.update(values)
+    p.begin_transaction()
+    for part in range(2):
+        p.produce(topic, b"end", partition=part)
+    p.commit_transaction(30)
+    link(
+        strata,
+        "create",
+        "--name",
+        "ledger",
+        "--source-bootstrap",
+        kafka.bootstrap,
+        "--topics",
+        "ledger-.*",
+    )
+    source_ends = ends(kafka.bootstrap, topic, 2)  # the markers count
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "ledger", topic, source_ends))
+    on_kafka = read_to_sentinel(kafka.bootstrap, topic, 2, "read_committed")
+    on_strata = read_to_sentinel(strata.bootstrap, topic, 2, "read_committed")
+    assert on_strata == on_kafka  # the same records at the same offsets
+    seen = {v for _, _, v in on_strata}
+    assert seen == committed | {b"end"}
+    assert not seen & aborted
+    # the aborted records are there, at the source's offsets, for read_uncommitted
+    everything = read_to_sentinel(strata.bootstrap, topic, 2, "read_uncommitted")
+    assert everything == read_to_sentinel(kafka.bootstrap, topic, 2, "read_uncommitted")
+    assert aborted <= {v for _, _, v in everything}
+
+
+def test_a_link_logs_in_to_a_sasl_source_with_the_source_security_settings(kafka, strata) -> None:
+    topic = "secure-payments"
+    create_topic(kafka.bootstrap, topic, 2)
+    produce_n(kafka.bootstrap, topic, 300)
+    sasl = f"127.0.0.1:{kafka.sasl_port}"
+
+    def create(name: str, password: str) -> None:
+        link(
+            strata,
+            "create",
+            "--name",
+            name,
+            "--source-bootstrap",
+            sasl,
+            "--topics",
+            "secure-.*",
+            "--source-security",
+            "security.protocol=SASL_PLAINTEXT",
+            "--source-security",
+            "sasl.mechanism=PLAIN",
+            "--source-security",
+            "sasl.username=mirror",
+            "--source-security",
+            f"sasl.password={password}",
+        )
+
+    create("wrong", "not-the-password")  # refused by the source: reported, nothing mirrored
+    wait_for(
+        "the failed login to be reported",
+        lambda: "login" in (describe(strata, "wrong")["last_error"] or ""),
+    )
+    assert describe(strata, "wrong")["topics"] == {}
+    link(strata, "delete", "--name", "wrong")
+    create("secure", SASL_PASSWORD)
+    source_ends = ends(kafka.bootstrap, topic, 2)
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "secure", topic, source_ends))
+    d = describe(strata, "secure")
+    assert d["connected"] is True and d["last_error"] is None
+    assert d["source_security"]["sasl.password"] == "********"
+    assert SASL_PASSWORD not in link(strata, "list").stdout + json.dumps(d)
+    assert read_all(strata.bootstrap, topic, 2) == read_all(kafka.bootstrap, topic, 2)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from broker.console.views import BrokerInfo, GroupMember, Moving, PartitionLead, decode_assignment
+from broker.peer_fetch import one_partition_fetch
 from broker.peers import Peers, PeerUnavailable
 from protocol.errors import ErrorCode
 from protocol.versions import ApiKey
@@ -244,31 +245,7 @@ class ConsoleSource:
         peer = self._peer(leader)
         if peer is None:
             return Fetched(b"", -1, -1, f"leader {leader} is not live")
-        body = {
-            "replica_id": -1,
-            "max_wait": 0,
-            "min_bytes": 1,
-            "max_bytes": FETCH_MAX_BYTES,
-            "isolation_level": 0,
-            "session_id": 0,
-            "session_epoch": -1,
-            "topics": [
-                {
-                    "topic": topic,
-                    "partitions": [
-                        {
-                            "partition": partition,
-                            "current_leader_epoch": -1,
-                            "fetch_offset": offset,
-                            "log_start_offset": -1,
-                            "partition_max_bytes": FETCH_MAX_BYTES,
-                        }
-                    ],
-                }
-            ],
-            "forgotten_topics_data": [],
-            "rack_id": "",
-        }
+        body = one_partition_fetch(topic, partition, offset, FETCH_MAX_BYTES)
         r = await self._call(peer, ApiKey.FETCH, body)
         p = r.responses[0].partitions[0]
         return Fetched(

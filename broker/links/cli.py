@@ -12,6 +12,8 @@ import urllib.parse
 import urllib.request
 
 from broker.links.http import DEFAULT_PROMOTE_TIMEOUT_S, PREFIX
+from broker.links.model import LinkError
+from broker.links.security import parse_pairs
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +38,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     create.add_argument(
         "--groups", default=".*", metavar="REGEX", help="consumer groups whose offsets sync"
     )
+    create.add_argument(
+        "--source-security",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Kafka client setting for the source (repeat): security.protocol, "
+        "sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, "
+        "ssl.certificate.location, ssl.key.location, ssl.endpoint.identification.algorithm",
+    )
     action("list", "the links of the cluster", named=False)
     action("describe", "a link's topics, lag per partition, groups and last error")
     action("pause", "stop fetching (mirror topics stay read-only)")
@@ -52,12 +63,18 @@ def run(args: argparse.Namespace) -> int:
     name = urllib.parse.quote(getattr(args, "name", "") or "", safe="")
     timeout = 30.0
     if command == "create":
+        try:
+            source_security = parse_pairs(args.source_security)
+        except LinkError as e:
+            print(f"strata link create: {e}", file=sys.stderr)
+            return 1
         method, url = "POST", base
         body = {
             "name": args.name,
             "source_bootstrap": args.source_bootstrap,
             "topics": args.topics,
             "groups": args.groups,
+            "source_security": source_security,
         }
     elif command == "list":
         method, url, body = "GET", base, None

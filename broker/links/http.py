@@ -1,7 +1,8 @@
 """The links API on the HTTP listener (`--http-listen`), beside the replay API:
 
     GET    /v1/links                      the links, in short
-    POST   /v1/links                      {"name", "source_bootstrap", "topics", "groups"?}
+    POST   /v1/links                      {"name", "source_bootstrap", "topics", "groups"?,
+                                           "source_security"?: {"security.protocol": ...}}
     GET    /v1/links/{name}               state, topics, lag per partition, groups, errors
     POST   /v1/links/{name}/pause         stop fetching (mirror topics stay read-only)
     POST   /v1/links/{name}/resume
@@ -65,7 +66,12 @@ class LinksHttp:
                 bootstrap = _field(body, "source_bootstrap")
                 topics = _field(body, "topics")
                 groups = str(body.get("groups") or ".*")
-                created = run(lambda: s.create(name, bootstrap, topics, groups), CALL_TIMEOUT_S)
+                sec = body.get("source_security") or {}
+                if not isinstance(sec, dict):
+                    raise _BadRequest("source_security must be an object of strings")
+                created = run(
+                    lambda: s.create(name, bootstrap, topics, groups, sec), CALL_TIMEOUT_S
+                )
                 return "201 Created", created
             return _not_allowed()
         name = parts[0]

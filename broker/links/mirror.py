@@ -30,9 +30,11 @@ from broker.groups.committed import OFFSETS_TOPIC, CommittedOffset
 from broker.groups.offset_store import OffsetStore
 from broker.leadership import Leadership
 from broker.links import model
+from broker.links.security import redacted
 from broker.links.source import EARLIEST, LATEST, FetchedPartition, SourceCluster, SourceError
 from broker.log.manager import LogManager
 from broker.metadata_store import MetadataStore
+from broker.peers import PeerSecurity
 from broker.topic_config import TOPIC_CONFIGS
 from protocol import records
 from protocol.records import BatchHeader
@@ -64,15 +66,33 @@ class PartitionStatus:
     resume_at: int = 0  # fetch from here when past the log end (a gap the source lost)
     blocked: bool = False  # the source lost records the mirror has: not fetched
     skipped: list[tuple[int, int]] = field(default_factory=list)  # lost on the source
+    mirrored_bytes: int = 0  # appended by this broker since it started
+    mirrored_records: int = 0  # offsets those batches span
+
+    @property
+    def lag_records(self) -> int | None:
+        return max(0, self.source_end - self.mirror_end) if self.source_end >= 0 else None
+
+    @property
+    def lag_bytes(self) -> int | None:
+        """An estimate: the records behind times the mean size of those mirrored (the
+        source does not say how many bytes lie past an offset)."""
+        lag = self.lag_records
+        if lag is None or (lag and not self.mirrored_records):
+            return None
+        return round(lag * self.mirrored_bytes / self.mirrored_records) if lag else 0
+
+    def lag_seconds(self, now: float) -> float:
+        return 0.0 if self.lag_records == 0 else round(now - self.caught_up_at, 3)
 
     def report(self, now: float) -> dict:
-        lag = max(0, self.source_end - self.mirror_end) if self.source_end >= 0 else None
         return {
             "mirror_end": self.mirror_end,
             "source_end": self.source_end,
             "source_start": self.source_start,
-            "lag_records": lag,
-            "lag_seconds": 0.0 if lag == 0 else round(now - self.caught_up_at, 3),
+            "lag_records": self.lag_records,
+            "lag_bytes": self.lag_bytes,
+            "lag_seconds": self.lag_seconds(now),
             "error": self.error,
             "skipped": [list(s) for s in self.skipped],
         }
@@ -106,7 +126,11 @@ class LinkRunner:
         offsets: OffsetStore,
         group_active: Callable[[str], bool],
         settings: MirrorSettings,
+        source_security: dict[str, str],
+        client_security: PeerSecurity,
     ) -> None:
+        """`source_security`: the link's settings as stored; `client_security`: what
+        they make of the broker's own client (broker.links.security.peer_security)."""
         self.name = name
         self.meta = meta
         self.logs = logs
@@ -116,7 +140,10 @@ class LinkRunner:
         self.settings = settings
         link = meta.links[name]
         self.source_bootstrap = link["source_bootstrap"]
-        self.source = SourceCluster.connect(self.source_bootstrap, f"strata-link-{name}")
+        self.source_security = source_security
+        self.source = SourceCluster.connect(
+            self.source_bootstrap, f"strata-link-{name}", client_security
+        )
         self.partitions: dict[tuple[str, int], PartitionStatus] = {}
         self.last_error: str | None = None
         self.last_error_ms = 0
@@ -324,6 +351,8 @@ class LinkRunner:
             if h.base_offset < p.log_end_offset:
                 continue  # a batch this log has (the fetch began inside it)
             self.logs.append_at(p, batch, h)
+            st.mirrored_bytes += h.size
+            st.mirrored_records += h.last_offset_delta + 1
             appended = True
         st.mirror_end = p.log_end_offset
         st.error = None
@@ -482,16 +511,19 @@ class LinkRunner:
                 if t == topic
             }
             lags = [r["lag_records"] for r in parts.values() if r["lag_records"] is not None]
+            lag_bytes = [r["lag_bytes"] for r in parts.values()]
             topics[topic] = {
                 **m,
                 "partitions": parts,
                 "lag_records": sum(lags) if lags else None,
+                "lag_bytes": None if None in lag_bytes or not lag_bytes else sum(lag_bytes),
                 "lag_seconds": max((r["lag_seconds"] for r in parts.values()), default=0.0),
                 "unsupported_configs": self.unsupported_configs.get(topic, {}),
             }
         return {
             "name": self.name,
             "source_bootstrap": link.get("source_bootstrap"),
+            "source_security": redacted(link.get("source_security", {})),
             "topics_pattern": link.get("topics"),
             "groups_pattern": link.get("groups"),
             "state": link.get("state"),

@@ -4,7 +4,8 @@ A link is a plain dict in the metadata document (broker.metadata_store: the buck
 document, or etcd in cluster mode), so every broker sees the same links:
 
     {"name": "prod", "source_bootstrap": "kafka:9092", "topics": "agent-.*",
-     "groups": ".*", "state": "active" | "paused", "created_ms": ...,
+     "groups": ".*", "source_security": {"security.protocol": ..., ...},
+     "state": "active" | "paused", "created_ms": ...,
      "mirrors": {"agent-a": {"state": "mirroring" | "promoting" | "promoted",
                              "partitions": 6, "promoted_ms": ..., "final_offsets": {...}}}}
 
@@ -28,7 +29,14 @@ class LinkError(ValueError):
     """A request about links that cannot be honoured; the message says why."""
 
 
-def new_link(name: str, source_bootstrap: str, topics: str, groups: str, now_ms: int) -> dict:
+def new_link(
+    name: str,
+    source_bootstrap: str,
+    topics: str,
+    groups: str,
+    now_ms: int,
+    source_security: Mapping[str, str] | None = None,
+) -> dict:
     if not _NAME.match(name):
         raise LinkError(f"link name {name!r}: letters, digits, '.', '_' and '-' only")
     if not source_bootstrap or any(":" not in s for s in source_bootstrap.split(",")):
@@ -43,6 +51,7 @@ def new_link(name: str, source_bootstrap: str, topics: str, groups: str, now_ms:
         "source_bootstrap": source_bootstrap,
         "topics": topics,
         "groups": groups,
+        "source_security": dict(source_security or {}),
         "state": ACTIVE,
         "created_ms": now_ms,
         "mirrors": {},

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from broker.groups.offset_store import OffsetStore
 from broker.leadership import Leadership
-from broker.links import model
+from broker.links import model, security
 from broker.links.mirror import LinkRunner, MirrorSettings
 from broker.log.manager import LogManager
 from broker.metadata_store import MetadataStore
@@ -75,10 +75,19 @@ class LinkService:
                 log.info("link %s deleted", name)
         for name, link in self.meta.links.items():
             running = self.runners.get(name)
-            if running is not None and running.source_bootstrap != link["source_bootstrap"]:
+            if running is not None and (
+                running.source_bootstrap != link["source_bootstrap"]
+                or running.source_security != link.get("source_security", {})
+            ):
                 await self.runners.pop(name).stop()
                 running = None
             if running is None:
+                source_security = dict(link.get("source_security", {}))
+                try:  # reads the TLS files: off the event loop
+                    client = await asyncio.to_thread(security.peer_security, source_security)
+                except (OSError, ValueError) as e:
+                    log.warning("link %s: source security settings unusable: %s", name, e)
+                    continue
                 runner = LinkRunner(
                     name,
                     self.meta,
@@ -87,14 +96,30 @@ class LinkService:
                     self.offsets,
                     self.group_active,
                     self.settings,
+                    source_security,
+                    client,
                 )
                 self.runners[name] = runner
                 runner.start()
 
     # --- the API's operations ---------------------------------------------------------
 
-    async def create(self, name: str, source_bootstrap: str, topics: str, groups: str) -> dict:
-        link = model.new_link(name, source_bootstrap, topics, groups, int(time.time() * 1000))
+    async def create(
+        self,
+        name: str,
+        source_bootstrap: str,
+        topics: str,
+        groups: str,
+        source_security: dict[str, str] | None = None,
+    ) -> dict:
+        settings = security.checked(source_security or {})
+        try:  # the TLS files load: refused now, not later in the runner
+            await asyncio.to_thread(security.peer_security, settings)
+        except (OSError, ValueError) as e:
+            raise model.LinkError(f"source security: {e}") from None
+        link = model.new_link(
+            name, source_bootstrap, topics, groups, int(time.time() * 1000), settings
+        )
 
         def add() -> None:
             if name in self.meta.links:
@@ -133,6 +158,7 @@ class LinkService:
             "name": name,
             "state": link["state"],
             "source_bootstrap": link["source_bootstrap"],
+            "source_security": security.redacted(link.get("source_security", {})),
             "connected": False,
             "last_error": None,
             "topics": dict(link["mirrors"]),

@@ -19,7 +19,8 @@ import random
 from dataclasses import dataclass, field
 
 from broker.leadership import BrokerAddress
-from broker.peers import Peers, PeerUnavailable
+from broker.peer_fetch import READ_UNCOMMITTED, fetch_request
+from broker.peers import Peers, PeerSecurity, PeerUnavailable
 from protocol.versions import ApiKey
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,14 @@ class SourceCluster:
     _coordinators: dict[str, BrokerAddress] = field(default_factory=dict)
 
     @classmethod
-    def connect(cls, bootstrap: str, client_id: str) -> SourceCluster:
+    def connect(
+        cls, bootstrap: str, client_id: str, security: PeerSecurity | None = None
+    ) -> SourceCluster:
         servers = []
         for item in bootstrap.split(","):
             host, _, port = item.strip().rpartition(":")
             servers.append((host.strip("[]"), int(port)))
-        return cls(servers, Peers(client_id))
+        return cls(servers, Peers(client_id, security))
 
     async def close(self) -> None:
         await self.peers.close()
@@ -140,34 +143,13 @@ class SourceCluster:
         max_bytes: int,
     ) -> dict[str, list[FetchedPartition]]:
         """The raw batches of `wanted` (topic -> partition -> offset) from their leader."""
-        body = {
-            "replica_id": -1,
-            "max_wait": max_wait_ms,
-            "min_bytes": 1,
-            "max_bytes": max_bytes,
-            "isolation_level": 0,
-            "session_id": 0,
-            "session_epoch": -1,
-            "topics": [
-                {
-                    "topic": topic,
-                    "partitions": [
-                        {
-                            "partition": p,
-                            "current_leader_epoch": -1,
-                            "fetch_offset": offset,
-                            "last_fetched_epoch": -1,
-                            "log_start_offset": -1,
-                            "partition_max_bytes": partition_max_bytes,
-                        }
-                        for p, offset in parts.items()
-                    ],
-                }
-                for topic, parts in wanted.items()
-            ],
-            "forgotten_topics_data": [],
-            "rack_id": "",
-        }
+        body = fetch_request(
+            wanted,
+            max_wait_ms=max_wait_ms,
+            partition_max_bytes=partition_max_bytes,
+            max_bytes=max_bytes,
+            isolation_level=READ_UNCOMMITTED,
+        )
         r = await self._call(peer, ApiKey.FETCH, FETCH_VERSION, body)
         if int(r.error_code) != 0:
             raise SourceError(f"fetch from broker {peer.broker_id}: error {int(r.error_code)}")

@@ -11,6 +11,7 @@ import logging
 
 from broker.leadership import Leadership
 from broker.log.partition import Partition
+from broker.peer_fetch import one_partition_fetch
 from broker.peers import Peers, PeerUnavailable
 from protocol.records import iter_headers
 from protocol.versions import ApiKey
@@ -36,10 +37,9 @@ class LeaderTail:
             return []
         out: list[bytes | memoryview] = []
         for _ in range(MAX_ROUNDS):
+            body = one_partition_fetch(p.topic, p.index, offset, MAX_BYTES)
             try:
-                response = await self.peers.call(
-                    peer, ApiKey.FETCH, FETCH_VERSION, _fetch_body(p.topic, p.index, offset)
-                )
+                response = await self.peers.call(peer, ApiKey.FETCH, FETCH_VERSION, body)
             except PeerUnavailable as e:
                 log.warning("replay of %s: the leader's tail is out of reach (%s)", p, e)
                 return out
@@ -55,31 +55,3 @@ class LeaderTail:
                 return out
         log.warning("replay of %s: the leader's tail was cut at offset %d", p, offset)
         return out
-
-
-def _fetch_body(topic: str, partition: int, offset: int) -> dict:
-    return {
-        "replica_id": -1,
-        "max_wait": 0,
-        "min_bytes": 1,
-        "max_bytes": MAX_BYTES,
-        "isolation_level": 0,
-        "session_id": 0,
-        "session_epoch": -1,
-        "topics": [
-            {
-                "topic": topic,
-                "partitions": [
-                    {
-                        "partition": partition,
-                        "current_leader_epoch": -1,
-                        "fetch_offset": offset,
-                        "log_start_offset": -1,
-                        "partition_max_bytes": MAX_BYTES,
-                    }
-                ],
-            }
-        ],
-        "forgotten_topics_data": [],
-        "rack_id": "",
-    }
