@@ -38,6 +38,8 @@ from broker.replay.sources import BucketSource, LogSource
 from broker.security.audit import Audit
 from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
 from broker.security.guard import Security, parse_super_users
+from broker.security.quota_gate import QuotaGate
+from broker.security.quotas import QuotaManager, QuotaWindow
 from broker.security.sasl import parse_mechanisms
 from broker.security.tls import client_context, load_certificates, server_context
 from broker.server import ConnectionLimits, Server
@@ -221,7 +223,11 @@ class Broker:
             max_inflight_requests=config.max_inflight_per_connection,
             max_inflight_bytes=config.max_inflight_bytes_per_connection,
         )
-        self.server = Server(context, HANDLERS, limits, self.metrics, authenticator)
+        quotas = QuotaGate(
+            meta,
+            QuotaManager(QuotaWindow(config.quota_window_num, config.quota_window_size_seconds)),
+        )
+        self.server = Server(context, HANDLERS, limits, self.metrics, authenticator, quotas)
         self.port: int | None = None
 
     async def start(self) -> None:

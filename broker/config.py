@@ -75,6 +75,12 @@ class BrokerConfig:
     connection_failed_authentication_delay_ms: int = _setting(
         100, "connection.failed.authentication.delay.ms: a failed authentication's answer waits"
     )
+    quota_window_num: int = _setting(
+        11, "quota.window.num: a client quota's burst is (num - 1) windows of its rate"
+    )
+    quota_window_size_seconds: float = _setting(
+        1.0, "quota.window.size.seconds: the length of one quota window"
+    )
     authorizer: str = _setting("none", "none (everything allowed) or acl (Kafka's ACLs)")
     super_users: str = _setting("", "super.users: User:admin;User:ops may do everything")
     allow_everyone_if_no_acl_found: bool = _setting(

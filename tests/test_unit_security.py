@@ -261,3 +261,81 @@ def test_every_api_the_broker_serves_says_what_it_needs_and_readme_shows_it() ->
     )
     end = readme.index("<!-- api-access-table:end -->")
     assert readme[start:end] == markdown(), "regenerate: python -m broker.security.api_table"
+
+
+# --- quotas ------------------------------------------------------------------------------
+
+
+def test_the_most_specific_quota_applies_in_kafkas_order() -> None:
+    from broker.security.quotas import PRODUCE, QuotaTable
+
+    table = QuotaTable(
+        [
+            {"entity": [["client-id", None]], "values": {PRODUCE: 10.0}},
+            {"entity": [["client-id", "slow"]], "values": {PRODUCE: 1.0}},
+            {"entity": [["user", "alice"]], "values": {PRODUCE: 5.0}},
+            {"entity": [["user", "alice"], ["client-id", "slow"]], "values": {PRODUCE: 2.0}},
+            {"entity": [["user", None]], "values": {PRODUCE: 7.0}},
+        ]
+    )
+    both = (("client-id", "slow"), ("user", "alice"))
+    assert table.lookup("alice", "slow", PRODUCE) == (both, 2.0)
+    assert table.lookup("alice", "other", PRODUCE) == ((("user", "alice"),), 5.0)
+    assert table.lookup("bob", "slow", PRODUCE) == ((("user", None),), 7.0)
+    assert table.lookup(None, "slow", PRODUCE) == ((("client-id", "slow"),), 1.0)
+    assert table.lookup(None, "other", PRODUCE) == ((("client-id", None),), 10.0)
+    assert table.lookup(None, "other", "consumer_byte_rate") is None
+
+
+def _simulate(manager, client: str, request: int, seconds: float, pipeline: int) -> float:
+    """A client that always has `pipeline` requests of `request` bytes queued and whose
+    connection is muted for each throttle; bytes applied per second after the burst."""
+    from broker.security.quotas import PRODUCE
+
+    now, muted_until, applied, start = 0.0, 0.0, 0, None
+    burst_over = manager.window.burst_s
+    while now < seconds:
+        if now >= muted_until:
+            for _ in range(pipeline):  # read together, applied one by one between mutes
+                ms = manager.record(PRODUCE, None, client, request, now)
+                if now >= burst_over:
+                    start = now if start is None else start
+                    applied += request
+                if ms:
+                    muted_until = now + ms / 1000
+                    break
+        now += 0.001
+    assert start is not None
+    return applied / (seconds - start)
+
+
+def test_a_muted_client_runs_at_its_byte_rate_quota_whatever_its_request_size() -> None:
+    from broker.security.quotas import PRODUCE, QuotaManager, QuotaTable, QuotaWindow
+
+    for request, pipeline in ((10_000, 1), (65_536, 5), (300_000, 2)):
+        q = QuotaManager(QuotaWindow(11, 0.2))
+        q.table = QuotaTable([{"entity": [["client-id", "slow"]], "values": {PRODUCE: 1e6}}])
+        rate = _simulate(q, "slow", request, 20.0, pipeline)
+        assert 0.95e6 <= rate <= 1.05e6, (request, pipeline, rate)
+        assert q.record(PRODUCE, None, "fast", 10**9, 20.0) == 0  # no quota: never throttled
+
+
+def test_a_fresh_client_may_burst_one_window_span_and_no_throttle_exceeds_the_windows() -> None:
+    from broker.security.quotas import PRODUCE, QuotaManager, QuotaTable, QuotaWindow
+
+    q = QuotaManager(QuotaWindow(11, 1.0))
+    q.table = QuotaTable([{"entity": [["user", "alice"]], "values": {PRODUCE: 1000.0}}])
+    assert q.record(PRODUCE, "alice", "c", 10_000, 100.0) == 0  # the 10 s burst
+    assert q.record(PRODUCE, "alice", "c", 500, 100.0) == 500  # 500 bytes short: 0.5 s
+    assert q.record(PRODUCE, "alice", "c", 10**9, 100.0) == 11_000  # capped at 11 windows
+    assert q.record(PRODUCE, "alice", "other-client", 1, 100.0) > 0  # the user's bucket
+
+
+def test_a_changed_quota_applies_to_the_next_request() -> None:
+    from broker.security.quotas import REQUEST, QuotaManager, QuotaTable, QuotaWindow
+
+    q = QuotaManager(QuotaWindow(2, 1.0))  # burst: 1 s of quota
+    q.table = QuotaTable([{"entity": [["client-id", None]], "values": {REQUEST: 50.0}}])
+    assert q.record(REQUEST, None, "c", 100.0, 0.0) == 1000  # 1 s of loop time at 50%
+    q.table = QuotaTable([{"entity": [["client-id", None]], "values": {REQUEST: 100.0}}])
+    assert q.record(REQUEST, None, "c", 0.0, 1.0) == 0  # refilled twice as fast
