@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -104,3 +105,58 @@ def test_a_client_over_its_produce_quota_is_throttled_to_it_and_others_are_not(
     assert 0.9 * QUOTA <= slow <= 1.1 * QUOTA
     assert slow_throttles and max(slow_throttles) > 0  # throttle_time_ms reached the client
     assert fast > 3 * QUOTA and not any(fast_throttles)
+
+
+def test_a_consumer_over_its_fetch_quota_is_throttled_to_it(broker_factory) -> None:
+    from confluent_kafka import Consumer, Producer
+
+    from protocol.versions import ApiKey
+    from tests.wire import WireClient
+
+    broker = broker_factory("--quota-window-num", "11", "--quota-window-size-seconds", "0.1")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for _ in range(600):  # 6 MB
+        p.produce("quota-read", b"y" * 10_000)
+        p.poll(0)
+    assert p.flush(30) == 0
+    with WireClient(broker.bootstrap) as w:
+        w.call(
+            ApiKey.ALTER_CLIENT_QUOTAS,
+            1,
+            {
+                "entries": [
+                    {
+                        "entity": [{"entity_type": "client-id", "entity_name": "reader"}],
+                        "ops": [{"key": "consumer_byte_rate", "value": QUOTA, "remove": False}],
+                    }
+                ],
+                "validate_only": False,
+            },
+        )
+    c = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "client.id": "reader",
+            "group.id": "quota-reader",
+            "auto.offset.reset": "earliest",
+            "max.partition.fetch.bytes": 65536,
+            "fetch.max.bytes": 65536,
+            "message.max.bytes": 65536,
+        }
+    )
+    c.subscribe(["quota-read"])
+    got: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < 600 and time.monotonic() < deadline:
+            m = c.poll(1.0)
+            if m is not None and m.error() is None:
+                got.append((time.monotonic(), len(m.value())))
+    finally:
+        c.close()
+    assert len(got) == 600
+    start = got[0][0]
+    after_burst = [(ts, n) for ts, n in got if ts >= start + 1.5]
+    rate = sum(n for _, n in after_burst[1:]) / (after_burst[-1][0] - after_burst[0][0])
+    print(f"\nconsumer {rate / QUOTA:.3f} x its quota")
+    assert 0.85 * QUOTA <= rate <= 1.15 * QUOTA
