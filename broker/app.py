@@ -38,6 +38,7 @@ from broker.replay.sources import BucketSource, LogSource
 from broker.security.audit import Audit
 from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
 from broker.security.guard import Security, parse_super_users
+from broker.security.oauth import JwksValidator, OAuthSettings
 from broker.security.quota_gate import QuotaGate
 from broker.security.quotas import QuotaManager, QuotaWindow
 from broker.security.sasl import parse_mechanisms
@@ -56,6 +57,22 @@ log = logging.getLogger(__name__)
 # the memory for the object blocks it serves from them
 REPLICA_INDEX_REFRESH_S = 1.0
 REPLICA_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _oauth_validator(config: BrokerConfig, mechanisms: list[str]) -> JwksValidator | None:
+    if "OAUTHBEARER" not in mechanisms:
+        return None
+    if not config.sasl_oauthbearer_jwks_file:
+        raise ValueError("OAUTHBEARER needs --sasl-oauthbearer-jwks-file")
+    audience = config.sasl_oauthbearer_expected_audience
+    return JwksValidator(
+        OAuthSettings(
+            config.sasl_oauthbearer_jwks_file,
+            tuple(a.strip() for a in audience.split(",") if a.strip()),
+            config.sasl_oauthbearer_expected_issuer,
+            config.sasl_oauthbearer_sub_claim_name,
+        )
+    )
 
 
 class Broker:
@@ -198,6 +215,7 @@ class Broker:
             self.security.credential,
             audit,
             FailureLimiter(),
+            _oauth_validator(config, self.mechanisms),
         )
         context = HandlerContext(
             logs=self.logs,

@@ -69,6 +69,18 @@ class BrokerConfig:
         'TOML file with a [users] table of name = "password": SCRAM credentials are '
         "created at start for users that have none",
     )
+    sasl_oauthbearer_jwks_file: str = _setting(
+        "", "OAUTHBEARER: the JWKS (JSON) file whose keys sign the accepted JWTs"
+    )
+    sasl_oauthbearer_expected_audience: str = _setting(
+        "", "sasl.oauthbearer.expected.audience: comma-separated; a token must name one"
+    )
+    sasl_oauthbearer_expected_issuer: str = _setting(
+        "", "sasl.oauthbearer.expected.issuer: a token's iss must be it"
+    )
+    sasl_oauthbearer_sub_claim_name: str = _setting(
+        "sub", "sasl.oauthbearer.sub.claim.name: the claim that names the principal"
+    )
     sasl_server_max_receive_size: int = _setting(
         524288, "sasl.server.max.receive.size: the largest request before authentication"
     )

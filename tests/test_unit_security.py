@@ -339,3 +339,68 @@ def test_a_changed_quota_applies_to_the_next_request() -> None:
     assert q.record(REQUEST, None, "c", 100.0, 0.0) == 1000  # 1 s of loop time at 50%
     q.table = QuotaTable([{"entity": [["client-id", None]], "values": {REQUEST: 100.0}}])
     assert q.record(REQUEST, None, "c", 0.0, 1.0) == 0  # refilled twice as fast
+
+
+# --- OAUTHBEARER -------------------------------------------------------------------------
+
+
+def _bearer(token: str, authzid: str = "") -> bytes:
+    return f"n,{'a=' + authzid if authzid else ''},\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def test_oauthbearer_accepts_a_signed_unexpired_token_and_names_its_subject(tmp_path) -> None:
+    from broker.security.oauth import JwksValidator, OAuthSettings, parse_client_first
+    from devkit.jwks import Issuer
+
+    issuer = Issuer()
+    v = JwksValidator(
+        OAuthSettings(str(issuer.write_jwks(tmp_path / "jwks.json")), ("strata",), "idp")
+    )
+    token = issuer.token("alice", 600, aud="strata", iss="idp")
+    assert parse_client_first(_bearer(token, "alice")) == ("alice", token)
+    valid = v.validate(token)
+    assert valid.principal == "User:alice"
+    assert 590 < valid.expires_at - __import__("time").time() <= 600
+
+
+def test_oauthbearer_refuses_expired_foreign_unsigned_and_misaddressed_tokens(tmp_path) -> None:
+    import jwt as pyjwt
+
+    from broker.security.oauth import InvalidToken, JwksValidator, OAuthSettings
+    from devkit.jwks import Issuer
+
+    issuer, stranger = Issuer(), Issuer("key-1")  # same kid, other key
+    path = issuer.write_jwks(tmp_path / "jwks.json")
+    v = JwksValidator(OAuthSettings(str(path), ("strata",), "idp"))
+    good = {"aud": "strata", "iss": "idp"}
+    bad = {
+        "expired": issuer.token("alice", -120, **good),
+        "foreign key": stranger.token("alice", 600, **good),
+        "unsigned": pyjwt.encode({"sub": "alice", "exp": 2**40, **good}, None, algorithm="none"),
+        "shared secret": pyjwt.encode(
+            {"sub": "alice", "exp": 2**40, **good}, "k" * 32, algorithm="HS256"
+        ),
+        "wrong audience": issuer.token("alice", 600, aud="other", iss="idp"),
+        "wrong issuer": issuer.token("alice", 600, aud="strata", iss="evil"),
+        "no subject": pyjwt.encode(
+            {"exp": 2**40, **good}, issuer.private_key, "RS256", headers={"kid": "key-1"}
+        ),
+        "garbage": "not-a-jwt",
+    }
+    for why, token in bad.items():
+        with pytest.raises(InvalidToken):
+            v.validate(token)
+            pytest.fail(f"accepted a token with {why}")
+    # a rotated key set is read again: a token signed with the new key verifies
+    rotated = Issuer("key-2")
+    rotated.write_jwks(path, issuer)
+    assert v.validate(rotated.token("bob", 600, **good)).principal == "User:bob"
+
+
+def test_a_malformed_oauthbearer_message_is_refused() -> None:
+    from broker.security.oauth import InvalidToken, parse_client_first
+
+    for msg in (b"", b"y,,\x01auth=Bearer t\x01\x01", b"n,,\x01auth=Bearer t\x01",
+                b"n,,\x01auth=Basic t\x01\x01", b"n,,\x01\x01", b"\xff"):  # fmt: skip
+        with pytest.raises(InvalidToken):
+            parse_client_first(msg)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from broker.security.audit import Audit
+from broker.security.oauth import JwksValidator
 from broker.security.sasl import AuthenticationFailed, Lookup, SaslExchange
 from broker.security.session import Session
 from protocol.codec import Request
@@ -59,12 +60,18 @@ class Authenticator:
     """Shared by every connection of a server."""
 
     def __init__(
-        self, settings: AuthSettings, lookup: Lookup, audit: Audit, limiter: FailureLimiter
+        self,
+        settings: AuthSettings,
+        lookup: Lookup,
+        audit: Audit,
+        limiter: FailureLimiter,
+        oauth: JwksValidator | None = None,
     ) -> None:
         self.settings = settings
         self.lookup = lookup
         self.audit = audit
         self.limiter = limiter
+        self.oauth = oauth
 
     def connection(self, session: Session) -> ConnectionAuth:
         return ConnectionAuth(self, session)
@@ -110,7 +117,7 @@ class ConnectionAuth:
         if not self.auth.limiter.may_try(self.session.host, time.monotonic()):
             self._audit(False, mechanism, "", "rate limited")
             return Reply({"error_code": ErrorCode.illegal_sasl_state, "mechanisms": []}, close=True)
-        self._exchange = SaslExchange(mechanism, self.auth.lookup)
+        self._exchange = SaslExchange(mechanism, self.auth.lookup, self.auth.oauth)
         self.raw_tokens = request.header.api_version == 0
         return Reply({"error_code": ErrorCode.none, "mechanisms": mechs})
 
