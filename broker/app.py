@@ -211,6 +211,7 @@ class Broker:
                 tuple(self.mechanisms),
                 config.sasl_server_max_receive_size,
                 config.connection_failed_authentication_delay_ms / 1000,
+                config.connections_max_reauth_ms,
             ),
             self.security.credential,
             audit,

@@ -69,6 +69,12 @@ class BrokerConfig:
         'TOML file with a [users] table of name = "password": SCRAM credentials are '
         "created at start for users that have none",
     )
+    connections_max_reauth_ms: int = _setting(
+        0,
+        "connections.max.reauth.ms (KIP-368): a SASL session lasts this long (or to its "
+        "token's expiry), then the client re-authenticates or its connection is closed; 0: "
+        "sessions never end",
+    )
     sasl_oauthbearer_jwks_file: str = _setting(
         "", "OAUTHBEARER: the JWKS (JSON) file whose keys sign the accepted JWTs"
     )

@@ -315,6 +315,11 @@ class Connection:
                 f"api key {api_key} before SASL authentication on listener "
                 f"{self.session.listener.name}"
             )
+        if self.auth.expired(api_key):
+            raise ProtocolError(
+                f"the SASL session of {self.session.principal} ended without "
+                "re-authentication (connections.max.reauth.ms)"
+            )
         if api_key in (ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE) and is_supported(
             api_key, api_version
         ):

@@ -404,3 +404,14 @@ def test_a_malformed_oauthbearer_message_is_refused() -> None:
                 b"n,,\x01auth=Basic t\x01\x01", b"n,,\x01\x01", b"\xff"):  # fmt: skip
         with pytest.raises(InvalidToken):
             parse_client_first(msg)
+
+
+def test_a_session_lasts_max_reauth_or_to_its_tokens_expiry_whichever_is_first() -> None:
+    from broker.security.gate import session_lifetime_ms
+
+    assert session_lifetime_ms(0, None, 100.0) == 0  # re-authentication off
+    assert session_lifetime_ms(0, 150.0, 100.0) == 0  # off: a token's expiry is not enforced
+    assert session_lifetime_ms(5000, None, 100.0) == 5000
+    assert session_lifetime_ms(5000, 102.0, 100.0) == 2000
+    assert session_lifetime_ms(5000, 900.0, 100.0) == 5000
+    assert session_lifetime_ms(5000, 99.0, 100.0) == 1  # already expired: the next request

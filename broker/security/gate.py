@@ -54,6 +54,7 @@ class AuthSettings:
     mechanisms: tuple[str, ...]
     max_receive_size: int  # sasl.server.max.receive.size
     failure_delay_s: float  # connection.failed.authentication.delay.ms
+    max_reauth_ms: int = 0  # connections.max.reauth.ms (KIP-368); 0: sessions never end
 
 
 class Authenticator:
@@ -90,6 +91,10 @@ class ConnectionAuth:
         self.session = session
         self._exchange: SaslExchange | None = None
         self.raw_tokens = False  # a v0 handshake: the next frames are bare SASL tokens
+        # KIP-368: when the session ends (monotonic seconds; None: never), and whether
+        # the exchange under way re-authenticates an authenticated connection
+        self.session_ends: float | None = None
+        self._reauthenticating = False
 
     @property
     def pending(self) -> bool:
@@ -99,15 +104,42 @@ class ConnectionAuth:
     def allows(self, api_key: int) -> bool:
         return not self.pending or api_key in PRE_AUTH_APIS
 
+    def expired(self, api_key: int) -> bool:
+        """KIP-368: past its session lifetime without re-authenticating, a connection
+        may only re-authenticate; any other request closes it."""
+        return (
+            self.session_ends is not None
+            and api_key not in (ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE)
+            and time.monotonic() >= self.session_ends
+        )
+
     @property
     def mechanisms(self) -> Iterable[str]:
         return self.auth.settings.mechanisms
 
     def handshake(self, request: Request) -> Reply:
         mechs = list(self.mechanisms)
-        if not self.session.listener.sasl or self.session.authenticated or self._exchange:
-            return Reply({"error_code": ErrorCode.illegal_sasl_state, "mechanisms": mechs})
         mechanism = request.body.mechanism
+        # KIP-368: an authenticated connection whose session ends may authenticate again,
+        # with the same mechanism (and, checked at the end, as the same principal)
+        reauth = (
+            self.session.authenticated
+            and self.session_ends is not None
+            and request.header.api_version >= 1
+        )
+        if reauth and mechanism != self.session.mechanism:
+            self._audit(False, mechanism or "", self.session.principal, "re-authentication "
+                        f"with {mechanism}, not {self.session.mechanism}")  # fmt: skip
+            return Reply(
+                {"error_code": ErrorCode.illegal_sasl_state, "mechanisms": mechs}, close=True
+            )
+        if (
+            not self.session.listener.sasl
+            or (self.session.authenticated and not reauth)
+            or self._exchange
+        ):
+            return Reply({"error_code": ErrorCode.illegal_sasl_state, "mechanisms": mechs})
+        self._reauthenticating = reauth
         if mechanism not in mechs:
             self._audit(False, mechanism or "", "", "unsupported mechanism")
             return Reply(
@@ -137,7 +169,17 @@ class ConnectionAuth:
             await self._failed(ex.mechanism, e)
             return Reply(_auth_body(ErrorCode.sasl_authentication_failed, str(e)), close=True)
         if ex.done:
-            self._succeeded(ex)
+            if self._reauthenticating and ex.principal != self.session.principal:
+                failed = AuthenticationFailed(
+                    "Cannot change principals during re-authentication",
+                    ex.principal,
+                    f"re-authentication as {ex.principal}, not {self.session.principal}",
+                )
+                await self._failed(ex.mechanism, failed)
+                body = _auth_body(ErrorCode.sasl_authentication_failed, str(failed))
+                return Reply(body, close=True)
+            lifetime_ms = self._succeeded(ex)
+            return Reply(_auth_body(ErrorCode.none, None, token, lifetime_ms))
         return Reply(_auth_body(ErrorCode.none, None, token))
 
     async def raw(self, token: bytes) -> Reply:
@@ -154,12 +196,21 @@ class ConnectionAuth:
             self._succeeded(ex)
         return Reply(raw=out)
 
-    def _succeeded(self, ex: SaslExchange) -> None:
+    def _succeeded(self, ex: SaslExchange) -> int:
+        """The session starts (or, re-authenticated, goes on); its lifetime in ms (0:
+        no limit), as SaslAuthenticate v1 tells the client."""
         self.session.principal = ex.principal
         self.session.mechanism = ex.mechanism
         self.session.authenticated = True
         self._exchange = None
-        self._audit(True, ex.mechanism, ex.principal, "")
+        lifetime_ms = session_lifetime_ms(
+            self.auth.settings.max_reauth_ms, ex.expires_at, time.time()
+        )
+        self.session_ends = time.monotonic() + lifetime_ms / 1000 if lifetime_ms else None
+        reason = "re-authenticated" if self._reauthenticating else ""
+        self._reauthenticating = False
+        self._audit(True, ex.mechanism, ex.principal, reason)
+        return lifetime_ms
 
     async def _failed(self, mechanism: str, e: AuthenticationFailed) -> None:
         self.auth.limiter.failed(self.session.host, time.monotonic())
@@ -179,10 +230,21 @@ class ConnectionAuth:
         )
 
 
-def _auth_body(error: ErrorCode, message: str | None, token: bytes = b"") -> dict:
+def session_lifetime_ms(max_reauth_ms: int, token_expires_at: float | None, now: float) -> int:
+    """KIP-368: connections.max.reauth.ms, or less if a token expires first (0: no
+    limit; a token past its expiry still gets 1 ms, so the next request closes)."""
+    limits = [max_reauth_ms] if max_reauth_ms > 0 else []
+    if token_expires_at is not None and max_reauth_ms > 0:
+        limits.append(max(1, int((token_expires_at - now) * 1000)))
+    return min(limits) if limits else 0
+
+
+def _auth_body(
+    error: ErrorCode, message: str | None, token: bytes = b"", lifetime_ms: int = 0
+) -> dict:
     return {
         "error_code": error,
         "error_message": message,
         "auth_bytes": token,
-        "session_lifetime": 0,
+        "session_lifetime": lifetime_ms,
     }
