@@ -36,6 +36,7 @@ from broker.replay.http import PREFIX, ReplayHttp
 from broker.replay.leader_tail import LeaderTail
 from broker.replay.sources import BucketSource, LogSource
 from broker.security.audit import Audit
+from broker.security.audit_topic import AuditTopic
 from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
 from broker.security.guard import Security, parse_super_users
 from broker.security.oauth import JwksValidator, OAuthSettings
@@ -197,7 +198,10 @@ class Broker:
             self.ssl_context = server_context(
                 config.ssl_certfile, config.ssl_keyfile, config.ssl_cafile, config.ssl_client_auth
             )
-        audit = Audit(self.metrics.registry)
+        audit = Audit(
+            self.metrics.registry,
+            AuditTopic(self.logs, config.broker_id) if config.audit_topic else None,
+        )
         self.security = Security(
             meta,
             audit,

@@ -99,6 +99,9 @@ class BrokerConfig:
     quota_window_size_seconds: float = _setting(
         1.0, "quota.window.size.seconds: the length of one quota window"
     )
+    audit_topic: bool = _setting(
+        False, "also write every audit event to the internal topic __audit"
+    )
     authorizer: str = _setting("none", "none (everything allowed) or acl (Kafka's ACLs)")
     super_users: str = _setting("", "super.users: User:admin;User:ops may do everything")
     allow_everyone_if_no_acl_found: bool = _setting(
