@@ -253,9 +253,9 @@ class Connection:
 
     def _throttle(self, request: Request, handler_s: float) -> int:
         """The throttle time (ms) of the client's quotas once `request` is applied:
-        Produce counts its bytes, every request but the exempt ones its handler time
-        (request_percentage, in percent of the event loop); the connection is muted for
-        it at once, whatever is left of the request to wait for."""
+        Produce counts its bytes, every request but the exempt ones the time it took
+        to apply (request_percentage: 100 is one request applying all the time); the
+        connection is muted for it at once, whatever is left of the request to wait for."""
         h = request.header
         quotas, principal, client = self.quotas, self.session.principal, h.client_id or ""
         throttle = 0
