@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from pathlib import Path
@@ -12,11 +13,14 @@ from broker.broker_configs import BrokerSettings
 from broker.config import BrokerConfig
 from broker.console.http import ConsoleHttp
 from broker.console.source import ConsoleSource
+from broker.fetch_sessions import FetchSessionCache
 from broker.groups.committed import OFFSETS_TOPIC, CommittedOffsets
 from broker.groups.consumer_coordinator import ConsumerGroups
 from broker.groups.consumer_group import ConsumerSettings
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OffsetStore
+from broker.groups.share_coordinator import ShareGroups
+from broker.groups.share_state import ShareDefaults, ShareStates
 from broker.handlers import HANDLERS
 from broker.handlers.context import HandlerContext
 from broker.leadership import EmbeddedLeadership, Leadership
@@ -29,6 +33,7 @@ from broker.log.topics import TopicState
 from broker.metadata_store import MetadataStore
 from broker.metrics.counters import BrokerMetrics
 from broker.metrics.http import MetricsHttp
+from broker.metrics.loop_lag import LoopLag
 from broker.metrics.state import StateCollector
 from broker.peers import Peers, PeerSecurity
 from broker.replay.core import Replayer
@@ -140,6 +145,26 @@ class Broker:
             self.offsets.store_consumer_group,
             self.offsets.consumer_groups,
         )
+        share_defaults = ShareDefaults(
+            record_lock_duration_ms=config.group_share_record_lock_duration_ms,
+            delivery_count_limit=config.group_share_delivery_count_limit,
+            max_record_locks=config.group_share_partition_max_record_locks,
+        )
+        share_groups = ShareGroups(
+            ConsumerSettings(
+                heartbeat_interval_ms=config.group_share_heartbeat_interval_ms,
+                session_timeout_ms=config.group_share_session_timeout_ms,
+            ),
+            self.offsets.store_share_group,
+            self.offsets.share_groups,
+            share_defaults,
+        )
+        self.shares = ShareStates(
+            share_defaults,
+            share_groups.configs,
+            self.offsets.store_share_states,
+            self.offsets.share_states,
+        )
         self.groups = GroupCoordinator(
             GroupSettings(
                 min_session_timeout_ms=config.group_min_session_timeout_ms,
@@ -147,6 +172,7 @@ class Broker:
                 initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             ),
             consumer_groups,
+            share_groups,
             self.offsets,
         )
         self.peers = Peers(f"strata-broker-{config.broker_id}", self._peer_security())
@@ -181,6 +207,8 @@ class Broker:
             {PREFIX: replay.app, LINKS_PREFIX: LinksHttp(self.links).app},
             fallback=self._console(replay).app,
         )
+        self.loop_lag = LoopLag(self.metrics.loop_lag.observe)
+        self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots)
         StateCollector(
             self.metrics,
             self.metrics_http.on_loop,
@@ -191,6 +219,8 @@ class Broker:
             transactions=self.transactions,
             cluster=self.cluster,
             follower=self.follower,
+            shares=self.shares,
+            fetch_sessions=self.fetch_sessions,
         )
         self.listeners = config.listeners()
         self.ssl_context = None
@@ -240,6 +270,8 @@ class Broker:
                 else None,
             ),
             security=self.security,
+            shares=self.shares,
+            fetch_sessions=self.fetch_sessions,
         )
         limits = ConnectionLimits(
             max_request_bytes=config.max_request_bytes,
@@ -256,6 +288,7 @@ class Broker:
     async def start(self) -> None:
         # first, so /healthz answers and /readyz says 503 while the WAL is replayed
         self.metrics_port = self.metrics_http.start(self.config.http_address)
+        self.loop_lag.start()
         await self.store.open()
         if self.cluster is not None:
             await self.cluster.join()
@@ -273,6 +306,8 @@ class Broker:
             group.protocol_type = self.offsets.group_types.get(group_id)
         self.groups.start()
         self.groups.consumer.start()
+        self.groups.share.start()
+        self.shares.start()
         self.transactions.start()  # finishes transactions a crash left prepared
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         if self.config.sasl_users_file:
@@ -285,6 +320,11 @@ class Broker:
             await self.cluster.start()
         self.links.start()  # after the log and the groups: mirrors append, offsets sync
         self.metrics.ready = True
+        # what start-up built (modules, kio's schema classes, the replayed log's indexes)
+        # lives as long as the process: out of the collector's sight, a full collection no
+        # longer walks it (71-370 ms on the loop before, about 0 after: measured here)
+        gc.collect()
+        gc.freeze()
         log.info(
             "Strata broker %d listening on %s, WAL in %s, objects in %s, durability %s, %s, "
             "authorizer %s",
@@ -320,9 +360,12 @@ class Broker:
         await self.console_peers.close()
         await self.groups.stop()
         await self.groups.consumer.stop()
+        await self.groups.share.stop()
+        await self.shares.stop()
         await self.logs.close()
         await self.store.close()
         await self.metrics_http.stop()
+        self.loop_lag.stop()
         log.info("stopped")
 
     async def reload_certificates(self) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
 from broker import config as broker_config
-from broker import logs_setup
+from broker import event_loop, logs_setup
 
 
 def _version() -> str:
@@ -47,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = broker_config.load(args)
         logs_setup.configure(cfg.log_level, cfg.log_format, cfg.log_levels)
+        event_loop.loop_factory(cfg.event_loop)  # a bad choice is a usage error
     except (ValueError, OSError) as e:
         parser.error(str(e))
     from broker.app import run
 
     try:
-        asyncio.run(run(cfg))
+        event_loop.run(run(cfg), cfg.event_loop)
     except OSError as e:
         logging.getLogger("strata").critical("cannot start: %s", e)
         return 1

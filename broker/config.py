@@ -136,6 +136,21 @@ class BrokerConfig:
     group_consumer_session_timeout_ms: int = _setting(
         45000, "group.consumer.session.timeout.ms: a silent KIP-848 member is removed after it"
     )
+    group_share_heartbeat_interval_ms: int = _setting(
+        5000, "group.share.heartbeat.interval.ms: share group members' heartbeat interval"
+    )
+    group_share_session_timeout_ms: int = _setting(
+        45000, "group.share.session.timeout.ms: a silent share group member is removed after it"
+    )
+    group_share_record_lock_duration_ms: int = _setting(
+        30000, "group.share.record.lock.duration.ms: how long a delivered record stays locked"
+    )
+    group_share_delivery_count_limit: int = _setting(
+        5, "group.share.delivery.count.limit: deliveries before a record is archived"
+    )
+    group_share_partition_max_record_locks: int = _setting(
+        2000, "group.share.partition.max.record.locks: records in flight per share-partition"
+    )
     group_consumer_assignors: str = _setting(
         "uniform,range", "group.consumer.assignors: broker-side assignors, the first the default"
     )
@@ -210,6 +225,12 @@ class BrokerConfig:
     )
     max_inflight_bytes_per_connection: int = _setting(
         64 * 1024 * 1024, "request bytes a connection may have in flight before reads pause"
+    )
+    max_incremental_fetch_session_cache_slots: int = _setting(
+        1000, "max.incremental.fetch.session.cache.slots: fetch sessions (KIP-227) kept"
+    )
+    event_loop: str = _setting(
+        "auto", "auto (uvloop where installed, else asyncio's), uvloop or asyncio"
     )
     log_level: str = _setting("INFO", "logging level")
     log_format: str = _setting("text", "log line format: text or json (one object per line)")

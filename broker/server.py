@@ -51,6 +51,7 @@ from protocol.codec import (
     peek_header,
 )
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.fetch_response import encode_fetch_response
 from protocol.framing import FrameDecoder
 from protocol.framing import frame as size_prefixed
 from protocol.versions import ApiKey, is_supported
@@ -105,6 +106,13 @@ class _ByteBudget:
     def give(self, n: int) -> None:
         self.used -= n
         self._freed.set()
+
+
+def _records_size(records) -> int:
+    """Bytes of a Fetch partition's records: one buffer or a list of batch buffers."""
+    if isinstance(records, bytes | bytearray | memoryview):
+        return len(records)
+    return sum(len(b) for b in records)
 
 
 class _RequestFailed(Exception):
@@ -272,8 +280,8 @@ class Connection:
         if body is None or not self.quotas.applies(FETCH):
             return 0
         size = sum(
-            len(p["records"]) for t in body.get("responses", ()) for p in t["partitions"]
-            if p.get("records")
+            _records_size(p["records"]) for t in body.get("responses", ())
+            for p in t["partitions"] if p.get("records")
         )  # fmt: skip
         throttle = self.quotas.record(
             FETCH, self.session.principal, request.header.client_id or "", size
@@ -397,7 +405,7 @@ class Connection:
 
     async def _finish(
         self, request: Request, wait, stats, started, throttle: int
-    ) -> memoryview | None:
+    ) -> memoryview | list | None:
         """A deferred wait, then its answer; raises _RequestFailed if it fails."""
         try:
             encoded = self._encode(request, await wait, throttle)
@@ -411,7 +419,12 @@ class Connection:
         stats.end(started, False)
         return encoded
 
-    def _encode(self, request: Request, body: dict | None, throttle: int = 0) -> memoryview | None:
+    def _encode(
+        self, request: Request, body: dict | None, throttle: int = 0
+    ) -> memoryview | list | None:
+        """The answer's bytes (with the quota's throttle time): one buffer, or (Fetch) a
+        list of buffers whose record batches are the log's own, written with writelines
+        instead of copied."""
         if body is None:  # acks=0 produce
             return None
         h = request.header
@@ -419,6 +432,8 @@ class Connection:
             throttle = max(throttle, self._fetch_throttle(request, body))
         if throttle and "throttle_time" in body:
             body = {**body, "throttle_time": throttle}
+        if h.api_key == ApiKey.FETCH:
+            return encode_fetch_response(h.correlation_id, h.api_version, body)[0]
         return encode_response(h.correlation_id, build_response(h.api_key, h.api_version, body))
 
     def _failed(self, request: Request, e: BaseException) -> None:
@@ -445,13 +460,15 @@ class Connection:
                         await self.writer.drain()
                 return
             try:
-                data = item if item is None or isinstance(item, bytes | memoryview) else None
+                data = item if item is None or isinstance(item, bytes | memoryview | list) else None
                 if isinstance(item, asyncio.Future):
                     try:
                         data = await item
                     except _RequestFailed:
                         return  # logged; the reader is woken and closes the connection
-                if data is not None:
+                if isinstance(data, list):
+                    self.writer.writelines(data)
+                elif data is not None:
                     self.writer.write(data)
             finally:
                 self._budget.give(size)

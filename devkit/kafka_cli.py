@@ -35,6 +35,7 @@ TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
 CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
 CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+SHARE_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ShareGroupCommand"
 GET_OFFSET_SHELL = "org.apache.kafka.tools.GetOffsetShell"
 TRANSACTIONS_COMMAND = "org.apache.kafka.tools.TransactionsCommand"
 ACL_COMMAND = "org.apache.kafka.tools.AclCommand"
@@ -48,6 +49,7 @@ TOOLS = {
     "kafka-console-producer": CONSOLE_PRODUCER,
     "kafka-console-consumer": CONSOLE_CONSUMER,
     "kafka-consumer-groups": CONSUMER_GROUP_COMMAND,
+    "kafka-share-groups": SHARE_GROUP_COMMAND,
     "kafka-get-offsets": GET_OFFSET_SHELL,
     "kafka-transactions": TRANSACTIONS_COMMAND,
     "kafka-configs": "",  # whichever ConfigCommand the jars hold

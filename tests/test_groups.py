@@ -665,6 +665,24 @@ def poll_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def settle(members: list[CkMember], quiet: float = 2.0, timeout: float = 20) -> None:
+    """Poll until no member has seen a rebalance callback for `quiet` seconds. A cooperative
+    rebalance ends with a second round whose (often empty) assign reaches each member on its
+    own poll, after the partition counts already look final."""
+    deadline = time.monotonic() + timeout
+    counts = [len(m.callbacks) for m in members]
+    calm_since = time.monotonic()
+    while time.monotonic() < deadline:
+        for m in members:
+            m.poll()
+        now = [len(m.callbacks) for m in members]
+        if now != counts:
+            counts, calm_since = now, time.monotonic()
+        elif time.monotonic() - calm_since >= quiet:
+            return
+    raise AssertionError(f"the group still rebalanced after {timeout}s")
+
+
 def leader_of(broker: BrokerProcess, group: str) -> str:
     found = re.findall(
         rf"group {re.escape(group)}: generation \d+ .* leader (\S+)", full_log(broker)
@@ -723,6 +741,7 @@ def test_static_member_restart_keeps_assignment(group_broker: BrokerProcess, ass
         assert leader in by_id, f"leader {leader} is none of {list(by_id)}"
         follower = next(i for i in range(3) if i != by_id[leader])
         for round_, instance in enumerate([follower, by_id[leader]], start=2):
+            settle(members)
             before = [set(m.assigned) for m in members]
             seen = [len(m.callbacks) for m in members]
             rebalances_before = rebalances(group_broker, group)
@@ -751,7 +770,8 @@ def test_static_member_restart_keeps_assignment(group_broker: BrokerProcess, ass
             for i, m in enumerate(members):
                 if i != instance:
                     assert m.callbacks[seen[i] :] == [], (
-                        f"inst-{i} saw {m.callbacks[seen[i] :]} when inst-{instance} restarted"
+                        f"inst-{i} saw {m.callbacks[seen[i] :]} when inst-{instance} restarted:"
+                        f"\n{log}"
                     )
                     assert m.assigned == before[i]
             assert rebalances(group_broker, group) == rebalances_before, (

@@ -24,6 +24,11 @@ OFFSET_KEY = 1  # record key [1, group, topic, partition]: value [offset, epoch,
 GROUP_KEY = 2  # record key [2, group]: value [protocol type, classic group state or None]
 # record key [3, group]: value a KIP-848 consumer group's state (consumer_group.to_record)
 CONSUMER_GROUP_KEY = 3
+# record key [4, group]: value a share group's state (consumer_group.to_record, KIP-932)
+SHARE_GROUP_KEY = 4
+# record key [5, group, topic id bytes, partition]: value a share-partition's state
+# (share_partition.SharePartition.to_record), Kafka's __share_group_state
+SHARE_STATE_KEY = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,9 @@ class CommittedOffsets:
         self.offsets: dict[str, dict[TopicPartitionKey, CommittedOffset]] = {}
         self.group_types: dict[str, str] = {}  # protocol type of groups that had members
         self.consumer_groups: dict[str, dict] = {}  # KIP-848 groups' state records
+        self.share_groups: dict[str, dict] = {}  # KIP-932 share groups' state records
+        # share group -> (topic id bytes, partition) -> share-partition state record
+        self.share_states: dict[str, dict[tuple[bytes, int], dict]] = {}
         self.classic_groups: dict[str, dict] = {}  # classic groups' state (classic_record)
         # producer id -> group -> offsets committed in its open transaction
         self.pending: dict[int, dict[str, dict[TopicPartitionKey, CommittedOffset]]] = {}
@@ -94,6 +102,22 @@ class CommittedOffsets:
                 self.consumer_groups.pop(group, None)
             else:
                 self.consumer_groups[group] = msgpack.unpackb(value)
+            return
+        if kind == SHARE_GROUP_KEY:
+            if value is None:
+                self.share_groups.pop(group, None)
+            else:
+                self.share_groups[group] = msgpack.unpackb(value)
+            return
+        if kind == SHARE_STATE_KEY:
+            topic_id, partition = rest
+            states = self.share_states.setdefault(group, {})
+            if value is None:
+                states.pop((topic_id, partition), None)
+                if not states:
+                    del self.share_states[group]
+            else:
+                states[(topic_id, partition)] = msgpack.unpackb(value)
             return
         if kind == GROUP_KEY:
             if value is None:

@@ -9,7 +9,6 @@ log replayed, and expires members whose session or revocation ran out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ from broker.groups.consumer_group import (
     to_record,
 )
 from broker.groups.group_configs import HEARTBEAT, SESSION
+from broker.groups.sweeper import Sweeper
 from protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ SWEEP_INTERVAL = 0.2
 
 
 class ConsumerGroups:
+    kind = "consumer"  # what ListGroups calls them
+    apply_heartbeat = staticmethod(heartbeat)  # the pure core of one heartbeat
+
     def __init__(
         self,
         settings: ConsumerSettings,
@@ -50,26 +53,24 @@ class ConsumerGroups:
         self._persist = persist
         self._stored = stored
         self.groups: dict[str, ConsumerGroup] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Sweeper(self.sweep, f"{self.kind} group", SWEEP_INTERVAL)
         self._writes: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="consumer-group-sweeper")
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._sweeper.stop()
 
     def group(self, group_id: str) -> ConsumerGroup | None:
         g = self.groups.get(group_id)
         if g is None and group_id in self._stored:
             g = self.groups[group_id] = from_record(
-                group_id, self._stored[group_id], time.monotonic()
+                group_id, self._stored[group_id], time.monotonic(), self.kind
             )
             log.info(
-                "consumer group %s: restored at epoch %d with %d members",
+                "%s group %s: restored at epoch %d with %d members",
+                self.kind,
                 group_id,
                 g.group_epoch,
                 len(g.members),
@@ -91,10 +92,10 @@ class ConsumerGroups:
                 return error_response(
                     ErrorCode.unknown_member_id, f"group {req.group_id} has no members"
                 )
-            group = ConsumerGroup(req.group_id)
+            group = ConsumerGroup(req.group_id, config_prefix=self.kind)
         before = to_record(group)
         try:
-            answer = heartbeat(
+            answer = self.apply_heartbeat(
                 group,
                 req,
                 topics,
@@ -129,7 +130,7 @@ class ConsumerGroups:
     def _written(self, task: asyncio.Task[None]) -> None:
         self._writes.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("consumer group state not persisted: %s", task.exception())
+            log.warning("%s group state not persisted: %s", self.kind, task.exception())
 
     # --- offsets ------------------------------------------------------------------------
 
@@ -226,9 +227,9 @@ class ConsumerGroups:
             out.append(
                 {
                     "group_id": gid,
-                    "protocol_type": "consumer",
+                    "protocol_type": self.kind,
                     "group_state": g.state_name,
-                    "group_type": "consumer",
+                    "group_type": self.kind,
                 }
             )
         return out
@@ -290,7 +291,7 @@ class ConsumerGroups:
     async def set_configs(self, group_id: str, changes: dict[str, str | None]) -> None:
         g = self.group(group_id)
         if g is None:
-            g = self.groups[group_id] = ConsumerGroup(group_id)
+            g = self.groups[group_id] = ConsumerGroup(group_id, config_prefix=self.kind)
         for k, v in changes.items():
             if v is None:
                 g.configs.pop(k, None)
@@ -304,14 +305,6 @@ class ConsumerGroups:
         self._stored.pop(group_id, None)
 
     # --- timers -------------------------------------------------------------------------
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            try:
-                self.sweep(time.monotonic())
-            except Exception:
-                log.exception("consumer group sweep failed")
 
     def sweep(self, now: float) -> None:
         for gid, group in list(self.groups.items()):

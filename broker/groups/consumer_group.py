@@ -90,6 +90,8 @@ class ConsumerGroup:
     # the subscribed topics as of the last target assignment: name -> (id, partitions)
     subscribed: dict[str, tuple[uuid.UUID, int]] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)  # group.consumer.* overrides
+    # whose group configs apply: consumer.* (KIP-848) or share.* (a share group)
+    config_prefix: str = "consumer"
 
     @property
     def state_name(self) -> str:
@@ -111,11 +113,11 @@ class ConsumerGroup:
         return settings.assignors[0]
 
     def session_timeout_ms(self, settings: ConsumerSettings) -> int:
-        v = self.configs.get("consumer.session.timeout.ms")
+        v = self.configs.get(f"{self.config_prefix}.session.timeout.ms")
         return int(v) if v else settings.session_timeout_ms
 
     def heartbeat_interval_ms(self, settings: ConsumerSettings) -> int:
-        v = self.configs.get("consumer.heartbeat.interval.ms")
+        v = self.configs.get(f"{self.config_prefix}.heartbeat.interval.ms")
         return int(v) if v else settings.heartbeat_interval_ms
 
     def partition_epoch(self, topic: uuid.UUID, partition: int) -> int:
@@ -138,7 +140,8 @@ class ConsumerGroup:
             del self.static_members[m.instance_id]
         self.group_epoch += 1
         log.info(
-            "consumer group %s: member %s %s (group epoch %d)",
+            "%s group %s: member %s %s (group epoch %d)",
+            self.config_prefix,
             self.group_id,
             member_id,
             why,
@@ -317,7 +320,7 @@ def heartbeat(
             )
         _check_epoch(member, req)
     member.last_heartbeat = now
-    bump = _update(member, req) or bump
+    bump = update_member(member, req) or bump
     subscribed = subscribed_topics(group, topics)
     if subscribed != group.subscribed:
         group.subscribed, bump = subscribed, True
@@ -357,7 +360,7 @@ def heartbeat(
     return _response(member, group.heartbeat_interval_ms(settings), with_assignment)
 
 
-def _update(member: ConsumerMember, req: HeartbeatRequest) -> bool:
+def update_member(member: ConsumerMember, req: HeartbeatRequest) -> bool:
     """Take the fields the heartbeat sets (None: unchanged); whether its subscription or
     assignor changed (which moves the group epoch)."""
     changed = False
@@ -520,10 +523,11 @@ def to_record(group: ConsumerGroup) -> dict:
     }
 
 
-def from_record(group_id: str, v: dict, now: float) -> ConsumerGroup:
+def from_record(group_id: str, v: dict, now: float, prefix: str = "consumer") -> ConsumerGroup:
     """The group as persisted; its members' sessions start again at `now`."""
     g = ConsumerGroup(
         group_id,
+        config_prefix=prefix,
         group_epoch=v["epoch"],
         assignment_epoch=v["assignment_epoch"],
         subscribed={n: (uuid.UUID(bytes=t), c) for n, t, c in v["subscribed"]},

@@ -9,7 +9,6 @@ their timeouts. Membership itself is not persisted: after a restart members rejo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -32,6 +31,8 @@ from broker.groups.responses import (
     sync_error,
     sync_response,
 )
+from broker.groups.share_coordinator import ShareGroups
+from broker.groups.sweeper import Sweeper
 from protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -92,28 +93,30 @@ class GroupStates(Protocol):
 
 class GroupCoordinator:
     def __init__(
-        self, settings: GroupSettings, consumer: ConsumerGroups, states: GroupStates
+        self,
+        settings: GroupSettings,
+        consumer: ConsumerGroups,
+        share: ShareGroups,
+        states: GroupStates,
     ) -> None:
         """`consumer`: the KIP-848 groups, which share the group id space with these;
         `states`: where a group's stable or empty state is persisted, and read back the
         first time a group this broker did not know is used (after a restart or a move)."""
         self.settings = settings
         self.consumer = consumer
+        self.share = share  # share groups (KIP-932), in the same group id space
         self.states = states
         self._persisted: dict[str, tuple] = {}  # group -> what its persisted record shows
         self._writes: set[asyncio.Task[None]] = set()
         self.groups: dict[str, Group] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Sweeper(self.sweep, "group", SWEEP_INTERVAL)
         self.rebalances = 0
 
     def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="group-sweeper")
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._sweeper.stop()
 
     def group(self, group_id: str, create: bool = False) -> Group | None:
         g = self.groups.get(group_id)
@@ -232,6 +235,8 @@ class GroupCoordinator:
         s = self.settings
         if not group_id:
             return ErrorCode.invalid_group_id
+        if self.share.group(group_id) is not None:
+            return ErrorCode.inconsistent_group_protocol
         consumer = self.consumer.group(group_id)
         if consumer is not None:
             if consumer.members:  # a KIP-848 group in use
@@ -468,10 +473,12 @@ class GroupCoordinator:
     def describe(self, group_id: str) -> dict:
         if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
             return self.consumer.describe_classic(group_id)
+        if self.group(group_id) is None and self.share.is_consumer_group(group_id):
+            return self.share.describe_classic(group_id)
         return describe(group_id, self.group(group_id))
 
     def listing(self, states: set[str] | None) -> list[dict]:
-        consumer = self.consumer.listing(states)
+        consumer = self.consumer.listing(states) + self.share.listing(states)
         shown = {g["group_id"] for g in consumer}
         classic = [g for g in listing(self.groups.values(), states) if g["group_id"] not in shown]
         return classic + consumer
@@ -479,6 +486,8 @@ class GroupCoordinator:
     def delete_error(self, group_id: str) -> ErrorCode | None:
         if self.group(group_id) is None and self.consumer.is_consumer_group(group_id):
             return self.consumer.delete_error(group_id)
+        if self.group(group_id) is None and self.share.is_consumer_group(group_id):
+            return self.share.delete_error(group_id)
         group = self.group(group_id)
         if group is None:
             return ErrorCode.group_id_not_found
@@ -493,6 +502,8 @@ class GroupCoordinator:
             group.state = GroupState.DEAD
         elif self.consumer.is_consumer_group(group_id):
             self.consumer.drop(group_id)
+        elif self.share.is_consumer_group(group_id):
+            self.share.drop(group_id)
 
     def yield_to_consumer_protocol(self, group_id: str) -> bool:
         """A ConsumerGroupHeartbeat for this group id: whether it may become (or stay) a
@@ -521,6 +532,7 @@ class GroupCoordinator:
         """Another broker coordinates the group now (cluster mode): parked joins and
         syncs get NOT_COORDINATOR, so the members find the new coordinator."""
         self.consumer.unload(group_id)
+        self.share.unload(group_id)
         self._persisted.pop(group_id, None)
         group = self.groups.pop(group_id, None)
         if group is None:
@@ -530,14 +542,6 @@ class GroupCoordinator:
         group.state = GroupState.DEAD
 
     # --- timers -------------------------------------------------------------------------
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            try:
-                self.sweep(time.monotonic())
-            except Exception:
-                log.exception("group sweep failed")
 
     def sweep(self, now: float) -> None:
         for group in list(self.groups.values()):

@@ -21,6 +21,8 @@ from broker.groups.committed import (
     GROUP_KEY,
     OFFSET_KEY,
     OFFSETS_TOPIC,
+    SHARE_GROUP_KEY,
+    SHARE_STATE_KEY,
     CommittedOffset,
     CommittedOffsets,
     TopicPartitionKey,
@@ -45,6 +47,20 @@ def _offset_record(group_id: str, key: TopicPartitionKey, c: CommittedOffset) ->
 def _consumer_group_record(group_id: str, state: dict | None) -> Entry:
     return (
         msgpack.packb([CONSUMER_GROUP_KEY, group_id]),
+        None if state is None else msgpack.packb(state),
+    )
+
+
+def _share_group_record(group_id: str, state: dict | None) -> Entry:
+    return (
+        msgpack.packb([SHARE_GROUP_KEY, group_id]),
+        None if state is None else msgpack.packb(state),
+    )
+
+
+def _share_state_record(group_id: str, key: tuple[bytes, int], state: dict | None) -> Entry:
+    return (
+        msgpack.packb([SHARE_STATE_KEY, group_id, *key]),
         None if state is None else msgpack.packb(state),
     )
 
@@ -82,6 +98,8 @@ class OffsetStore:
         self.offsets = committed.offsets
         self.group_types = committed.group_types
         self.consumer_groups = committed.consumer_groups
+        self.share_groups = committed.share_groups
+        self.share_states = committed.share_states
         self.classic_groups = committed.classic_groups
         self._inflight: dict[int, int] = {}  # offsets partition -> writes not yet applied
 
@@ -102,7 +120,7 @@ class OffsetStore:
 
     def groups_of(self, index: int) -> set[str]:
         """The groups whose offsets (and coordination) live in offsets partition `index`."""
-        known = {*self.offsets, *self.group_types, *self.consumer_groups}
+        known = {*self.offsets, *self.group_types, *self.consumer_groups, *self.share_groups}
         return {g for g in known if self.partition_for(g) == index}
 
     def unload(self, index: int) -> set[str]:
@@ -113,6 +131,8 @@ class OffsetStore:
             self.group_types.pop(g, None)
             self.consumer_groups.pop(g, None)
             self.classic_groups.pop(g, None)
+            self.share_groups.pop(g, None)
+            self.share_states.pop(g, None)
         for staged in self.committed.pending.values():
             for g in groups:
                 staged.pop(g, None)
@@ -184,6 +204,10 @@ class OffsetStore:
             out.append(_type_record(group_id, self.group_types[group_id], state))
         if group_id in self.consumer_groups:
             out.append(_consumer_group_record(group_id, self.consumer_groups[group_id]))
+        if group_id in self.share_groups:
+            out.append(_share_group_record(group_id, self.share_groups[group_id]))
+        for key, state in self.share_states.get(group_id, {}).items():
+            out.append(_share_state_record(group_id, key, state))
         return out
 
     async def compact(self, min_batches: int = 64) -> None:
@@ -203,7 +227,13 @@ class OffsetStore:
                 continue
             if any(self.partition_for(g) == p.index for g in self.committed.pending_groups()):
                 continue  # staged transactional offsets live only in the log until the marker
-            groups = {*self.offsets, *self.group_types, *self.consumer_groups}
+            groups = {
+                *self.offsets,
+                *self.group_types,
+                *self.consumer_groups,
+                *self.share_groups,
+                *self.share_states,
+            }
             entries = [
                 r
                 for g in sorted(groups)
@@ -250,6 +280,17 @@ class OffsetStore:
     async def store_consumer_group(self, group_id: str, state: dict | None) -> None:
         """A KIP-848 group's state (None: the group is gone), durable before it returns."""
         await self._write(group_id, [_consumer_group_record(group_id, state)], COMMIT_TIMEOUT_MS)
+
+    async def store_share_group(self, group_id: str, state: dict | None) -> None:
+        """A share group's membership and configs (None: the group is gone)."""
+        await self._write(group_id, [_share_group_record(group_id, state)], COMMIT_TIMEOUT_MS)
+
+    async def store_share_states(
+        self, group_id: str, states: dict[tuple[bytes, int], dict | None]
+    ) -> None:
+        """Share-partition states of one group (None: deleted), durable before it returns."""
+        entries = [_share_state_record(group_id, k, v) for k, v in states.items()]
+        await self._write(group_id, entries, COMMIT_TIMEOUT_MS)
 
     async def store_classic_group(
         self, group_id: str, protocol_type: str, state: dict | None

@@ -89,8 +89,8 @@ async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
                 entry["configs"] = ctx.settings.describe(keys, synonyms)
             elif r.resource_type == _GROUP:
                 entry["configs"] = group_configs.describe(
-                    ctx.groups.consumer.configs(r.resource_name),
-                    ctx.groups.consumer.config_defaults(),
+                    _holder(ctx, r.resource_name, ()).configs(r.resource_name),
+                    {**ctx.groups.consumer.config_defaults(), **ctx.groups.share.config_defaults()},
                     keys,
                     synonyms,
                 )
@@ -220,9 +220,20 @@ async def _alter(ctx: HandlerContext, request: Request, incremental: bool) -> di
     return {"throttle_time": 0, "responses": responses}
 
 
+def _holder(ctx: HandlerContext, group_id: str, names):
+    """Who keeps a group's configs: the share coordinator for a share group (or a group
+    not known yet whose first configs are share ones), else the consumer groups'."""
+    if ctx.groups.share.group(group_id) is not None:
+        return ctx.groups.share
+    if ctx.groups.consumer.group(group_id) is None and any(n.startswith("share.") for n in names):
+        return ctx.groups.share
+    return ctx.groups.consumer
+
+
 async def _alter_group(ctx: HandlerContext, r, incremental: bool, validate_only: bool) -> None:
-    """A KIP-848 group's configs (broker.groups.group_configs), kept with its state."""
-    consumer = ctx.groups.consumer
+    """A KIP-848 or share group's configs (broker.groups.group_configs), kept with its
+    state."""
+    consumer = _holder(ctx, r.resource_name, [c.name for c in r.configs])
     if ctx.groups.group(r.resource_name) is not None:
         raise _Refused(ErrorCode.invalid_request, f"Group {r.resource_name} is a classic group")
     current = consumer.configs(r.resource_name)
@@ -236,7 +247,10 @@ async def _alter_group(ctx: HandlerContext, r, incremental: bool, validate_only:
         else:
             raise _Refused(ErrorCode.invalid_config, f"{c.name} is not a list")
     try:
-        valid = group_configs.validate(wanted, consumer.config_defaults())
+        valid = group_configs.validate(
+            wanted,
+            {**ctx.groups.consumer.config_defaults(), **ctx.groups.share.config_defaults()},
+        )
     except group_configs.InvalidGroupConfig as e:
         raise _Refused(ErrorCode.invalid_config, str(e)) from None
     if not validate_only:
@@ -277,6 +291,10 @@ async def handle_list_config_resources(ctx: HandlerContext, request: Request) ->
         brokers = ctx.leadership.brokers()
         out += [{"resource_name": str(b.broker_id), "resource_type": BROKER} for b in brokers]
     if _GROUP in wanted:
-        groups = {*ctx.groups.groups, *ctx.groups.consumer.known_ids()}
+        groups = {
+            *ctx.groups.groups,
+            *ctx.groups.consumer.known_ids(),
+            *ctx.groups.share.known_ids(),
+        }
         out += [{"resource_name": g, "resource_type": _GROUP} for g in sorted(groups)]
     return {"throttle_time": 0, "error_code": ErrorCode.none, "config_resources": out}

@@ -45,6 +45,15 @@ async def handle_heartbeat(ctx: HandlerContext, request: Request) -> dict:
             "throttle_time": 0,
             **error_response(ErrorCode.not_coordinator, "not the coordinator", b.member_id),
         }
+    if ctx.groups.share.group(b.group_id) is not None:
+        return {
+            "throttle_time": 0,
+            **error_response(
+                ErrorCode.group_id_not_found,
+                f"Group {b.group_id} is a share group.",
+                b.member_id,
+            ),
+        }
     if not ctx.groups.yield_to_consumer_protocol(b.group_id):
         return {
             "throttle_time": 0,

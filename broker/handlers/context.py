@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from broker.broker_configs import BrokerSettings
+    from broker.fetch_sessions import FetchSessionCache
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
+    from broker.groups.share_state import ShareStates
     from broker.leadership import Leadership
     from broker.log.manager import LogManager
     from broker.security.guard import Security
@@ -55,4 +57,6 @@ class HandlerContext:
     transactions: TransactionCoordinator
     txn_markers: MarkerWriter
     security: Security
+    shares: ShareStates  # share-partitions and share sessions (KIP-932)
+    fetch_sessions: FetchSessionCache
     zones: Zones | None = None  # zone-aware reads (client.rack); None: not configured

@@ -3,8 +3,10 @@
 read_committed (isolation level 1) reads up to the last stable offset instead, and
 lists the aborted transactions in the range read, which clients skip.
 
-No fetch sessions (KIP-227): every response carries session id 0, which tells
-clients to send full fetch requests, as Kafka does when its session cache is full.
+Fetch sessions (KIP-227, v7+; the rules in broker/fetch_sessions.py): a full fetch with
+epoch 0 opens a session when the cache has a slot; an incremental fetch names only the
+partitions whose fetch position changed (the rest come from the session) and its answer
+carries only the partitions with records, errors or offsets the client has not been told.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
+from broker.fetch_sessions import (
+    CachedPartition,
+    FetchContext,
+    Mode,
+    PartitionKey,
+    TopicKey,
+    Wanted,
+)
 from broker.handlers.auth import TOPIC, allowed
 from broker.handlers.resolve import served
 from broker.log.partition import Partition
@@ -50,21 +60,68 @@ def _rack(request: Request) -> str:
     return getattr(request.body, "rack_id", "") or ""
 
 
-def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wanted]]]:
+Topics = list[tuple[TopicKey, list[tuple[int, Wanted]]]]
+
+
+def _requested(request: Request) -> Topics:
+    """The partitions a request names: (topic id or name, [(partition, wanted)])."""
+    by_id = request.header.api_version >= 13
+    return [
+        (
+            t.topic_id if by_id else t.topic,
+            [
+                (
+                    fp.partition,
+                    Wanted(
+                        fp.fetch_offset,
+                        fp.partition_max_bytes,
+                        getattr(fp, "current_leader_epoch", -1),
+                    ),
+                )
+                for fp in t.partitions
+            ],
+        )
+        for t in request.body.topics
+    ]
+
+
+def _forgotten(request: Request) -> list[PartitionKey]:
+    by_id = request.header.api_version >= 13
+    out: list[PartitionKey] = []
+    for t in getattr(request.body, "forgotten_topics_data", None) or ():
+        key = t.topic_id if by_id else t.topic
+        out.extend((key, index) for index in t.partitions)
+    return out
+
+
+def _session_topics(session) -> Topics:
+    """An incremental fetch reads every partition of its session, in the session's order
+    (grouped by topic, each topic where its first partition is)."""
+    by_topic: dict[TopicKey, list[tuple[int, Wanted]]] = {}
+    for (topic, index), c in session.partitions.items():
+        by_topic.setdefault(topic, []).append(
+            (index, Wanted(c.fetch_offset, c.max_bytes, c.leader_epoch))
+        )
+    return list(by_topic.items())
+
+
+def _resolve(
+    ctx: HandlerContext, request: Request, topics: Topics
+) -> list[tuple[dict, list[_Wanted]]]:
     logs = ctx.logs
     by_id = request.header.api_version >= 13
     # a client in a rack may read partitions led elsewhere from this broker (zone_reads)
     replicas = ctx.zones.replicas if ctx.zones is not None and _rack(request) else None
     plan = []
-    for t in request.body.topics:
-        state = logs.topics_by_id.get(t.topic_id.bytes) if by_id else logs.topics.get(t.topic)
+    for topic, partitions in topics:
+        state = logs.topics_by_id.get(topic.bytes) if by_id else logs.topics.get(topic)
         missing = ErrorCode.unknown_topic_id if by_id else ErrorCode.unknown_topic_or_partition
-        name = state.name if state is not None else (None if by_id else t.topic)
+        name = state.name if state is not None else (None if by_id else topic)
         denied = name is not None and not allowed(ctx, request, Operation.READ, TOPIC, name)
         wanted = []
-        for fp in t.partitions:
-            epoch = getattr(fp, "current_leader_epoch", -1)
-            p, error = served(ctx, state, fp.partition, epoch)
+        for index, fw in partitions:
+            epoch = fw.leader_epoch
+            p, error = served(ctx, state, index, epoch)
             if state is None:
                 error = missing
             if denied:
@@ -77,17 +134,17 @@ def _resolve(ctx: HandlerContext, request: Request) -> list[tuple[dict, list[_Wa
             )
             wanted.append(
                 _Wanted(
-                    fp.partition,
+                    index,
                     p,
                     ErrorCode.none if replica else error,
-                    fp.fetch_offset,
-                    fp.partition_max_bytes,
+                    fw.fetch_offset,
+                    fw.max_bytes,
                     epoch,
                     state,
                     replica,
                 )
             )
-        key = {"topic_id": t.topic_id} if by_id else {"topic": t.topic}
+        key = {"topic_id": topic} if by_id else {"topic": topic}
         plan.append((key, wanted))
     return plan
 
@@ -107,12 +164,13 @@ async def _read_all(
         for w in wanted:
             p = w.partition
             error = w.error
-            data = b""
+            data: list = []
             aborted = None
             if w.replica:
                 part = await _replica_read(ctx, w, min(w.max_bytes, remaining), total == 0)
-                total += len(part["records"])
-                remaining -= len(part["records"])
+                size = _size(part["records"])
+                total += size
+                remaining -= size
                 any_error = (
                     any_error or part["preferred_read_replica"] >= 0 or bool(part["error_code"])
                 )
@@ -149,11 +207,12 @@ async def _read_all(
                     except ObjectStoreError as e:  # the store is down: retriable for clients
                         log.warning("fetch %s at %d: object store: %r", p, w.fetch_offset, e)
                         batches, error = [], ErrorCode.kafka_storage_error
-                    data = b"".join(batches)
-                    if committed and data:
+                    data = batches  # the log's own buffers, written as they are
+                    size = _size(data)
+                    if committed and size:
                         aborted = _aborted(p, w.fetch_offset, limit)
-                    total += len(data)
-                    remaining -= len(data)
+                    total += size
+                    remaining -= size
             any_error = any_error or error != ErrorCode.none
             parts.append(
                 {
@@ -169,6 +228,13 @@ async def _read_all(
             )
         responses.append({**key, "partitions": parts})
     return responses, total, any_error
+
+
+def _size(records: list) -> int:
+    """Bytes of a partition's records: a list of batch buffers (or one buffer)."""
+    if isinstance(records, bytes | bytearray | memoryview):
+        return len(records)
+    return sum(len(b) for b in records)
 
 
 def _uploaded_end(p: Partition) -> int:
@@ -236,7 +302,7 @@ async def _replica_read(ctx: HandlerContext, w: _Wanted, max_bytes: int, first: 
         "log_start_offset": got.log_start,
         "aborted_transactions": None,
         "preferred_read_replica": -1,
-        "records": b"".join(got.batches),
+        "records": list(got.batches),
     }
 
 
@@ -257,27 +323,47 @@ def _count(
     broker_rack = ctx.zones.rack if ctx.zones is not None else ""
     for (_, wanted), t in zip(plan, responses, strict=True):
         for w, part in zip(wanted, t["partitions"], strict=True):
-            if part["records"]:
-                metrics.topic(w.partition.topic).bytes_out.inc(len(part["records"]))
-                metrics.fetched_by_rack(broker_rack, rack, len(part["records"]))
+            size = _size(part["records"])
+            if size:
+                metrics.topic(w.partition.topic).bytes_out.inc(size)
+                metrics.fetched_by_rack(broker_rack, rack, size)
             if part["error_code"]:
                 metrics.partition_error(ApiKey.FETCH, part["error_code"])
+
+
+def _empty(error: ErrorCode) -> dict:
+    return {
+        "throttle_time": 0,
+        "error_code": error,
+        "session_id": 0,
+        "responses": [],
+        "node_endpoints": [],
+    }
 
 
 async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred:
     """Read at once; when that is less than min_bytes, the long poll is a Deferred (it
     holds no state), so the connection's next request need not wait for it."""
     body = request.body
-    if getattr(body, "session_id", 0) != 0:  # sessions exist from v7
-        return {
-            "throttle_time": 0,
-            "error_code": ErrorCode.fetch_session_id_not_found,
-            "session_id": 0,
-            "responses": [],
-            "node_endpoints": [],
-        }
+    requested = _requested(request)
+    if request.header.api_version >= 7:
+        session = ctx.fetch_sessions.context(
+            body.session_id,
+            body.session_epoch,
+            (((topic, index), w) for topic, parts in requested for index, w in parts),
+            _forgotten(request),
+            uses_topic_ids=request.header.api_version >= 13,
+            now_ms=int(time.monotonic() * 1000),
+        )
+    else:
+        session = FetchContext(Mode.SESSIONLESS, uses_topic_ids=False)
+    if session.mode is Mode.ERROR:
+        return _empty(session.error)
+    if session.mode is Mode.INCREMENTAL:
+        assert session.session is not None
+        requested = _session_topics(session.session)
     max_bytes = getattr(body, "max_bytes", 2**31 - 1)
-    plan = _resolve(ctx, request)
+    plan = _resolve(ctx, request, requested)
     deadline = time.monotonic() + body.max_wait.total_seconds()
     committed = getattr(body, "isolation_level", 0) == 1
     rack = _rack(request)
@@ -286,9 +372,11 @@ async def handle(ctx: HandlerContext, request: Request) -> dict | Deferred:
     if total < body.min_bytes and not any_error and watched and deadline > time.monotonic():
         first = (responses, total, any_error)
         return Deferred(
-            _long_poll(ctx, plan, max_bytes, committed, body.min_bytes, deadline, first, rack)
+            _long_poll(
+                ctx, plan, max_bytes, committed, body.min_bytes, deadline, first, rack, session
+            )
         )
-    return _answer(ctx, plan, responses, total, any_error, rack)
+    return _answer(ctx, plan, responses, total, any_error, rack, session)
 
 
 async def _long_poll(
@@ -300,6 +388,7 @@ async def _long_poll(
     deadline: float,
     first,
     rack: str,
+    session: FetchContext,
 ) -> dict:
     """Wait for appends to the watched partitions until min_bytes or the deadline; the
     answer is the last read."""
@@ -317,17 +406,78 @@ async def _long_poll(
         finally:
             ctx.logs.unwatch(fut, watched)
         responses, total, any_error = await _read_all(ctx, plan, max_bytes, committed, rack)
-    return _answer(ctx, plan, responses, total, any_error, rack)
+    return _answer(ctx, plan, responses, total, any_error, rack, session)
 
 
 def _answer(
-    ctx: HandlerContext, plan, responses: list[dict], total: int, any_error: bool, rack: str
+    ctx: HandlerContext,
+    plan,
+    responses: list[dict],
+    total: int,
+    any_error: bool,
+    rack: str,
+    session: FetchContext,
 ) -> dict:
     _count(ctx, plan, responses, total, any_error, rack)
+    session_id = 0
+    if session.mode is Mode.FULL:
+        session_id = ctx.fetch_sessions.create(
+            _cached(plan, responses),
+            uses_topic_ids=session.uses_topic_ids,
+            now_ms=int(time.monotonic() * 1000),
+        )
+    elif session.mode is Mode.INCREMENTAL:
+        assert session.session is not None
+        session_id = session.session.id
+        responses = _news(session.session, plan, responses)
     return {
         "throttle_time": 0,
         "error_code": ErrorCode.none,
-        "session_id": 0,
+        "session_id": session_id,
         "responses": responses,
         "node_endpoints": [],
     }
+
+
+def _topic_key(key: dict) -> TopicKey:
+    return key["topic_id"] if "topic_id" in key else key["topic"]
+
+
+def _cached(plan, responses: list[dict]) -> dict[PartitionKey, CachedPartition]:
+    """A new session's partitions: what was asked, and what the full answer told."""
+    out: dict[PartitionKey, CachedPartition] = {}
+    for (key, wanted), t in zip(plan, responses, strict=True):
+        topic = _topic_key(key)
+        for w, part in zip(wanted, t["partitions"], strict=True):
+            out[(topic, w.index)] = CachedPartition(
+                w.fetch_offset,
+                w.max_bytes,
+                w.leader_epoch,
+                part["high_watermark"],
+                part["last_stable_offset"],
+                part["log_start_offset"],
+            )
+    return out
+
+
+def _news(session, plan, responses: list[dict]) -> list[dict]:
+    """An incremental answer: only the partitions the client has news for."""
+    out = []
+    for (key, _), t in zip(plan, responses, strict=True):
+        topic = _topic_key(key)
+        parts = [
+            part
+            for part in t["partitions"]
+            if session.must_send(
+                (topic, part["partition_index"]),
+                records=_size(part["records"]),
+                error=part["error_code"],
+                high_watermark=part["high_watermark"],
+                last_stable_offset=part["last_stable_offset"],
+                log_start_offset=part["log_start_offset"],
+                redirected=part["preferred_read_replica"] >= 0,
+            )
+        ]
+        if parts:
+            out.append({**key, "partitions": parts})
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
@@ -224,7 +225,11 @@ async def handle_delete(ctx: HandlerContext, request: Request) -> dict:
         if not allowed(ctx, request, Operation.DELETE, GROUP, group_id):
             error = _DENIED
         elif error is None:
+            share = ctx.groups.share.is_consumer_group(group_id)
             ctx.groups.forget(group_id)  # first: a join arriving meanwhile starts afresh
+            if share:  # its share-partitions' state goes too
+                keys = [(uuid.UUID(bytes=t), p) for t, p in ctx.shares.of_group(group_id)]
+                await ctx.shares.delete(group_id, keys)
             await ctx.offsets.delete_group(group_id)
             log.info("deleted group %s", group_id)
             error = ErrorCode.none

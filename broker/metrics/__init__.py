@@ -38,6 +38,21 @@ The write-ahead log:
                                         object store exists yet, so nothing is uploaded:
                                         this stands for the bytes not yet uploaded, and
                                         falls only when retention trims whole segments
+The event loop (broker.metrics.loop_lag):
+  strata_event_loop_lag_seconds         histogram: how late a timer re-armed every 50 ms
+                                        fires (actual minus scheduled wake-up), i.e. how
+                                        long something held the loop that every request
+                                        then waited for
+  strata_gc_frozen_objects              gauge: objects gc.freeze() took out of the
+                                        collector's sight once start-up was done
+Fetch sessions (KIP-227, broker.fetch_sessions; computed at scrape time):
+  strata_fetch_sessions, strata_fetch_session_partitions
+                                        gauges: sessions cached, partitions they hold
+  strata_fetch_sessions_created_total, strata_fetch_session_evictions_total
+  strata_fetch_session_requests_total   fetches by `mode`: sessionless, full, incremental,
+                                        error
+  strata_fetch_session_errors_total     by `error`: fetch_session_id_not_found,
+                                        invalid_fetch_session_epoch
 The tail cache:
   strata_tail_cache_hits_total, strata_tail_cache_misses_total (hit ratio = hits /
   (hits + misses)), strata_tail_cache_bytes, strata_tail_cache_max_bytes
@@ -51,6 +66,13 @@ Partitions and groups (computed at scrape time, on the event loop):
   strata_consumer_group_committed_offset, strata_consumer_group_lag
                                         by group, topic and partition; lag is the high
                                         watermark minus the committed offset (records)
+Share groups (KIP-932, broker.groups.share_state):
+  strata_share_partition_in_flight_records, strata_share_partition_start_offset
+                                        by group, topic and partition
+  strata_share_redeliveries_total       records delivered again
+  strata_share_lock_expiries_total      acquisition locks that ran out unacknowledged
+  strata_share_delivery_limit_archived_total
+                                        records archived at the delivery-count limit
 The log cleaner of compacted topics (broker.log.cleaner):
   strata_log_cleaner_dirty_ratio        by topic and partition (led here): dirty bytes over
                                         cleanable bytes, what min.cleanable.dirty.ratio is

@@ -54,6 +54,20 @@ FSYNC_BUCKETS = (
     0.5,
     1.0,
 )
+LOOP_LAG_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 SYNC_BYTES_BUCKETS = tuple(float(1 << s) for s in range(10, 28, 2))  # 1 KiB .. 64 MiB
 
 
@@ -198,6 +212,13 @@ class BrokerMetrics:
             "strata_wal_sync_bytes",
             "WAL bytes made durable by each sync",
             buckets=SYNC_BYTES_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "strata_event_loop_lag_seconds",
+            "How late the event loop runs a timer (actual minus scheduled wake-up): time "
+            "the loop was held by something else, which every request then waited for",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         self.replay = ReplayCounters(r)

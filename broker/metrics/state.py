@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -16,8 +17,10 @@ from broker.metrics.counters import BrokerMetrics
 if TYPE_CHECKING:
     from broker.cluster.follower import PartitionFollower
     from broker.cluster.node import ClusterNode
+    from broker.fetch_sessions import FetchSessionCache
     from broker.groups.coordinator import GroupCoordinator
     from broker.groups.offset_store import OffsetStore
+    from broker.groups.share_state import ShareStates
     from broker.log.manager import LogManager
     from broker.txn.coordinator import TransactionCoordinator
     from s3stream.counting_store import CountingStore
@@ -36,6 +39,8 @@ class StateCollector(Collector):
         transactions: TransactionCoordinator,
         cluster: ClusterNode | None,
         follower: PartitionFollower | None,
+        shares: ShareStates,
+        fetch_sessions: FetchSessionCache | None = None,
     ) -> None:
         """Registers itself with `metrics.registry`; `on_loop(fn)` runs `fn` on the
         event loop and returns its result."""
@@ -48,10 +53,50 @@ class StateCollector(Collector):
         self.transactions = transactions
         self.cluster = cluster
         self.follower = follower
+        self.shares = shares
+        self.fetch_sessions = fetch_sessions
         metrics.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._on_loop(self.families)
+
+    def _share_families(self) -> list[Metric]:
+        """Share groups (KIP-932): records in flight per share-partition, and totals."""
+        names = {t.record.uuid.bytes: name for name, t in self.logs.topics.items()}
+        in_flight = GaugeMetricFamily(
+            "strata_share_partition_in_flight_records",
+            "Records delivered or waiting to be delivered again, not yet acknowledged",
+            labels=["group", "topic", "partition"],
+        )
+        start = GaugeMetricFamily(
+            "strata_share_partition_start_offset",
+            "First offset not yet acknowledged or archived",
+            labels=["group", "topic", "partition"],
+        )
+        for (group, tid, index), sp in self.shares.partitions.items():
+            labels = [group, names.get(tid, tid.hex()), str(index)]
+            in_flight.add_metric(labels, sp.in_flight)
+            start.add_metric(labels, sp.start_offset)
+        c = self.shares.totals()
+        return [
+            in_flight,
+            start,
+            CounterMetricFamily(
+                "strata_share_redeliveries",
+                "Records delivered again (released, lock expired, or a restart)",
+                value=c.redeliveries,
+            ),
+            CounterMetricFamily(
+                "strata_share_lock_expiries",
+                "Acquisition locks that expired before an acknowledgement",
+                value=c.lock_expiries,
+            ),
+            CounterMetricFamily(
+                "strata_share_delivery_limit_archived",
+                "Records archived after group.share.delivery.count.limit deliveries",
+                value=c.delivery_limit_archived,
+            ),
+        ]
 
     def _object_families(self) -> list[Metric]:
         logs = self.logs
@@ -245,6 +290,45 @@ class StateCollector(Collector):
             lso_lag,
         ]
 
+    def _fetch_session_families(self) -> list[Metric]:
+        cache = self.fetch_sessions
+        if cache is None:
+            return []
+        requests = CounterMetricFamily(
+            "strata_fetch_session_requests",
+            "Fetch requests by session mode (KIP-227): sessionless, full, incremental, error",
+            labels=["mode"],
+        )
+        for mode, n in cache.requests.items():
+            requests.add_metric([mode.value], n)
+        errors = CounterMetricFamily(
+            "strata_fetch_session_errors",
+            "Fetches refused for an unknown session or a wrong session epoch",
+            labels=["error"],
+        )
+        errors.add_metric(["fetch_session_id_not_found"], cache.not_found)
+        errors.add_metric(["invalid_fetch_session_epoch"], cache.invalid_epoch)
+        return [
+            GaugeMetricFamily(
+                "strata_fetch_sessions", "Incremental fetch sessions cached", value=len(cache)
+            ),
+            GaugeMetricFamily(
+                "strata_fetch_session_partitions",
+                "Partitions held by the cached fetch sessions",
+                value=cache.partitions,
+            ),
+            CounterMetricFamily(
+                "strata_fetch_sessions_created", "Fetch sessions opened", value=cache.created
+            ),
+            CounterMetricFamily(
+                "strata_fetch_session_evictions",
+                "Fetch sessions evicted to make room for new ones",
+                value=cache.evictions,
+            ),
+            requests,
+            errors,
+        ]
+
     def families(self) -> list[Metric]:
         logs = self.logs
         wal = logs.wal
@@ -261,6 +345,7 @@ class StateCollector(Collector):
                 value=wal.retained_bytes,
             ),
             *self._object_families(),
+            *self._share_families(),
             *self._cleaner_families(),
             CounterMetricFamily(
                 "strata_tail_cache_hits", "Batch reads served by the tail cache", value=tail.hits
@@ -278,6 +363,12 @@ class StateCollector(Collector):
             ),
             CounterMetricFamily(
                 "strata_group_rebalances", "Group rebalances started", value=self.groups.rebalances
+            ),
+            *self._fetch_session_families(),
+            GaugeMetricFamily(
+                "strata_gc_frozen_objects",
+                "Objects gc.freeze() moved out of the collector's sight after start-up",
+                value=gc.get_freeze_count(),
             ),
         ]
         if not self.metrics.ready:

@@ -61,6 +61,19 @@ API_ACCESS: dict[int, tuple[str, str]] = {
         "GROUP_AUTHORIZATION_FAILED",
     ),
     ApiKey.CONSUMER_GROUP_DESCRIBE: ("DESCRIBE on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.SHARE_GROUP_HEARTBEAT: (
+        "READ on the group; assigned only topics it may DESCRIBE",
+        "GROUP_AUTHORIZATION_FAILED",
+    ),
+    ApiKey.SHARE_GROUP_DESCRIBE: ("DESCRIBE on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.SHARE_FETCH: (
+        "READ on the group and on each topic (topics it may not READ are left out)",
+        "GROUP_AUTHORIZATION_FAILED",
+    ),
+    ApiKey.SHARE_ACKNOWLEDGE: ("READ on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS: ("DESCRIBE on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.ALTER_SHARE_GROUP_OFFSETS: ("READ on the group", "GROUP_AUTHORIZATION_FAILED"),
+    ApiKey.DELETE_SHARE_GROUP_OFFSETS: ("DELETE on the group", "GROUP_AUTHORIZATION_FAILED"),
     ApiKey.OFFSET_COMMIT: (
         "READ on the group and on each topic",
         "GROUP_ / TOPIC_AUTHORIZATION_FAILED",
