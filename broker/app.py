@@ -42,8 +42,12 @@ from broker.replay.http import PREFIX, ReplayHttp
 from broker.replay.leader_tail import LeaderTail
 from broker.replay.sources import BucketSource, LogSource
 from broker.security.audit import Audit
+from broker.security.audit_topic import AuditTopic
 from broker.security.gate import Authenticator, AuthSettings, FailureLimiter
 from broker.security.guard import Security, parse_super_users
+from broker.security.oauth import JwksValidator, OAuthSettings
+from broker.security.quota_gate import QuotaGate
+from broker.security.quotas import QuotaManager, QuotaWindow
 from broker.security.sasl import parse_mechanisms
 from broker.security.tls import client_context, load_certificates, server_context
 from broker.server import ConnectionLimits, Server
@@ -60,6 +64,22 @@ log = logging.getLogger(__name__)
 # the memory for the object blocks it serves from them
 REPLICA_INDEX_REFRESH_S = 1.0
 REPLICA_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def _oauth_validator(config: BrokerConfig, mechanisms: list[str]) -> JwksValidator | None:
+    if "OAUTHBEARER" not in mechanisms:
+        return None
+    if not config.sasl_oauthbearer_jwks_file:
+        raise ValueError("OAUTHBEARER needs --sasl-oauthbearer-jwks-file")
+    audience = config.sasl_oauthbearer_expected_audience
+    return JwksValidator(
+        OAuthSettings(
+            config.sasl_oauthbearer_jwks_file,
+            tuple(a.strip() for a in audience.split(",") if a.strip()),
+            config.sasl_oauthbearer_expected_issuer,
+            config.sasl_oauthbearer_sub_claim_name,
+        )
+    )
 
 
 class Broker:
@@ -214,7 +234,10 @@ class Broker:
             self.ssl_context = server_context(
                 config.ssl_certfile, config.ssl_keyfile, config.ssl_cafile, config.ssl_client_auth
             )
-        audit = Audit(self.metrics.registry)
+        audit = Audit(
+            self.metrics.registry,
+            AuditTopic(self.logs, config.broker_id) if config.audit_topic else None,
+        )
         self.security = Security(
             meta,
             audit,
@@ -228,10 +251,12 @@ class Broker:
                 tuple(self.mechanisms),
                 config.sasl_server_max_receive_size,
                 config.connection_failed_authentication_delay_ms / 1000,
+                config.connections_max_reauth_ms,
             ),
             self.security.credential,
             audit,
             FailureLimiter(),
+            _oauth_validator(config, self.mechanisms),
         )
         context = HandlerContext(
             logs=self.logs,
@@ -259,7 +284,11 @@ class Broker:
             max_inflight_requests=config.max_inflight_per_connection,
             max_inflight_bytes=config.max_inflight_bytes_per_connection,
         )
-        self.server = Server(context, HANDLERS, limits, self.metrics, authenticator)
+        quotas = QuotaGate(
+            meta,
+            QuotaManager(QuotaWindow(config.quota_window_num, config.quota_window_size_seconds)),
+        )
+        self.server = Server(context, HANDLERS, limits, self.metrics, authenticator, quotas)
         self.port: int | None = None
 
     async def start(self) -> None:

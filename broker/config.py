@@ -69,11 +69,38 @@ class BrokerConfig:
         'TOML file with a [users] table of name = "password": SCRAM credentials are '
         "created at start for users that have none",
     )
+    connections_max_reauth_ms: int = _setting(
+        0,
+        "connections.max.reauth.ms (KIP-368): a SASL session lasts this long (or to its "
+        "token's expiry), then the client re-authenticates or its connection is closed; 0: "
+        "sessions never end",
+    )
+    sasl_oauthbearer_jwks_file: str = _setting(
+        "", "OAUTHBEARER: the JWKS (JSON) file whose keys sign the accepted JWTs"
+    )
+    sasl_oauthbearer_expected_audience: str = _setting(
+        "", "sasl.oauthbearer.expected.audience: comma-separated; a token must name one"
+    )
+    sasl_oauthbearer_expected_issuer: str = _setting(
+        "", "sasl.oauthbearer.expected.issuer: a token's iss must be it"
+    )
+    sasl_oauthbearer_sub_claim_name: str = _setting(
+        "sub", "sasl.oauthbearer.sub.claim.name: the claim that names the principal"
+    )
     sasl_server_max_receive_size: int = _setting(
         524288, "sasl.server.max.receive.size: the largest request before authentication"
     )
     connection_failed_authentication_delay_ms: int = _setting(
         100, "connection.failed.authentication.delay.ms: a failed authentication's answer waits"
+    )
+    quota_window_num: int = _setting(
+        11, "quota.window.num: a client quota's burst is (num - 1) windows of its rate"
+    )
+    quota_window_size_seconds: float = _setting(
+        1.0, "quota.window.size.seconds: the length of one quota window"
+    )
+    audit_topic: bool = _setting(
+        False, "also write every audit event to the internal topic __audit"
     )
     authorizer: str = _setting("none", "none (everything allowed) or acl (Kafka's ACLs)")
     super_users: str = _setting("", "super.users: User:admin;User:ops may do everything")

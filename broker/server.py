@@ -38,6 +38,8 @@ from broker.deferred import Deferred
 from broker.errors import CloseConnection
 from broker.security.gate import Authenticator, ConnectionAuth
 from broker.security.listeners import Listener
+from broker.security.quota_gate import QuotaGate
+from broker.security.quotas import FETCH, PRODUCE, REQUEST
 from broker.security.session import Session
 from broker.security.tls import principal_of
 from protocol.codec import (
@@ -64,6 +66,10 @@ _READ_SIZE = 1024 * 1024
 _STREAM_LIMIT = 8 * 1024 * 1024
 _CLOSE = object()
 _STOP_GRACE_S = 10.0  # how long a stopping server waits for requests under way
+# never throttled by request_percentage: the exchanges a client needs to get going
+_REQUEST_QUOTA_EXEMPT = frozenset(
+    {ApiKey.API_VERSIONS, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,13 @@ class _ByteBudget:
         self._freed.set()
 
 
+def _records_size(records) -> int:
+    """Bytes of a Fetch partition's records: one buffer or a list of batch buffers."""
+    if isinstance(records, bytes | bytearray | memoryview):
+        return len(records)
+    return sum(len(b) for b in records)
+
+
 class _RequestFailed(Exception):
     """A handler failed unexpectedly (already logged); the connection is closed."""
 
@@ -137,6 +150,8 @@ class Connection:
                 )
         self.auth: ConnectionAuth = front.authenticator.connection(self.session)
         self._close_after = False  # an answer that must be the connection's last
+        self.quotas = front.quotas
+        self._muted_until = 0.0  # a quota's throttle (loop time): no request is applied before
         self._queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue(
             front.limits.max_inflight_requests
         )
@@ -211,6 +226,8 @@ class Connection:
                     raw = None if reply.raw is None else size_prefixed(reply.raw)
                     item: object = _CLOSE if reply.close else raw
                 else:
+                    if self._muted_until:  # checked per frame: one read holds many
+                        await self._wait_unmuted()
                     item = await self._apply(frame)
                 if not self.auth.pending:
                     decoder.max_frame = self.limits.max_request_bytes
@@ -228,6 +245,49 @@ class Connection:
             if decoder.error is not None:
                 raise decoder.error
         return False
+
+    async def _wait_unmuted(self) -> None:
+        """Muted by a quota (KIP-219): the next request is applied after the throttle
+        time, as Kafka mutes the channel; the bytes behind it wait in the socket."""
+        delay = self._muted_until - asyncio.get_running_loop().time()
+        self._muted_until = 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _mute(self, throttle_ms: int) -> None:
+        if throttle_ms:
+            until = asyncio.get_running_loop().time() + throttle_ms / 1000
+            self._muted_until = max(self._muted_until, until)
+
+    def _throttle(self, request: Request, handler_s: float) -> int:
+        """The throttle time (ms) of the client's quotas once `request` is applied:
+        Produce counts its bytes, every request but the exempt ones the time it took
+        to apply (request_percentage: 100 is one request applying all the time); the
+        connection is muted for it at once, whatever is left of the request to wait for."""
+        h = request.header
+        quotas, principal, client = self.quotas, self.session.principal, h.client_id or ""
+        throttle = 0
+        if h.api_key == ApiKey.PRODUCE and quotas.applies(PRODUCE):
+            throttle = quotas.record(PRODUCE, principal, client, request.size)
+        if h.api_key not in _REQUEST_QUOTA_EXEMPT and quotas.applies(REQUEST):
+            throttle = max(throttle, quotas.record(REQUEST, principal, client, handler_s * 100))
+        self._mute(throttle)
+        return throttle
+
+    def _fetch_throttle(self, request: Request, body: dict | None) -> int:
+        """A Fetch answer's record bytes count against consumer_byte_rate as it goes
+        out; its throttle mutes the connection before the next fetch is applied."""
+        if body is None or not self.quotas.applies(FETCH):
+            return 0
+        size = sum(
+            _records_size(p["records"]) for t in body.get("responses", ())
+            for p in t["partitions"] if p.get("records")
+        )  # fmt: skip
+        throttle = self.quotas.record(
+            FETCH, self.session.principal, request.header.client_id or "", size
+        )
+        self._mute(throttle)
+        return throttle
 
     def _stop_responder(self, responder: asyncio.Task) -> None:
         responder.cancel()
@@ -262,6 +322,11 @@ class Connection:
             raise ProtocolError(
                 f"api key {api_key} before SASL authentication on listener "
                 f"{self.session.listener.name}"
+            )
+        if self.auth.expired(api_key):
+            raise ProtocolError(
+                f"the SASL session of {self.session.principal} ended without "
+                "re-authentication (connections.max.reauth.ms)"
             )
         if api_key in (ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE) and is_supported(
             api_key, api_version
@@ -319,11 +384,16 @@ class Connection:
         h = request.header
         stats = self.metrics.api(h.api_key)
         started = stats.begin()
+        loop = asyncio.get_running_loop()
         try:
+            began = loop.time()
             body = await handler(self.context, request)
+            throttle = self._throttle(request, loop.time() - began)
             if isinstance(body, Deferred):
-                return asyncio.ensure_future(self._finish(request, body.wait, stats, started))
-            encoded = self._encode(request, body)
+                return asyncio.ensure_future(
+                    self._finish(request, body.wait, stats, started, throttle)
+                )
+            encoded = self._encode(request, body, throttle)
         except (Exception, asyncio.CancelledError) as e:
             # the reader is never cancelled while it applies (interrupt): a
             # cancellation here came from inside the handler, a failure like any other
@@ -333,10 +403,12 @@ class Connection:
         stats.end(started, False)
         return encoded
 
-    async def _finish(self, request: Request, wait, stats, started) -> memoryview | list | None:
+    async def _finish(
+        self, request: Request, wait, stats, started, throttle: int
+    ) -> memoryview | list | None:
         """A deferred wait, then its answer; raises _RequestFailed if it fails."""
         try:
-            encoded = self._encode(request, await wait)
+            encoded = self._encode(request, await wait, throttle)
         except asyncio.CancelledError:
             stats.end(started, False)  # nobody is left to answer
             raise
@@ -347,13 +419,19 @@ class Connection:
         stats.end(started, False)
         return encoded
 
-    @staticmethod
-    def _encode(request: Request, body: dict | None) -> memoryview | list | None:
-        """The answer's bytes: one buffer, or (Fetch) a list of buffers whose record
-        batches are the log's own, written with writelines instead of copied."""
+    def _encode(
+        self, request: Request, body: dict | None, throttle: int = 0
+    ) -> memoryview | list | None:
+        """The answer's bytes (with the quota's throttle time): one buffer, or (Fetch) a
+        list of buffers whose record batches are the log's own, written with writelines
+        instead of copied."""
         if body is None:  # acks=0 produce
             return None
         h = request.header
+        if h.api_key == ApiKey.FETCH:
+            throttle = max(throttle, self._fetch_throttle(request, body))
+        if throttle and "throttle_time" in body:
+            body = {**body, "throttle_time": throttle}
         if h.api_key == ApiKey.FETCH:
             return encode_fetch_response(h.correlation_id, h.api_version, body)[0]
         return encode_response(h.correlation_id, build_response(h.api_key, h.api_version, body))
@@ -407,6 +485,7 @@ class _Front:
     limits: ConnectionLimits
     metrics: ApiCounters
     authenticator: Authenticator
+    quotas: QuotaGate
 
 
 class Server:
@@ -417,8 +496,9 @@ class Server:
         limits: ConnectionLimits,
         metrics: ApiCounters,
         authenticator: Authenticator,
+        quotas: QuotaGate,
     ) -> None:
-        self._front = _Front(context, handlers, limits, metrics, authenticator)
+        self._front = _Front(context, handlers, limits, metrics, authenticator, quotas)
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: dict[asyncio.Task[None], Connection] = {}
 

@@ -261,3 +261,157 @@ def test_every_api_the_broker_serves_says_what_it_needs_and_readme_shows_it() ->
     )
     end = readme.index("<!-- api-access-table:end -->")
     assert readme[start:end] == markdown(), "regenerate: python -m broker.security.api_table"
+
+
+# --- quotas ------------------------------------------------------------------------------
+
+
+def test_the_most_specific_quota_applies_in_kafkas_order() -> None:
+    from broker.security.quotas import PRODUCE, QuotaTable
+
+    table = QuotaTable(
+        [
+            {"entity": [["client-id", None]], "values": {PRODUCE: 10.0}},
+            {"entity": [["client-id", "slow"]], "values": {PRODUCE: 1.0}},
+            {"entity": [["user", "alice"]], "values": {PRODUCE: 5.0}},
+            {"entity": [["user", "alice"], ["client-id", "slow"]], "values": {PRODUCE: 2.0}},
+            {"entity": [["user", None]], "values": {PRODUCE: 7.0}},
+        ]
+    )
+    both = (("client-id", "slow"), ("user", "alice"))
+    assert table.lookup("alice", "slow", PRODUCE) == (both, 2.0)
+    assert table.lookup("alice", "other", PRODUCE) == ((("user", "alice"),), 5.0)
+    assert table.lookup("bob", "slow", PRODUCE) == ((("user", None),), 7.0)
+    assert table.lookup(None, "slow", PRODUCE) == ((("client-id", "slow"),), 1.0)
+    assert table.lookup(None, "other", PRODUCE) == ((("client-id", None),), 10.0)
+    assert table.lookup(None, "other", "consumer_byte_rate") is None
+
+
+def _simulate(manager, client: str, request: int, seconds: float, pipeline: int) -> float:
+    """A client that always has `pipeline` requests of `request` bytes queued and whose
+    connection is muted for each throttle; bytes applied per second after the burst."""
+    from broker.security.quotas import PRODUCE
+
+    now, muted_until, applied, start = 0.0, 0.0, 0, None
+    burst_over = manager.window.burst_s
+    while now < seconds:
+        if now >= muted_until:
+            for _ in range(pipeline):  # read together, applied one by one between mutes
+                ms = manager.record(PRODUCE, None, client, request, now)
+                if now >= burst_over:
+                    start = now if start is None else start
+                    applied += request
+                if ms:
+                    muted_until = now + ms / 1000
+                    break
+        now += 0.001
+    assert start is not None
+    return applied / (seconds - start)
+
+
+def test_a_muted_client_runs_at_its_byte_rate_quota_whatever_its_request_size() -> None:
+    from broker.security.quotas import PRODUCE, QuotaManager, QuotaTable, QuotaWindow
+
+    for request, pipeline in ((10_000, 1), (65_536, 5), (300_000, 2)):
+        q = QuotaManager(QuotaWindow(11, 0.2))
+        q.table = QuotaTable([{"entity": [["client-id", "slow"]], "values": {PRODUCE: 1e6}}])
+        rate = _simulate(q, "slow", request, 20.0, pipeline)
+        assert 0.95e6 <= rate <= 1.05e6, (request, pipeline, rate)
+        assert q.record(PRODUCE, None, "fast", 10**9, 20.0) == 0  # no quota: never throttled
+
+
+def test_a_fresh_client_may_burst_one_window_span_and_no_throttle_exceeds_the_windows() -> None:
+    from broker.security.quotas import PRODUCE, QuotaManager, QuotaTable, QuotaWindow
+
+    q = QuotaManager(QuotaWindow(11, 1.0))
+    q.table = QuotaTable([{"entity": [["user", "alice"]], "values": {PRODUCE: 1000.0}}])
+    assert q.record(PRODUCE, "alice", "c", 10_000, 100.0) == 0  # the 10 s burst
+    assert q.record(PRODUCE, "alice", "c", 500, 100.0) == 500  # 500 bytes short: 0.5 s
+    assert q.record(PRODUCE, "alice", "c", 10**9, 100.0) == 11_000  # capped at 11 windows
+    assert q.record(PRODUCE, "alice", "other-client", 1, 100.0) > 0  # the user's bucket
+
+
+def test_a_changed_quota_applies_to_the_next_request() -> None:
+    from broker.security.quotas import REQUEST, QuotaManager, QuotaTable, QuotaWindow
+
+    q = QuotaManager(QuotaWindow(2, 1.0))  # burst: 1 s of quota
+    q.table = QuotaTable([{"entity": [["client-id", None]], "values": {REQUEST: 50.0}}])
+    assert q.record(REQUEST, None, "c", 100.0, 0.0) == 1000  # 1 s of loop time at 50%
+    q.table = QuotaTable([{"entity": [["client-id", None]], "values": {REQUEST: 100.0}}])
+    assert q.record(REQUEST, None, "c", 0.0, 1.0) == 0  # refilled twice as fast
+
+
+# --- OAUTHBEARER -------------------------------------------------------------------------
+
+
+def _bearer(token: str, authzid: str = "") -> bytes:
+    return f"n,{'a=' + authzid if authzid else ''},\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def test_oauthbearer_accepts_a_signed_unexpired_token_and_names_its_subject(tmp_path) -> None:
+    from broker.security.oauth import JwksValidator, OAuthSettings, parse_client_first
+    from devkit.jwks import Issuer
+
+    issuer = Issuer()
+    v = JwksValidator(
+        OAuthSettings(str(issuer.write_jwks(tmp_path / "jwks.json")), ("strata",), "idp")
+    )
+    token = issuer.token("alice", 600, aud="strata", iss="idp")
+    assert parse_client_first(_bearer(token, "alice")) == ("alice", token)
+    valid = v.validate(token)
+    assert valid.principal == "User:alice"
+    assert 590 < valid.expires_at - __import__("time").time() <= 600
+
+
+def test_oauthbearer_refuses_expired_foreign_unsigned_and_misaddressed_tokens(tmp_path) -> None:
+    import jwt as pyjwt
+
+    from broker.security.oauth import InvalidToken, JwksValidator, OAuthSettings
+    from devkit.jwks import Issuer
+
+    issuer, stranger = Issuer(), Issuer("key-1")  # same kid, other key
+    path = issuer.write_jwks(tmp_path / "jwks.json")
+    v = JwksValidator(OAuthSettings(str(path), ("strata",), "idp"))
+    good = {"aud": "strata", "iss": "idp"}
+    bad = {
+        "expired": issuer.token("alice", -120, **good),
+        "foreign key": stranger.token("alice", 600, **good),
+        "unsigned": pyjwt.encode({"sub": "alice", "exp": 2**40, **good}, None, algorithm="none"),
+        "shared secret": pyjwt.encode(
+            {"sub": "alice", "exp": 2**40, **good}, "k" * 32, algorithm="HS256"
+        ),
+        "wrong audience": issuer.token("alice", 600, aud="other", iss="idp"),
+        "wrong issuer": issuer.token("alice", 600, aud="strata", iss="evil"),
+        "no subject": pyjwt.encode(
+            {"exp": 2**40, **good}, issuer.private_key, "RS256", headers={"kid": "key-1"}
+        ),
+        "garbage": "not-a-jwt",
+    }
+    for why, token in bad.items():
+        with pytest.raises(InvalidToken):
+            v.validate(token)
+            pytest.fail(f"accepted a token with {why}")
+    # a rotated key set is read again: a token signed with the new key verifies
+    rotated = Issuer("key-2")
+    rotated.write_jwks(path, issuer)
+    assert v.validate(rotated.token("bob", 600, **good)).principal == "User:bob"
+
+
+def test_a_malformed_oauthbearer_message_is_refused() -> None:
+    from broker.security.oauth import InvalidToken, parse_client_first
+
+    for msg in (b"", b"y,,\x01auth=Bearer t\x01\x01", b"n,,\x01auth=Bearer t\x01",
+                b"n,,\x01auth=Basic t\x01\x01", b"n,,\x01\x01", b"\xff"):  # fmt: skip
+        with pytest.raises(InvalidToken):
+            parse_client_first(msg)
+
+
+def test_a_session_lasts_max_reauth_or_to_its_tokens_expiry_whichever_is_first() -> None:
+    from broker.security.gate import session_lifetime_ms
+
+    assert session_lifetime_ms(0, None, 100.0) == 0  # re-authentication off
+    assert session_lifetime_ms(0, 150.0, 100.0) == 0  # off: a token's expiry is not enforced
+    assert session_lifetime_ms(5000, None, 100.0) == 5000
+    assert session_lifetime_ms(5000, 102.0, 100.0) == 2000
+    assert session_lifetime_ms(5000, 900.0, 100.0) == 5000
+    assert session_lifetime_ms(5000, 99.0, 100.0) == 1  # already expired: the next request

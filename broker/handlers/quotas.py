@@ -1,7 +1,7 @@
 """DescribeClientQuotas and AlterClientQuotas (KIP-546): client quotas by user and
 client id, kept in the cluster's metadata document (`kafka-configs --entity-type users
-|clients`). They need DESCRIBE_CONFIGS and ALTER_CONFIGS on the cluster. Stored and
-described only: this broker does not throttle by them yet."""
+|clients`). They need DESCRIBE_CONFIGS and ALTER_CONFIGS on the cluster. The server throttles
+by them (broker.security.quotas)."""
 
 from __future__ import annotations
 

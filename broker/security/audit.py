@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger("strata.audit")
 
 
+class AuditSink(Protocol):
+    """Where audit events go besides the log (broker.security.audit_topic)."""
+
+    def submit(self, event: dict) -> None: ...
+
+
 class Audit:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, sink: AuditSink | None = None) -> None:
+        self.sink = sink
         self.authentications = Counter(
             "strata_authentications",
             "Authentications, by mechanism and outcome",
@@ -55,7 +63,7 @@ class Audit:
         }
         if reason:
             event["reason"] = reason
-        log.info("%s", json.dumps(event))
+        self._emit(event)
 
     def denied(
         self,
@@ -78,4 +86,9 @@ class Audit:
             "resource_type": resource_type,
             "resource": resource,
         }
+        self._emit(event)
+
+    def _emit(self, event: dict) -> None:
         log.info("%s", json.dumps(event))
+        if self.sink is not None:
+            self.sink.submit(event)

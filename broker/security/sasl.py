@@ -3,6 +3,8 @@ SaslAuthenticate (KIP-152) or, after a v0 handshake, raw tokens carry it.
 
 PLAIN is checked against the user's SCRAM credential (the password is hashed with the
 stored salt and iterations, off the event loop), so the broker keeps no passwords.
+OAUTHBEARER validates a JWT (broker.security.oauth); a refused token gets RFC 7628's
+error challenge, the client's bare separator after it ends the exchange as a failure.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 from collections.abc import Callable
 
 from broker.security import scram
+from broker.security.oauth import ERROR_CHALLENGE, InvalidToken, JwksValidator, parse_client_first
 
-SUPPORTED = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SUPPORTED = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 
 Lookup = Callable[[str, str], scram.ScramCredential | None]  # (user, mechanism)
 
@@ -38,11 +41,14 @@ class SaslExchange:
     """One mechanism's exchange: feed client tokens, get server tokens; `principal`
     once `done`."""
 
-    def __init__(self, mechanism: str, lookup: Lookup) -> None:
+    def __init__(self, mechanism: str, lookup: Lookup, oauth: JwksValidator | None = None) -> None:
         self.mechanism = mechanism
         self._lookup = lookup
+        self._oauth = oauth
+        self._refused: str | None = None  # OAUTHBEARER: why the token was refused
         self.done = False
         self.principal = ""
+        self.expires_at: float | None = None  # a token's expiry (seconds since the epoch)
         self._scram: scram.ScramServer | None = None
         if mechanism in scram.MECHANISMS:
             self._scram = scram.ScramServer(mechanism, lambda user: lookup(user, mechanism))
@@ -58,6 +64,8 @@ class SaslExchange:
     async def step(self, token: bytes) -> bytes:
         if self.done:
             raise self._fail(None, "token after the exchange finished")
+        if self.mechanism == "OAUTHBEARER":
+            return self._bearer(token)
         if self._scram is None:
             return await self._plain(token)
         s = self._scram
@@ -91,3 +99,21 @@ class SaslExchange:
                 self.principal = f"User:{user}"
                 return b""
         raise self._fail(user, "unknown user")
+
+    def _bearer(self, message: bytes) -> bytes:
+        if self._refused is not None:  # the client's answer to the error challenge
+            raise self._fail(None, self._refused)
+        try:
+            if self._oauth is None:
+                raise InvalidToken("no JWKS is configured")
+            authzid, token = parse_client_first(message)
+            valid = self._oauth.validate(token)
+            if authzid and f"User:{authzid}" != valid.principal:
+                raise InvalidToken("authorization id differs from the token's subject")
+        except InvalidToken as e:
+            self._refused = str(e)
+            return ERROR_CHALLENGE
+        self.done = True
+        self.principal = valid.principal
+        self.expires_at = valid.expires_at
+        return b""

@@ -1,0 +1,162 @@
+"""Quotas (issue 17, acceptance 5): a client with a 1 MB/s produce quota is throttled to
+within 10% of it (throttle_time_ms in its answers and a muted connection) while a client
+without one runs at full speed. The quota is set and read back with Kafka's own
+kafka-configs; both producers are confluent-kafka. The quota window is shortened
+(11 x 0.1 s) so the first burst a full bucket allows (10 windows of quota) is spent at
+once, and the rate is measured over the ten seconds after it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from devkit.kafka_cli import KafkaCli
+
+QUOTA = 1024 * 1024
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+# each producer in its own process, so neither's callbacks hold the other's GIL
+_PRODUCER = """
+import json, sys, time
+from confluent_kafka import Producer
+
+bootstrap, client_id, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+acked, throttles = [], []
+p = Producer({
+    "bootstrap.servers": bootstrap,
+    "client.id": client_id,
+    "linger.ms": 5,
+    "batch.size": 65536,  # requests small next to the quota, as Kafka's quotas assume
+    "queue.buffering.max.messages": 500,
+    "throttle_cb": lambda event: throttles.append(event.throttle_time),
+})
+value = b"x" * 10_000
+end = time.monotonic() + seconds
+
+def done(err, msg):
+    if err is None:
+        acked.append((time.monotonic(), len(msg.value())))
+
+while time.monotonic() < end:
+    try:
+        p.produce("quota-" + client_id, value, on_delivery=done)
+    except BufferError:
+        p.poll(0.01)
+    p.poll(0)
+p.purge()  # what is still queued was never sent: not waited for
+p.flush(10)
+print(json.dumps({"acked": acked, "throttles": throttles}))
+"""
+
+
+def _producers(bootstrap: str, seconds: float, *client_ids: str) -> dict[str, dict]:
+    procs = {
+        cid: subprocess.Popen(
+            [sys.executable, "-c", _PRODUCER, bootstrap, cid, str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for cid in client_ids
+    }
+    out = {}
+    for cid, proc in procs.items():
+        stdout, _ = proc.communicate(timeout=seconds + 60)
+        assert proc.returncode == 0, stdout
+        out[cid] = json.loads(stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_a_client_over_its_produce_quota_is_throttled_to_it_and_others_are_not(
+    broker_factory,
+) -> None:
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: kafka-configs needs a JVM")
+    broker = broker_factory("--quota-window-num", "11", "--quota-window-size-seconds", "0.1")
+    tools = KafkaCli()
+
+    def configs(*args: str) -> str:
+        r = tools.run(tools.config_command, "--bootstrap-server", broker.bootstrap, *args)
+        assert r.returncode == 0, r.describe()
+        return r.stdout
+
+    configs(
+        "--alter", "--entity-type", "clients", "--entity-name", "slow",
+        "--add-config", f"producer_byte_rate={QUOTA}",
+    )  # fmt: skip
+    described = configs("--describe", "--entity-type", "clients", "--entity-name", "slow")
+    assert f"producer_byte_rate={float(QUOTA)}" in described, described
+
+    results = _producers(broker.bootstrap, 14.0, "slow", "fast")
+    slow_acks, slow_throttles = results["slow"]["acked"], results["slow"]["throttles"]
+    fast_acks, fast_throttles = results["fast"]["acked"], results["fast"]["throttles"]
+    start = min(ts for ts, _ in slow_acks)
+
+    def rate(acked: list, lo: float, hi: float) -> float:
+        return sum(n for ts, n in acked if start + lo <= ts < start + hi) / (hi - lo)
+
+    slow, fast = rate(slow_acks, 3.0, 13.0), rate(fast_acks, 3.0, 13.0)
+    print(f"\nslow client {slow / QUOTA:.3f} x its quota; fast {fast / 1e6:.1f} MB/s")
+    assert 0.9 * QUOTA <= slow <= 1.1 * QUOTA
+    assert slow_throttles and max(slow_throttles) > 0  # throttle_time_ms reached the client
+    assert fast > 3 * QUOTA and not any(fast_throttles)
+
+
+def test_a_consumer_over_its_fetch_quota_is_throttled_to_it(broker_factory) -> None:
+    from confluent_kafka import Consumer, Producer
+
+    from protocol.versions import ApiKey
+    from tests.wire import WireClient
+
+    broker = broker_factory("--quota-window-num", "11", "--quota-window-size-seconds", "0.1")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for _ in range(600):  # 6 MB
+        p.produce("quota-read", b"y" * 10_000)
+        p.poll(0)
+    assert p.flush(30) == 0
+    with WireClient(broker.bootstrap) as w:
+        w.call(
+            ApiKey.ALTER_CLIENT_QUOTAS,
+            1,
+            {
+                "entries": [
+                    {
+                        "entity": [{"entity_type": "client-id", "entity_name": "reader"}],
+                        "ops": [{"key": "consumer_byte_rate", "value": QUOTA, "remove": False}],
+                    }
+                ],
+                "validate_only": False,
+            },
+        )
+    c = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "client.id": "reader",
+            "group.id": "quota-reader",
+            "auto.offset.reset": "earliest",
+            "max.partition.fetch.bytes": 65536,
+            "fetch.max.bytes": 65536,
+            "message.max.bytes": 65536,
+        }
+    )
+    c.subscribe(["quota-read"])
+    got: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < 600 and time.monotonic() < deadline:
+            m = c.poll(1.0)
+            if m is not None and m.error() is None:
+                got.append((time.monotonic(), len(m.value())))
+    finally:
+        c.close()
+    assert len(got) == 600
+    start = got[0][0]
+    after_burst = [(ts, n) for ts, n in got if ts >= start + 1.5]
+    rate = sum(n for _, n in after_burst[1:]) / (after_burst[-1][0] - after_burst[0][0])
+    print(f"\nconsumer {rate / QUOTA:.3f} x its quota")
+    assert 0.85 * QUOTA <= rate <= 1.15 * QUOTA
