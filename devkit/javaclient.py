@@ -160,14 +160,17 @@ def _java_command(source: Path, *jvm_flags: str, classpath: str | None = None) -
 
 
 def _summary(name: str, returncode: int, out: str, err: str) -> dict[str, Any]:
-    """The JSON summary a check prints last; ClientCheckError unless it passed."""
-    lines = [ln for ln in out.splitlines() if ln.strip()]
+    """The JSON summary a check prints last; ClientCheckError unless it passed. A state
+    listener's thread may still print a line after the summary (Streams: NOT_RUNNING), so
+    the summary is the last line that is a JSON object."""
     result: dict[str, Any] | None = None
-    if lines:
-        try:
-            result = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            result = None
+    for line in reversed(out.splitlines()):
+        if line.lstrip().startswith("{"):
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                result = None
+            break
     if returncode != 0 or result is None or not result.get("ok"):
         summary = json.dumps(result) if result is not None else out[-2000:]
         raise ClientCheckError(

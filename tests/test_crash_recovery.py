@@ -82,9 +82,12 @@ def _read_all(
     return got
 
 
-def _produce_then_kill(broker, records: int, timeout: float) -> tuple[dict, list]:
-    """Produce to `events` from a thread until `records` are acknowledged, then SIGKILL
-    the broker mid-stream. Returns the acknowledged records and the producer's errors."""
+def _produce_then_kill(
+    broker, records: int, timeout: float, also: Callable[[], object] = lambda: True
+) -> tuple[dict, list]:
+    """Produce to `events` from a thread until `records` are acknowledged and `also()` holds,
+    then SIGKILL the broker mid-stream. Returns the acknowledged records and the producer's
+    errors."""
     acked: dict[tuple[int, int], bytes] = {}
     errors: list = []
     stop = threading.Event()
@@ -93,7 +96,7 @@ def _produce_then_kill(broker, records: int, timeout: float) -> tuple[dict, list
     )
     producer.start()
     deadline = time.monotonic() + timeout
-    while len(acked) < records and time.monotonic() < deadline:
+    while not (len(acked) >= records and also()) and time.monotonic() < deadline:
         time.sleep(0.05)
     broker.kill()
     killed_with = len(acked)

@@ -192,16 +192,18 @@ def test_clean_stop_then_wiped_data_dir_serves_everything(broker_factory, bucket
 # --- 3. kill -9 while uploads run ---------------------------------------------------------
 
 
-def _produce_to_new_topic_then_kill(broker, records: int) -> dict:
+def _produce_to_new_topic_then_kill(broker, records: int, also=lambda: True) -> dict:
     _create(broker.bootstrap, "events", PARTITIONS)
-    acked, _ = _produce_then_kill(broker, records, timeout=60)
+    acked, _ = _produce_then_kill(broker, records, timeout=60, also=also)
     return acked
 
 
 def test_kill_during_uploads_loses_nothing_and_serves_nothing_twice(broker_factory, s3) -> None:
     args = [*s3.args, "--upload-bytes", str(256 << 10), "--wal-segment-bytes", str(1 << 20)]
     b = broker_factory(*args)
-    acked = _produce_to_new_topic_then_kill(b, 30_000)
+    # the kill lands while the producer runs and uploads go on: at least one object is in
+    # the bucket (a fast producer can reach the count before the first upload completes)
+    acked = _produce_to_new_topic_then_kill(b, 30_000, also=s3.data_objects)
     assert s3.data_objects(), "no object was uploaded before the kill"
 
     b = broker_factory(*args, data_dir=b.data_dir, port=b.port)
