@@ -47,10 +47,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, "
         "ssl.certificate.location, ssl.key.location, ssl.endpoint.identification.algorithm",
     )
+    create.add_argument(
+        "--on-source-gap",
+        choices=("stop", "continue"),
+        default="stop",
+        help="when the source deleted records (retention, delete_records) before they were "
+        "mirrored: stop that partition and report the gap (default), or report it and go on "
+        "from the source's new start",
+    )
     action("list", "the links of the cluster", named=False)
     action("describe", "a link's topics, lag per partition, groups and last error")
     action("pause", "stop fetching (mirror topics stay read-only)")
-    action("resume", "fetch again from where the mirror ends")
+    resume = action("resume", "fetch again from where the mirror ends")
+    resume.add_argument(
+        "--accept-gaps",
+        action="store_true",
+        help="partitions stopped at a gap the source lost go on from the source's start",
+    )
     action("delete", "remove the link; its topics keep their records and become writable")
     promote = action("promote", "cut one topic over: catch up, stop mirroring, take writes")
     promote.add_argument("--topic", required=True)
@@ -75,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "topics": args.topics,
             "groups": args.groups,
             "source_security": source_security,
+            "on_source_gap": args.on_source_gap,
         }
     elif command == "list":
         method, url, body = "GET", base, None
@@ -86,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
         method, url = "POST", f"{base}/{name}/promote"
         body = {"topic": args.topic, "timeout_s": args.timeout}
         timeout += args.timeout
-    else:  # pause, resume
+    elif command == "resume":
+        method, url = "POST", f"{base}/{name}/resume"
+        body = {"accept_gaps": True} if args.accept_gaps else None
+    else:  # pause
         method, url, body = "POST", f"{base}/{name}/{command}", None
     status, answer = _call(method, url, body, timeout)
     print(json.dumps(answer, indent=2))

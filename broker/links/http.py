@@ -2,10 +2,11 @@
 
     GET    /v1/links                      the links, in short
     POST   /v1/links                      {"name", "source_bootstrap", "topics", "groups"?,
-                                           "source_security"?: {"security.protocol": ...}}
+                                           "source_security"?: {"security.protocol": ...},
+                                           "on_source_gap"?: "stop" | "continue"}
     GET    /v1/links/{name}               state, topics, lag per partition, groups, errors
     POST   /v1/links/{name}/pause         stop fetching (mirror topics stay read-only)
-    POST   /v1/links/{name}/resume
+    POST   /v1/links/{name}/resume        {"accept_gaps"?: true}: stopped gaps go on
     POST   /v1/links/{name}/promote       {"topic", "timeout_s"?}: the cutover of one topic
     DELETE /v1/links/{name}
 
@@ -69,8 +70,10 @@ class LinksHttp:
                 sec = body.get("source_security") or {}
                 if not isinstance(sec, dict):
                     raise _BadRequest("source_security must be an object of strings")
+                on_gap = str(body.get("on_source_gap") or "stop")
                 created = run(
-                    lambda: s.create(name, bootstrap, topics, groups, sec), CALL_TIMEOUT_S
+                    lambda: s.create(name, bootstrap, topics, groups, sec, on_gap),
+                    CALL_TIMEOUT_S,
                 )
                 return "201 Created", created
             return _not_allowed()
@@ -86,7 +89,8 @@ class LinksHttp:
             action = parts[1]
             if action in ("pause", "resume"):
                 state = "paused" if action == "pause" else "active"
-                return "200 OK", run(lambda: s.set_state(name, state), CALL_TIMEOUT_S)
+                accept = action == "resume" and body.get("accept_gaps") is True
+                return "200 OK", run(lambda: s.set_state(name, state, accept), CALL_TIMEOUT_S)
             if action == "promote":
                 topic = _field(body, "topic")
                 try:

@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from broker.links import model
+from broker.links import mirror, model
 from broker.links.service import LinkService
 
 LINK_STATES = (model.ACTIVE, model.PAUSED)
 MIRROR_STATES = (model.MIRRORING, model.PROMOTING, model.PROMOTED)
+STOP_REASONS = (mirror.SOURCE_GAP, mirror.SOURCE_TRUNCATED, mirror.SOURCE_TOPIC_GONE)
 
 
 class LinkCollector(Collector):
@@ -73,6 +74,18 @@ class LinkCollector(Collector):
             "Offsets of batches mirrored by this broker",
             labels=labels,
         )
+        stopped = GaugeMetricFamily(
+            "strata_link_partition_stopped",
+            "1 while a mirrored partition is stopped: the source deleted records not yet "
+            "mirrored (source_gap), lost records the mirror has (source_truncated), or the "
+            "topic was deleted (source_topic_gone)",
+            labels=[*labels, "reason"],
+        )
+        lost = GaugeMetricFamily(
+            "strata_link_source_lost_records",
+            "Offsets the source deleted before the mirror had them (skipped or pending)",
+            labels=labels,
+        )
         now = time.monotonic()
         meta_links = self.links.meta.links
         for name, link in sorted(meta_links.items()):
@@ -93,6 +106,9 @@ class LinkCollector(Collector):
                     lag_s.add_metric(values, st.lag_seconds(now))
                 if st.lag_bytes is not None:
                     lag_bytes.add_metric(values, st.lag_bytes)
+                for reason in STOP_REASONS:
+                    stopped.add_metric([*values, reason], 1.0 if st.stopped == reason else 0.0)
+                lost.add_metric(values, st.lost_records)
                 mirrored.add_metric(values, st.mirrored_bytes)
                 mirrored_records.add_metric(values, st.mirrored_records)
         return [
@@ -105,4 +121,6 @@ class LinkCollector(Collector):
             lag_s,
             mirrored,
             mirrored_records,
+            stopped,
+            lost,
         ]

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 OFFSET_OUT_OF_RANGE = 1
 UNKNOWN_TOPIC_OR_PARTITION = 3
+UNKNOWN_TOPIC_ID = 100
+
+# why a partition stopped mirroring (describe's "stopped", the metrics' "reason")
+SOURCE_GAP = "source_gap"  # retention/delete_records removed records not yet mirrored
+SOURCE_TRUNCATED = "source_truncated"  # the source's log ends before the mirror's
+SOURCE_TOPIC_GONE = "source_topic_gone"  # the topic was deleted on the source
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,9 @@ class PartitionStatus:
     )  # monotonic time the mirror last held the source's end
     error: str | None = None
     resume_at: int = 0  # fetch from here when past the log end (a gap the source lost)
-    blocked: bool = False  # the source lost records the mirror has: not fetched
+    stopped: str | None = None  # SOURCE_GAP, SOURCE_TRUNCATED, SOURCE_TOPIC_GONE: not fetched
+    stopped_ms: int = 0
+    gap: tuple[int, int] | None = None  # [from, to) lost on the source, not yet skipped
     skipped: list[tuple[int, int]] = field(default_factory=list)  # lost on the source
     mirrored_bytes: int = 0  # appended by this broker since it started
     mirrored_records: int = 0  # offsets those batches span
@@ -82,6 +90,16 @@ class PartitionStatus:
             return None
         return round(lag * self.mirrored_bytes / self.mirrored_records) if lag else 0
 
+    @property
+    def lost_records(self) -> int:
+        """Offsets the source deleted before the mirror had them (skipped or pending)."""
+        gaps = [*self.skipped, *([self.gap] if self.gap else [])]
+        return sum(b - a for a, b in gaps)
+
+    def stop(self, reason: str, error: str) -> None:
+        self.stopped, self.error = reason, error
+        self.stopped_ms = int(time.time() * 1000)
+
     def lag_seconds(self, now: float) -> float:
         return 0.0 if self.lag_records == 0 else round(now - self.caught_up_at, 3)
 
@@ -94,7 +112,11 @@ class PartitionStatus:
             "lag_bytes": self.lag_bytes,
             "lag_seconds": self.lag_seconds(now),
             "error": self.error,
+            "state": "stopped" if self.stopped else "mirroring",
+            "stopped": self.stopped,
+            "gap": list(self.gap) if self.gap else None,
             "skipped": [list(s) for s in self.skipped],
+            "lost_records": self.lost_records,
         }
 
 
@@ -214,14 +236,29 @@ class LinkRunner:
         for topic in mirrored:
             src = md.topics.get(topic)
             if src is None:
-                for (t, _), st in self.partitions.items():
-                    if t == topic:
-                        st.error = "the source topic is gone (deleted on the source)"
-                self._error(f"source topic {topic} is gone (deleted on the source)")
+                self._source_topic_gone(topic)
                 continue
             await self._follow_shape(topic, src.partitions)
         await self._follow_configs([t for t in mirrored if t in md.topics])
         await self._sync_groups(mirrored)
+
+    def _source_topic_gone(self, topic: str) -> None:
+        """Every partition of `topic` stops for good: a topic of that name created on the
+        source later is another log, whose offsets mean other records."""
+        state = self.logs.topics.get(topic)
+        for p in state.partitions if state else []:
+            if not self.leadership.serves(p):
+                continue
+            st = self.partitions.setdefault((topic, p.index), PartitionStatus())
+            if st.stopped != SOURCE_TOPIC_GONE:
+                st.mirror_end = p.log_end_offset
+                st.stop(
+                    SOURCE_TOPIC_GONE,
+                    f"the source topic was deleted; the mirror keeps offsets 0 to "
+                    f"{p.log_end_offset - 1} and is not mirrored further",
+                )
+                log.warning("link %s: %s-%d: %s", self.name, topic, p.index, st.error)
+        self._error(f"source topic {topic} is gone (deleted on the source)")
 
     async def _claim(self, topic: str, partitions: int) -> None:
         """Start mirroring `topic`: read-only from now on, created with the source's
@@ -292,8 +329,10 @@ class LinkRunner:
                     continue
                 st = self.partitions.setdefault((topic, p.index), PartitionStatus())
                 st.mirror_end = p.log_end_offset
+                if st.stopped == SOURCE_GAP and self._gaps_accepted(st):
+                    self._skip_gap(topic, p.index, st)
                 leader = self.source.leader(topic, p.index)
-                if leader is None or st.blocked or str(p.index) in caught_up:
+                if leader is None or st.stopped or str(p.index) in caught_up:
                     continue
                 offset = max(p.log_end_offset, st.resume_at)
                 by_leader.setdefault(leader, {}).setdefault(topic, {})[p.index] = offset
@@ -328,6 +367,10 @@ class LinkRunner:
         if fp.error == OFFSET_OUT_OF_RANGE:
             await self._out_of_range(topic, fp.partition, st)
             return False
+        if fp.error in (UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID):
+            st.error = f"source error {fp.error}: the topic is unknown on the source"
+            self._next_refresh = 0.0  # deleted (the refresh stops it) or a moved leader
+            return False
         if fp.error:
             st.error = f"source error {fp.error}"
             self._next_refresh = 0.0  # a moved leader, most likely
@@ -361,30 +404,58 @@ class LinkRunner:
         return appended
 
     async def _out_of_range(self, topic: str, partition: int, st: PartitionStatus) -> None:
-        """The mirror's end is outside the source's log: retention went past it (the
-        records between are lost on the source: reported, then the mirror goes on from
-        the source's start, leaving a gap), or the source lost records the mirror has
-        (reported; the partition stops until the operator acts)."""
+        """The mirror's end is outside the source's log. Either retention (or
+        delete_records) went past it: the records between are lost on the source; the
+        partition stops with the gap reported, unless the link says on_source_gap
+        "continue" or the operator accepted the gaps (resume --accept-gaps), and then
+        it goes on from the source's start, leaving the gap in the mirror too. Or the
+        source lost records the mirror has (truncated or recreated): it stops for good."""
         p = self.logs.topics[topic].partitions[partition]
         start = (await self.source.list_offsets(topic, [partition], EARLIEST))[partition]
         end = (await self.source.list_offsets(topic, [partition], LATEST))[partition]
         st.source_start, st.source_end = start, end
-        if start > p.log_end_offset:
-            st.skipped.append((p.log_end_offset, start))
-            st.resume_at = start
-            self._error(
-                f"{topic}-{partition}: offsets {p.log_end_offset} to {start - 1} were deleted "
-                f"on the source (retention) before they were mirrored; mirroring goes on from "
-                f"{start}"
+        mirror_end = max(p.log_end_offset, st.resume_at)
+        if start > mirror_end:
+            st.gap = (mirror_end, start)
+            st.stop(
+                SOURCE_GAP,
+                f"offsets {mirror_end} to {start - 1} were deleted on the source (retention "
+                f"or delete_records) before they were mirrored",
             )
+            if self._gaps_accepted(st):
+                self._skip_gap(topic, partition, st)
+            else:
+                st.error += (
+                    "; this partition is not mirrored further until "
+                    "`strata link resume --accept-gaps`"
+                )
+                self._error(f"{topic}-{partition}: {st.error}")
         elif end < p.log_end_offset:
-            st.blocked = True
-            st.error = (
+            st.stop(
+                SOURCE_TRUNCATED,
                 f"the source's log ends at {end}, before the mirror's end {p.log_end_offset}: "
                 "the source topic was truncated or recreated; this partition is not mirrored "
-                "further"
+                "further",
             )
             self._error(f"{topic}-{partition}: {st.error}")
+
+    def _gaps_accepted(self, st: PartitionStatus) -> bool:
+        link = self.link or {}
+        return link.get("on_source_gap") == model.GAP_CONTINUE or (
+            link.get("gaps_accepted_ms", 0) >= st.stopped_ms
+        )
+
+    def _skip_gap(self, topic: str, partition: int, st: PartitionStatus) -> None:
+        """Go on from the source's start: the gap stays a gap in the mirror, listed in
+        `skipped` (and the lost records in the metrics)."""
+        assert st.gap is not None
+        st.skipped.append(st.gap)
+        st.resume_at = st.gap[1]
+        self._error(
+            f"{topic}-{partition}: offsets {st.gap[0]} to {st.gap[1] - 1} were lost on the "
+            f"source before they were mirrored; mirroring goes on from {st.gap[1]}"
+        )
+        st.gap, st.stopped, st.stopped_ms = None, None, 0
 
     # --- promotion ------------------------------------------------------------------
 
@@ -519,6 +590,8 @@ class LinkRunner:
                 "lag_bytes": None if None in lag_bytes or not lag_bytes else sum(lag_bytes),
                 "lag_seconds": max((r["lag_seconds"] for r in parts.values()), default=0.0),
                 "unsupported_configs": self.unsupported_configs.get(topic, {}),
+                "stopped_partitions": sorted(int(i) for i, r in parts.items() if r["stopped"]),
+                "lost_records": sum(r["lost_records"] for r in parts.values()),
             }
         return {
             "name": self.name,
@@ -527,6 +600,7 @@ class LinkRunner:
             "topics_pattern": link.get("topics"),
             "groups_pattern": link.get("groups"),
             "state": link.get("state"),
+            "on_source_gap": link.get("on_source_gap", model.GAP_STOP),
             "created_ms": link.get("created_ms"),
             "connected": self.connected,
             "last_error": self.last_error,

@@ -5,6 +5,7 @@ document, or etcd in cluster mode), so every broker sees the same links:
 
     {"name": "prod", "source_bootstrap": "kafka:9092", "topics": "agent-.*",
      "groups": ".*", "source_security": {"security.protocol": ..., ...},
+     "on_source_gap": "stop" | "continue", "gaps_accepted_ms": ...,
      "state": "active" | "paused", "created_ms": ...,
      "mirrors": {"agent-a": {"state": "mirroring" | "promoting" | "promoted",
                              "partitions": 6, "promoted_ms": ..., "final_offsets": {...}}}}
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 
 MIRRORING, PROMOTING, PROMOTED = "mirroring", "promoting", "promoted"
 ACTIVE, PAUSED = "active", "paused"
+# what a partition does when the source deleted records it had not mirrored yet
+GAP_STOP, GAP_CONTINUE = "stop", "continue"
 GROUP_MARKER = "strata-link:"  # metadata of offsets a link synced: "strata-link:<name>"
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -36,11 +39,14 @@ def new_link(
     groups: str,
     now_ms: int,
     source_security: Mapping[str, str] | None = None,
+    on_source_gap: str = GAP_STOP,
 ) -> dict:
     if not _NAME.match(name):
         raise LinkError(f"link name {name!r}: letters, digits, '.', '_' and '-' only")
     if not source_bootstrap or any(":" not in s for s in source_bootstrap.split(",")):
         raise LinkError(f"source bootstrap {source_bootstrap!r}: HOST:PORT[,HOST:PORT...]")
+    if on_source_gap not in (GAP_STOP, GAP_CONTINUE):
+        raise LinkError(f"on_source_gap {on_source_gap!r}: {GAP_STOP!r} or {GAP_CONTINUE!r}")
     for what, pattern in (("topics", topics), ("groups", groups)):
         try:
             re.compile(pattern)
@@ -52,6 +58,7 @@ def new_link(
         "topics": topics,
         "groups": groups,
         "source_security": dict(source_security or {}),
+        "on_source_gap": on_source_gap,
         "state": ACTIVE,
         "created_ms": now_ms,
         "mirrors": {},

@@ -111,6 +111,7 @@ class LinkService:
         topics: str,
         groups: str,
         source_security: dict[str, str] | None = None,
+        on_source_gap: str = model.GAP_STOP,
     ) -> dict:
         settings = security.checked(source_security or {})
         try:  # the TLS files load: refused now, not later in the runner
@@ -118,7 +119,13 @@ class LinkService:
         except (OSError, ValueError) as e:
             raise model.LinkError(f"source security: {e}") from None
         link = model.new_link(
-            name, source_bootstrap, topics, groups, int(time.time() * 1000), settings
+            name,
+            source_bootstrap,
+            topics,
+            groups,
+            int(time.time() * 1000),
+            settings,
+            on_source_gap,
         )
 
         def add() -> None:
@@ -164,11 +171,16 @@ class LinkService:
             "topics": dict(link["mirrors"]),
         }
 
-    async def set_state(self, name: str, state: str) -> dict:
+    async def set_state(self, name: str, state: str, accept_gaps: bool = False) -> dict:
+        """Pause or resume; `accept_gaps`: partitions stopped at a gap the source lost
+        so far go on from the source's start (the gap stays a gap in the mirror)."""
+
         def change() -> None:
             if name not in self.meta.links:
                 raise UnknownLink(name)
             self.meta.links[name]["state"] = state
+            if accept_gaps:
+                self.meta.links[name]["gaps_accepted_ms"] = int(time.time() * 1000)
 
         await self.meta.update(change)
         log.info("link %s %s", name, state)
