@@ -44,6 +44,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
             "SASL_PLAINTEXT:SASL_PLAINTEXT",
             "sasl.enabled.mechanisms": "PLAIN",
+            "log.cleaner.backoff.ms": "300",  # compacted topics get compacted within the test
             "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
                 "org.apache.kafka.common.security.plain.PlainLoginModule required "
                 f'username="admin" password="admin-secret" user_admin="admin-secret" '
@@ -134,6 +135,7 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> list[tuple]:
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{uuid.uuid4()}",
             "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",  # offset 0 may be gone (retention, compaction)
         }
     )
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions) if want[p]])
@@ -542,3 +544,201 @@ def test_a_link_logs_in_to_a_sasl_source_with_the_source_security_settings(kafka
     assert d["source_security"]["sasl.password"] == "********"
     assert SASL_PASSWORD not in link(strata, "list").stdout + json.dumps(d)
     assert read_all(strata.bootstrap, topic, 2) == read_all(kafka.bootstrap, topic, 2)
+
+
+def link_metrics(b: BrokerProcess, name: str, topic: str, partition: int) -> dict[str, float]:
+    """This link's per-partition samples in /metrics, by sample name (with the reason
+    label for strata_link_partition_stopped)."""
+    want = f'link="{name}",partition="{partition}"'
+    out = {}
+    for sample, value in scrape(b.metrics_url).items():
+        if want in sample and f'topic="{topic}"' in sample:
+            key = sample.split("{")[0]
+            if "reason=" in sample:
+                key += ":" + sample.split('reason="')[1].split('"')[0]
+            out[key] = value
+    return out
+
+
+def delete_records_before(bootstrap: str, topic: str, partition: int, offset: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fs = admin.delete_records([TopicPartition(topic, partition, offset)])
+    for f in fs.values():
+        f.result(30)
+
+
+def test_records_the_source_deleted_before_they_were_mirrored_stop_the_partition_and_are_reported(
+    kafka, strata
+) -> None:
+    topic = "gap-orders"
+    create_topic(kafka.bootstrap, topic, 1)
+    produce_n(kafka.bootstrap, topic, 100)
+    link(
+        strata, "create", "--name", "gaps", "--source-bootstrap", kafka.bootstrap, "--topics", topic
+    )
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "gaps", topic, {0: 100}))
+    link(strata, "pause", "--name", "gaps")
+    time.sleep(1.5)  # a fetch in flight when paused ends
+    produce_n(kafka.bootstrap, topic, 100, start=100)
+    delete_records_before(kafka.bootstrap, topic, 0, 150)  # as retention would: 100-149 lost
+    link(strata, "resume", "--name", "gaps")
+
+    def stopped() -> dict | None:
+        part = describe(strata, "gaps")["topics"][topic]["partitions"].get("0", {})
+        return part if part.get("state") == "stopped" else None
+
+    part = wait_for("the partition to stop at the gap", stopped)
+    assert part["stopped"] == "source_gap"
+    assert part["gap"] == [100, 150]
+    assert part["lost_records"] == 50
+    assert part["mirror_end"] == 100 and part["source_start"] == 150
+    assert "offsets 100 to 149 were deleted on the source" in part["error"]
+    d = describe(strata, "gaps")
+    assert d["topics"][topic]["stopped_partitions"] == [0]
+    assert "100 to 149" in d["last_error"]
+    assert "100 to 149 were deleted on the source" in strata.log()  # the warning line
+    m = link_metrics(strata, "gaps", topic, 0)
+    assert m["strata_link_partition_stopped:source_gap"] == 1.0
+    assert m["strata_link_source_lost_records"] == 50.0
+    time.sleep(2)  # stopped means stopped: nothing past the gap is fetched
+    assert ends(strata.bootstrap, topic, 1) == {0: 100}
+
+    # the operator accepts the gap: the mirror goes on from the source's start, gap kept
+    link(strata, "resume", "--name", "gaps", "--accept-gaps")
+    wait_for("the mirror to go on past the gap", lambda: caught_up(strata, "gaps", topic, {0: 200}))
+    part = describe(strata, "gaps")["topics"][topic]["partitions"]["0"]
+    assert part["state"] == "mirroring" and part["skipped"] == [[100, 150]]
+    assert part["lost_records"] == 50
+    m = link_metrics(strata, "gaps", topic, 0)
+    assert m["strata_link_partition_stopped:source_gap"] == 0.0
+    # the mirror's log starts where the source's does: its readers see what Kafka's see
+    assert read_all(strata.bootstrap, topic, 1) == read_all(kafka.bootstrap, topic, 1)
+    assert [r[1] for r in read_all(strata.bootstrap, topic, 1)] == list(range(150, 200))
+    link(strata, "delete", "--name", "gaps")
+
+
+def test_a_link_created_to_continue_past_source_gaps_reports_them_and_goes_on(
+    kafka, strata
+) -> None:
+    topic = "gap-clicks"
+    create_topic(kafka.bootstrap, topic, 1)
+    produce_n(kafka.bootstrap, topic, 60)
+    delete_records_before(kafka.bootstrap, topic, 0, 40)  # gone before the link starts
+    link(
+        strata,
+        "create",
+        "--name",
+        "lossy",
+        "--source-bootstrap",
+        kafka.bootstrap,
+        "--topics",
+        topic,
+        "--on-source-gap",
+        "continue",
+    )
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "lossy", topic, {0: 60}))
+    d = describe(strata, "lossy")
+    assert d["on_source_gap"] == "continue"
+    part = d["topics"][topic]["partitions"]["0"]
+    assert part["skipped"] == [[0, 40]] and part["lost_records"] == 40
+    assert "offsets 0 to 39 were lost on the source" in strata.log()
+    assert link_metrics(strata, "lossy", topic, 0)["strata_link_source_lost_records"] == 40.0
+    assert [r[1] for r in read_all(strata.bootstrap, topic, 1)] == list(range(40, 60))
+    link(strata, "delete", "--name", "lossy")
+
+
+def test_a_source_topic_deleted_on_kafka_stops_its_partitions_and_is_reported(
+    kafka, strata
+) -> None:
+    topic = "doomed-events"
+    create_topic(kafka.bootstrap, topic, 2)
+    produce_n(kafka.bootstrap, topic, 80)
+    source_ends = ends(kafka.bootstrap, topic, 2)
+    link(
+        strata,
+        "create",
+        "--name",
+        "doomed",
+        "--source-bootstrap",
+        kafka.bootstrap,
+        "--topics",
+        topic,
+    )
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "doomed", topic, source_ends))
+    before = read_all(strata.bootstrap, topic, 2)
+    AdminClient({"bootstrap.servers": kafka.bootstrap}).delete_topics([topic])[topic].result(30)
+
+    def both_stopped() -> dict | None:
+        t = describe(strata, "doomed")["topics"][topic]
+        return t if t["stopped_partitions"] == [0, 1] else None
+
+    t = wait_for("both partitions to stop", both_stopped, timeout=30)
+    for i in (0, 1):
+        part = t["partitions"][str(i)]
+        assert part["stopped"] == "source_topic_gone"
+        assert "the source topic was deleted" in part["error"]
+        assert part["mirror_end"] == source_ends[i]
+        assert (
+            link_metrics(strata, "doomed", topic, i)[
+                "strata_link_partition_stopped:source_topic_gone"
+            ]
+            == 1.0
+        )
+    assert f"source topic {topic} is gone" in describe(strata, "doomed")["last_error"]
+    assert "the source topic was deleted" in strata.log()
+    assert read_all(strata.bootstrap, topic, 2) == before  # the mirror keeps what it had
+    link(strata, "delete", "--name", "doomed")
+
+
+def test_a_compacted_source_topic_mirrors_with_its_gaps_and_is_compacted_on_strata(
+    kafka, strata
+) -> None:
+    topic = "compacted-accounts"
+    create_topic(
+        kafka.bootstrap,
+        topic,
+        1,
+        **{
+            "cleanup.policy": "compact",
+            "segment.ms": "100",
+            "min.cleanable.dirty.ratio": "0.01",
+            "min.compaction.lag.ms": "0",
+            "delete.retention.ms": "100",
+        },
+    )
+    p = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 0})
+    for i in range(300):
+        p.produce(topic, key=f"acct-{i % 10}".encode(), value=f"balance-{i}".encode())
+        if i % 30 == 29:
+            p.flush(10)
+            time.sleep(0.15)  # a segment rolls (segment.ms) so the cleaner has work
+    assert p.flush(30) == 0
+
+    def compacted() -> list | None:
+        p.produce(topic, key=b"roll", value=b"x")  # rolls the active segment once more
+        p.flush(10)
+        got = read_all(kafka.bootstrap, topic, 1)
+        return got if len(got) < 100 else None
+
+    source = wait_for("Kafka's cleaner to compact the topic", compacted, timeout=60)
+    offsets = [r[1] for r in source]
+    assert any(b - a > 1 for a, b in zip(offsets, offsets[1:], strict=False))  # gaps
+    end = ends(kafka.bootstrap, topic, 1)
+    link(
+        strata,
+        "create",
+        "--name",
+        "compact",
+        "--source-bootstrap",
+        kafka.bootstrap,
+        "--topics",
+        topic,
+    )
+    wait_for("the mirror to catch up", lambda: caught_up(strata, "compact", topic, end))
+    source = [r for r in read_all(kafka.bootstrap, topic, 1) if r[1] < end[0]]
+    mirror = read_all(strata.bootstrap, topic, 1)
+    assert [r[:4] for r in mirror] == [r[:4] for r in source]  # offset, key, value: gaps kept
+    assert topic_config(strata.bootstrap, topic, "cleanup.policy") == "compact"
+    part = describe(strata, "compact")["topics"][topic]["partitions"]["0"]
+    assert part["state"] == "mirroring" and part["lost_records"] == 0  # gaps are not losses
+    link(strata, "delete", "--name", "compact")

@@ -74,6 +74,7 @@ class PartitionStatus:
     stopped_ms: int = 0
     gap: tuple[int, int] | None = None  # [from, to) lost on the source, not yet skipped
     skipped: list[tuple[int, int]] = field(default_factory=list)  # lost on the source
+    start_at: int = 0  # past a skipped gap: the mirror's log start follows the source's
     mirrored_bytes: int = 0  # appended by this broker since it started
     mirrored_records: int = 0  # offsets those batches span
 
@@ -397,6 +398,12 @@ class LinkRunner:
             st.mirrored_bytes += h.size
             st.mirrored_records += h.last_offset_delta + 1
             appended = True
+        if st.start_at and p.log_end_offset >= st.start_at and state is not None:
+            # the batch that holds the source's start may begin before it (delete_records
+            # splits batches): the mirror's log starts where the source's does, so its
+            # consumers see what the source's see, not the records the source deleted
+            await self.logs.delete_records(state, p, st.start_at)
+            st.start_at = 0
         st.mirror_end = p.log_end_offset
         st.error = None
         if st.mirror_end >= st.source_end:
@@ -447,10 +454,11 @@ class LinkRunner:
 
     def _skip_gap(self, topic: str, partition: int, st: PartitionStatus) -> None:
         """Go on from the source's start: the gap stays a gap in the mirror, listed in
-        `skipped` (and the lost records in the metrics)."""
+        `skipped` (and the lost records in the metrics), and the mirror's log start
+        moves to the source's, as on the source."""
         assert st.gap is not None
         st.skipped.append(st.gap)
-        st.resume_at = st.gap[1]
+        st.resume_at = st.start_at = st.gap[1]
         self._error(
             f"{topic}-{partition}: offsets {st.gap[0]} to {st.gap[1] - 1} were lost on the "
             f"source before they were mirrored; mirroring goes on from {st.gap[1]}"
