@@ -255,8 +255,8 @@ class LinkRunner:
                 st.mirror_end = p.log_end_offset
                 st.stop(
                     SOURCE_TOPIC_GONE,
-                    f"the source topic was deleted; the mirror keeps offsets 0 to "
-                    f"{p.log_end_offset - 1} and is not mirrored further",
+                    f"the source topic was deleted; the mirror keeps its records (log end "
+                    f"{p.log_end_offset}) and is not mirrored further",
                 )
                 log.warning("link %s: %s-%d: %s", self.name, topic, p.index, st.error)
         self._error(f"source topic {topic} is gone (deleted on the source)")
