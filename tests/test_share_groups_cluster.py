@@ -124,8 +124,8 @@ def test_share_consumers_on_a_cluster_lose_nothing_and_redeliver_nothing_acked_w
         cluster.start(i)
     topic, group, n = "tasks", "agents", 3000
     _create(cluster, topic, 6)
-    assert wait_for(lambda: set(cluster.leaders(topic).values()) == {1, 2, 3}, 30), (
-        cluster.leaders(topic)
+    assert wait_for(lambda: set(cluster.leaders(topic).values()) == {1, 2, 3}, 30), cluster.leaders(
+        topic
     )
     board = Board()
     workers = [Worker(cluster.bootstrap, group, topic, board) for _ in range(3)]
@@ -133,8 +133,8 @@ def test_share_consumers_on_a_cluster_lose_nothing_and_redeliver_nothing_acked_w
         w.start()
     try:
         # share.auto.offset.reset is latest: produce once every share-partition exists
-        assert wait_for(lambda: len(_share_partitions(cluster, group)) == 6, 60), (
-            _share_partitions(cluster, group)
+        assert wait_for(lambda: len(_share_partitions(cluster, group)) == 6, 60), _share_partitions(
+            cluster, group
         )
         p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True})
         for i in range(n):
