@@ -98,6 +98,7 @@ class SharePersister:
     async def write(self, group_id: str, records: dict[Key, dict | None]) -> None:
         """Durable when it returns; StateFenced, StateUnavailable otherwise."""
         deadline = time.monotonic() + RETRY_S
+        retried = False
         while True:
             if self._coordinates(group_id):
                 await self.write_local(group_id, records)
@@ -109,6 +110,9 @@ class SharePersister:
                 raise StateFenced(group_id)
             if time.monotonic() > deadline:
                 raise StateUnavailable(f"share group {group_id}: {error!r}")
+            if not retried:
+                log.info("share group %s: state write: %s, retrying", group_id, error.name)
+                retried = True
             await asyncio.sleep(0.25)
 
     async def write_local(self, group_id: str, records: dict[Key, dict | None]) -> None:
@@ -134,7 +138,7 @@ class SharePersister:
         try:
             answer = await self._call(peer, ApiKey.WRITE_SHARE_GROUP_STATE, 0, body)
         except PeerUnavailable as e:
-            log.info("share group %s: state write to broker %s: %s", group_id, peer.broker_id, e)
+            log.debug("share group %s: state write to broker %s: %s", group_id, peer.broker_id, e)
             return ErrorCode.coordinator_not_available
         for t in answer.results:
             for p in t.partitions:
@@ -167,7 +171,7 @@ class SharePersister:
                         return None if p.start_offset < 0 else from_wire(p)
                     error = ErrorCode(p.error_code)
                 except PeerUnavailable as e:
-                    log.info("share group %s: state read: %s", group_id, e)
+                    log.debug("share group %s: state read: %s", group_id, e)
             if time.monotonic() > deadline:
                 raise StateUnavailable(f"share group {group_id}: {error!r}")
             await asyncio.sleep(0.25)
