@@ -35,6 +35,7 @@ from protocol.versions import ApiKey
 log = logging.getLogger(__name__)
 
 Key = tuple[bytes, int]
+GROUP = 32  # DescribeConfigs resource type
 RETRY_S = 20.0  # a coordinator move (lease expiry, replay) fits well within it
 
 
@@ -175,3 +176,28 @@ class SharePersister:
             if time.monotonic() > deadline:
                 raise StateUnavailable(f"share group {group_id}: {error!r}")
             await asyncio.sleep(0.25)
+
+    async def configs(self, group_id: str) -> dict[str, str] | None:
+        """The group's share.* configs as its coordinator holds them (None: this broker is
+        the coordinator, or it could not be asked now)."""
+        if self._coordinates(group_id):
+            return None
+        peer = self._coordinator_of(group_id)
+        if peer is None:
+            return None
+        body = {
+            "resources": [
+                {"resource_type": GROUP, "resource_name": group_id, "configuration_keys": None}
+            ],
+            "include_synonyms": False,
+            "include_documentation": False,
+        }
+        try:
+            answer = await self._call(peer, ApiKey.DESCRIBE_CONFIGS, 4, body)
+        except PeerUnavailable as e:
+            log.info("share group %s: configs not read: %s", group_id, e)
+            return None
+        r = answer.results[0]
+        if r.error_code != ErrorCode.none:
+            return None
+        return {c.name: c.value for c in r.configs if c.name.startswith("share.") and c.value}

@@ -84,6 +84,8 @@ class ShareStates:
         # epoch means the partition moved meanwhile, and the state is read again
         self.epochs: dict[tuple[str, bytes, int], int] = {}
         self.persister: SharePersister | None = persister
+        # group configs read from the coordinator elsewhere, at the last load
+        self._remote_configs: dict[str, dict[str, str]] = {}
         self.retired = Counts()  # counts of share-partitions forgotten since
 
     def start(self) -> None:
@@ -94,8 +96,14 @@ class ShareStates:
 
     # --- settings -----------------------------------------------------------------------
 
+    def _group_configs(self, group_id: str) -> Mapping[str, str]:
+        """The group's configs: this broker's if it coordinates the group, else those read
+        from its coordinator when a share-partition was last loaded."""
+        local = self._configs(group_id)
+        return local or self._remote_configs.get(group_id, {})
+
     def settings(self, group_id: str) -> ShareSettings:
-        c = self._configs(group_id)
+        c = self._group_configs(group_id)
         d = self.defaults
         return ShareSettings(
             record_lock_duration_ms=int(
@@ -106,11 +114,11 @@ class ShareStates:
         )
 
     def auto_offset_reset(self, group_id: str) -> str:
-        configs = self._configs(group_id)
+        configs = self._group_configs(group_id)
         return configs.get("share.auto.offset.reset", self.defaults.auto_offset_reset)
 
     def read_committed(self, group_id: str) -> bool:
-        return self._configs(group_id).get("share.isolation.level") == "read_committed"
+        return self._group_configs(group_id).get("share.isolation.level") == "read_committed"
 
     # --- waking fetches that found nothing to acquire --------------------------------
 
@@ -144,6 +152,9 @@ class ShareStates:
             self.epochs[key] = leader_epoch
             return
         stored = await self.persister.read(group_id, topic_id, index)
+        remote = await self.persister.configs(group_id)
+        if remote is not None:
+            self._remote_configs[group_id] = remote
         if self.epochs.get(key) == leader_epoch and key in self.partitions:
             return  # another request loaded it meanwhile
         old = self.partitions.pop(key, None)
