@@ -171,6 +171,10 @@ class ShareStates:
                 stored["start"],
             )
         self.epochs[key] = leader_epoch
+        if stored is not None:
+            # written back at the new epoch at once: from now on the coordinator refuses
+            # the previous leader's writes
+            self.write_later(group_id, [(topic_id, index)])
 
     def existing(self, group_id: str, topic_id: uuid.UUID, index: int) -> SharePartition | None:
         key = (group_id, topic_id.bytes, index)
