@@ -20,10 +20,11 @@ from broker.groups.consumer_group import ConsumerSettings
 from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.groups.offset_store import OffsetStore
 from broker.groups.share_coordinator import ShareGroups
+from broker.groups.share_persister import SharePersister
 from broker.groups.share_state import ShareDefaults, ShareStates
 from broker.handlers import HANDLERS
 from broker.handlers.context import HandlerContext
-from broker.leadership import EmbeddedLeadership, Leadership
+from broker.leadership import BrokerAddress, EmbeddedLeadership, Leadership
 from broker.links.http import PREFIX as LINKS_PREFIX
 from broker.links.http import LinksHttp
 from broker.links.metrics import LinkCollector
@@ -163,11 +164,20 @@ class Broker:
             self.offsets.share_groups,
             share_defaults,
         )
+        self.peers = Peers(f"strata-broker-{config.broker_id}", self._peer_security())
+        persister = SharePersister(
+            self._coordinates,
+            self._coordinator_of,
+            self.peers.call,
+            self.offsets.store_share_states,
+            self.offsets.share_states,
+        )
         self.shares = ShareStates(
             share_defaults,
             share_groups.configs,
-            self.offsets.store_share_states,
+            persister.write,
             self.offsets.share_states,
+            persister,
         )
         self.groups = GroupCoordinator(
             GroupSettings(
@@ -179,7 +189,6 @@ class Broker:
             share_groups,
             self.offsets,
         )
-        self.peers = Peers(f"strata-broker-{config.broker_id}", self._peer_security())
         self.txn_markers = MarkerWriter(self.logs, self.leadership, self.offsets, self.peers)
         self.transactions = TransactionCoordinator(
             self.logs,
@@ -411,6 +420,21 @@ class Broker:
                 await self.logs.maintain_objects()
             except Exception:
                 log.exception("housekeeping failed; retrying in %.0fs", interval)
+
+    def _offsets_partition(self, group_id: str):
+        topic = self.logs.topics.get(OFFSETS_TOPIC)
+        return None if topic is None else topic.partitions[self.offsets.partition_for(group_id)]
+
+    def _coordinates(self, group_id: str) -> bool:
+        p = self._offsets_partition(group_id)
+        return p is not None and self.leadership.serves(p)
+
+    def _coordinator_of(self, group_id: str) -> BrokerAddress | None:
+        p = self._offsets_partition(group_id)
+        if p is None:
+            return None
+        leader, _ = self.leadership.leader_of(p)
+        return next((b for b in self.leadership.brokers() if b.broker_id == leader), None)
 
     def _peer_security(self) -> PeerSecurity:
         """How this broker calls its peers: on the inter-broker listener (the first by

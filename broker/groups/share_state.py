@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from broker.groups.share_partition import Counts, SharePartition, ShareSettings
+from broker.groups.share_persister import SharePersister
 from broker.groups.sweeper import Sweeper
 from protocol.errors import ErrorCode
 
@@ -48,6 +49,15 @@ class ShareSession:
     partitions: set[tuple[uuid.UUID, int]] = field(default_factory=set)
 
 
+class _Pending:
+    """A group's share-partitions waiting to be written, and the writer's future."""
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[uuid.UUID, int]] = set()
+        self.next: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Future[None] | None = None
+
+
 class ShareStates:
     def __init__(
         self,
@@ -55,16 +65,27 @@ class ShareStates:
         group_configs: Callable[[str], Mapping[str, str]],
         persist: PersistStates,
         stored: MutableMapping[str, dict[Key, dict]],
+        persister: SharePersister | None = None,
     ) -> None:
+        """`persist` and `stored`: the group coordinator's table of share-partition states
+        (used when this broker coordinates the group); `persister` reaches whichever broker
+        does (broker.groups.share_persister)."""
         self.defaults = defaults
         self._configs = group_configs
         self._persist = persist
         self._stored = stored
         self.partitions: dict[tuple[str, bytes, int], SharePartition] = {}
         self.sessions: dict[tuple[str, str], ShareSession] = {}
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Future[None]] = set()
+        self._pending: dict[str, _Pending] = {}
         self._waiters: set[asyncio.Future[None]] = set()
         self._sweeper = Sweeper(self.sweep, "share-partition", 0.2)
+        # the leader epoch of the partition each share-partition was loaded at: another
+        # epoch means the partition moved meanwhile, and the state is read again
+        self.epochs: dict[tuple[str, bytes, int], int] = {}
+        self.persister: SharePersister | None = persister
+        # group configs read from the coordinator elsewhere, at the last load
+        self._remote_configs: dict[str, dict[str, str]] = {}
         self.retired = Counts()  # counts of share-partitions forgotten since
 
     def start(self) -> None:
@@ -75,8 +96,14 @@ class ShareStates:
 
     # --- settings -----------------------------------------------------------------------
 
+    def _group_configs(self, group_id: str) -> Mapping[str, str]:
+        """The group's configs: this broker's if it coordinates the group, else those read
+        from its coordinator when a share-partition was last loaded."""
+        local = self._configs(group_id)
+        return local or self._remote_configs.get(group_id, {})
+
     def settings(self, group_id: str) -> ShareSettings:
-        c = self._configs(group_id)
+        c = self._group_configs(group_id)
         d = self.defaults
         return ShareSettings(
             record_lock_duration_ms=int(
@@ -87,11 +114,11 @@ class ShareStates:
         )
 
     def auto_offset_reset(self, group_id: str) -> str:
-        configs = self._configs(group_id)
+        configs = self._group_configs(group_id)
         return configs.get("share.auto.offset.reset", self.defaults.auto_offset_reset)
 
     def read_committed(self, group_id: str) -> bool:
-        return self._configs(group_id).get("share.isolation.level") == "read_committed"
+        return self._group_configs(group_id).get("share.isolation.level") == "read_committed"
 
     # --- waking fetches that found nothing to acquire --------------------------------
 
@@ -112,6 +139,42 @@ class ShareStates:
                 fut.set_result(None)
 
     # --- share-partitions ---------------------------------------------------------------
+
+    async def load(self, group_id: str, topic_id: uuid.UUID, index: int, leader_epoch: int) -> None:
+        """Before serving a share-partition as the partition's leader at `leader_epoch`:
+        unless it was loaded at that epoch, its state is read again from where it is kept
+        (the partition moved away and back, or here for the first time). Raises
+        share_persister.StateUnavailable."""
+        key = (group_id, topic_id.bytes, index)
+        if self.epochs.get(key) == leader_epoch and key in self.partitions:
+            return
+        if self.persister is None:
+            self.epochs[key] = leader_epoch
+            return
+        stored = await self.persister.read(group_id, topic_id, index)
+        remote = await self.persister.configs(group_id)
+        if remote is not None:
+            self._remote_configs[group_id] = remote
+        if self.epochs.get(key) == leader_epoch and key in self.partitions:
+            return  # another request loaded it meanwhile
+        old = self.partitions.pop(key, None)
+        if old is not None:
+            self._retire(old)
+        if stored is not None:
+            self.partitions[key] = SharePartition.from_record(stored, self.settings(group_id))
+            log.info(
+                "share group %s: %s-%d loaded at leader epoch %d, start offset %d",
+                group_id,
+                topic_id,
+                index,
+                leader_epoch,
+                stored["start"],
+            )
+        self.epochs[key] = leader_epoch
+        if stored is not None:
+            # written back at the new epoch at once: from now on the coordinator refuses
+            # the previous leader's writes
+            self.write_later(group_id, [(topic_id, index)])
 
     def existing(self, group_id: str, topic_id: uuid.UUID, index: int) -> SharePartition | None:
         key = (group_id, topic_id.bytes, index)
@@ -191,24 +254,50 @@ class ShareStates:
         for tid, p in keys:
             sp = self.partitions.get((group_id, tid.bytes, p))
             if sp is not None:
-                out[(tid.bytes, p)] = sp.to_record()
+                le = self.epochs.get((group_id, tid.bytes, p), -1)
+                out[(tid.bytes, p)] = {**sp.to_record(), "le": le}
         return out
 
     async def write(self, group_id: str, keys) -> None:
         """Persist the share-partitions as they are now; durable when it returns."""
-        records = self._records(group_id, keys)
-        if records:
-            await self._persist(group_id, records)
+        keys = list(keys)
+        if keys:
+            await asyncio.shield(self._queue(group_id, keys))
 
     def write_later(self, group_id: str, keys) -> None:
-        records = self._records(group_id, keys)
-        if not records:
+        keys = list(keys)
+        if not keys:
             return
-        task = asyncio.ensure_future(self._persist(group_id, records))
-        self._writes.add(task)
-        task.add_done_callback(self._written)
+        fut = self._queue(group_id, keys)
+        self._writes.add(fut)
+        fut.add_done_callback(self._written)
 
-    def _written(self, task: asyncio.Task[None]) -> None:
+    def _queue(self, group_id: str, keys) -> asyncio.Future[None]:
+        """One writer per group, each write the states as they are when it starts: writes
+        of a share-partition never land out of order (a retried older state can never
+        overwrite a newer one), and changes made while one is under way share the next."""
+        q = self._pending.setdefault(group_id, _Pending())
+        q.keys.update(keys)
+        if q.task is None or q.task.done():
+            q.task = asyncio.ensure_future(self._flusher(group_id, q))
+        return q.next
+
+    async def _flusher(self, group_id: str, q: _Pending) -> None:
+        while q.keys:
+            keys, q.keys = q.keys, set()
+            fut, q.next = q.next, asyncio.get_running_loop().create_future()
+            records = self._records(group_id, keys)
+            try:
+                if records:
+                    await self._persist(group_id, records)
+            except Exception as e:
+                fut.set_exception(e)
+            else:
+                fut.set_result(None)
+        if self._pending.get(group_id) is q and not q.keys:
+            del self._pending[group_id]
+
+    def _written(self, task: asyncio.Future[None]) -> None:
         self._writes.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("share-partition state not persisted: %s", task.exception())

@@ -20,6 +20,7 @@ from broker.handlers import (
     reassignments,
     share,
     share_offsets,
+    share_persist,
     topics,
     transactions,
 )
@@ -74,6 +75,8 @@ HANDLERS = {
     ApiKey.SHARE_GROUP_DESCRIBE: share.handle_describe,
     ApiKey.SHARE_FETCH: share.handle_fetch,
     ApiKey.SHARE_ACKNOWLEDGE: share.handle_acknowledge,
+    ApiKey.READ_SHARE_GROUP_STATE: share_persist.handle_read,
+    ApiKey.WRITE_SHARE_GROUP_STATE: share_persist.handle_write,
     ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS: share_offsets.handle_describe,
     ApiKey.ALTER_SHARE_GROUP_OFFSETS: share_offsets.handle_alter,
     ApiKey.DELETE_SHARE_GROUP_OFFSETS: share_offsets.handle_delete,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from broker.deferred import Deferred
 from broker.groups.consumer_group import HeartbeatRequest, error_response
+from broker.groups.share_persister import StateFenced, StateUnavailable
 from broker.groups.share_state import FINAL_EPOCH
 from broker.handlers.auth import GROUP, TOPIC, allowed
 from broker.handlers.consumer_groups import _topics
@@ -115,7 +116,25 @@ async def handle_describe(ctx: HandlerContext, request: Request) -> dict:
 # --- fetching and acknowledging ---------------------------------------------------------
 
 
-def _acknowledge(ctx: HandlerContext, group_id: str, member_id: str, topics) -> dict:
+async def _ready(
+    ctx: HandlerContext, group_id: str, topic_id: uuid.UUID, index: int
+) -> tuple[Partition | None, ErrorCode]:
+    """The partition, if this broker leads it, with its share-partition state loaded at
+    the current leader epoch (read from the group's coordinator after a move)."""
+    p, error = _partition_of(ctx, topic_id, index)
+    if p is None or error != ErrorCode.none:
+        return p, error
+    try:
+        await ctx.shares.load(group_id, topic_id, index, p.leader_epoch)
+    except StateUnavailable as e:
+        log.warning("share group %s: %s-%d state not loaded: %s", group_id, topic_id, index, e)
+        return p, ErrorCode.coordinator_not_available
+    if not ctx.leadership.serves(p):
+        return p, ErrorCode.not_leader_or_follower
+    return p, ErrorCode.none
+
+
+async def _acknowledge(ctx: HandlerContext, group_id: str, member_id: str, topics) -> dict:
     """Apply the acknowledgement batches; (topic id, partition) -> error code."""
     out: dict[tuple[uuid.UUID, int], ErrorCode] = {}
     for t in topics:
@@ -123,9 +142,13 @@ def _acknowledge(ctx: HandlerContext, group_id: str, member_id: str, topics) -> 
             if not part.acknowledgement_batches:
                 continue
             key = (t.topic_id, part.partition_index)
-            sp = ctx.shares.existing(group_id, t.topic_id, part.partition_index)
-            error = ErrorCode.none
-            if sp is None:
+            _, error = await _ready(ctx, group_id, t.topic_id, part.partition_index)
+            sp = None
+            if error == ErrorCode.none:
+                sp = ctx.shares.existing(group_id, t.topic_id, part.partition_index)
+            if error != ErrorCode.none:
+                pass
+            elif sp is None:
                 error = ErrorCode.invalid_record_state
             else:
                 for ab in part.acknowledgement_batches:
@@ -233,7 +256,7 @@ async def _fetch_round(
     max_records = max(body.max_records, 1)
     wanted = sorted(session.partitions | set(acks))
     for topic_id, index in wanted:
-        p, error = _partition_of(ctx, topic_id, index)
+        p, error = await _ready(ctx, group_id, topic_id, index)
         data, acquired = b"", []
         if (
             p is not None
@@ -274,10 +297,6 @@ async def handle_fetch(ctx: HandlerContext, request: Request) -> dict | Deferred
         return _session_error(ErrorCode.invalid_request, lock_ms)
     if not allowed(ctx, request, Operation.READ, GROUP, group_id):
         return _session_error(ErrorCode.group_authorization_failed, lock_ms)
-    if not coordinates(ctx, group_id):
-        # the share-partitions' state is written to the group's offsets partition, so this
-        # broker must lead it too (cluster mode: not yet, see README, Share groups)
-        return _session_error(ErrorCode.not_coordinator, lock_ms)
     has_acks = any(p.acknowledgement_batches for t in b.topics for p in t.partitions)
     if b.share_session_epoch == 0 and has_acks:
         return _session_error(ErrorCode.invalid_request, lock_ms)
@@ -293,15 +312,15 @@ async def handle_fetch(ctx: HandlerContext, request: Request) -> dict | Deferred
     for ft in b.forgotten_topics_data:
         for index in ft.partitions:
             session.partitions.discard((ft.topic_id, index))
-    acks = _acknowledge(ctx, group_id, member_id, b.topics)
+    acks = await _acknowledge(ctx, group_id, member_id, b.topics)
     touched = list(acks)
     if b.share_session_epoch == FINAL_EPOCH:
         ctx.shares.close(group_id, member_id)
-        await _durable(ctx, group_id, touched)
+        await _durable(ctx, group_id, acks)
         responses, _ = await _fetch_round(ctx, group_id, member_id, type(session)(), b, acks)
         return {**_session_error(ErrorCode.none, lock_ms), "responses": responses}
     if touched:
-        await _durable(ctx, group_id, touched)
+        await _durable(ctx, group_id, acks)
     responses, records = await _fetch_round(ctx, group_id, member_id, session, b, acks)
     deadline = time.monotonic() + b.max_wait.total_seconds()
     if records == 0 and not acks and session.partitions and time.monotonic() < deadline:
@@ -348,11 +367,22 @@ async def _long_poll(
     return _fetched(responses, lock_ms)
 
 
-async def _durable(ctx: HandlerContext, group_id: str, keys) -> None:
+async def _durable(ctx: HandlerContext, group_id: str, acks: dict) -> None:
+    """Persist the acknowledged share-partitions before answering; a write that fails
+    (the coordinator unreachable in time, or a newer leader fenced this one) is answered
+    as an error for its partitions, so the client does not count it done."""
     try:
-        await ctx.shares.write(group_id, keys)
-    except Exception as e:  # the acknowledgement stands in memory; a restart may redeliver
+        await ctx.shares.write(group_id, list(acks))
+    except StateFenced:
+        failed = ErrorCode.not_leader_or_follower
+    except Exception as e:
         log.warning("share group %s: acknowledgement not persisted: %r", group_id, e)
+        failed = ErrorCode.coordinator_not_available
+    else:
+        return
+    for key, error in acks.items():
+        if error == ErrorCode.none:
+            acks[key] = failed
 
 
 async def handle_acknowledge(ctx: HandlerContext, request: Request) -> dict:
@@ -363,17 +393,13 @@ async def handle_acknowledge(ctx: HandlerContext, request: Request) -> dict:
         return _session_error(ErrorCode.invalid_request, lock_ms)
     if not allowed(ctx, request, Operation.READ, GROUP, group_id):
         return _session_error(ErrorCode.group_authorization_failed, lock_ms)
-    if not coordinates(ctx, group_id):
-        # the share-partitions' state is written to the group's offsets partition, so this
-        # broker must lead it too (cluster mode: not yet, see README, Share groups)
-        return _session_error(ErrorCode.not_coordinator, lock_ms)
     session = ctx.shares.session(group_id, member_id, b.share_session_epoch, opening_allowed=False)
     if isinstance(session, ErrorCode):
         return _session_error(session, lock_ms)
-    acks = _acknowledge(ctx, group_id, member_id, b.topics)
+    acks = await _acknowledge(ctx, group_id, member_id, b.topics)
     if b.share_session_epoch == FINAL_EPOCH:
         ctx.shares.close(group_id, member_id)
-    await _durable(ctx, group_id, list(acks))
+    await _durable(ctx, group_id, acks)
     by_topic: dict[uuid.UUID, list[dict]] = {}
     for (topic_id, index), error in acks.items():
         p, _ = _partition_of(ctx, topic_id, index)
