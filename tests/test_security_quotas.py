@@ -107,14 +107,16 @@ def test_a_client_over_its_produce_quota_is_throttled_to_it_and_others_are_not(
     assert fast > 3 * QUOTA and not any(fast_throttles)
 
 
-def test_a_consumer_over_its_fetch_quota_is_throttled_to_it(broker_factory) -> None:
+def test_a_consumer_over_its_fetch_quota_is_throttled_to_it_without_errors(broker_factory) -> None:
     from confluent_kafka import Consumer, Producer
 
     from protocol.versions import ApiKey
     from tests.wire import WireClient
 
     broker = broker_factory("--quota-window-num", "11", "--quota-window-size-seconds", "0.1")
-    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    # batches small next to the quota's burst: a fetch answers at least one whole
+    # batch, and one of 1 MB would arrive as a burst a second (as with Kafka)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "batch.size": 65536})
     for _ in range(600):  # 6 MB
         p.produce("quota-read", b"y" * 10_000)
         p.poll(0)
@@ -133,6 +135,8 @@ def test_a_consumer_over_its_fetch_quota_is_throttled_to_it(broker_factory) -> N
                 "validate_only": False,
             },
         )
+    throttles: list[int] = []
+    errors: list = []
     c = Consumer(
         {
             "bootstrap.servers": broker.bootstrap,
@@ -142,21 +146,87 @@ def test_a_consumer_over_its_fetch_quota_is_throttled_to_it(broker_factory) -> N
             "max.partition.fetch.bytes": 65536,
             "fetch.max.bytes": 65536,
             "message.max.bytes": 65536,
+            "throttle_cb": lambda event: throttles.append(event.throttle_time),
+            "error_cb": lambda err: errors.append(err),
         }
     )
     c.subscribe(["quota-read"])
     got: list[tuple[float, int]] = []
+    bad: list = []
     deadline = time.monotonic() + 60
     try:
         while len(got) < 600 and time.monotonic() < deadline:
             m = c.poll(1.0)
             if m is not None and m.error() is None:
                 got.append((time.monotonic(), len(m.value())))
+            elif m is not None:
+                bad.append(m.error())
     finally:
         c.close()
     assert len(got) == 600
     start = got[0][0]
     after_burst = [(ts, n) for ts, n in got if ts >= start + 1.5]
     rate = sum(n for _, n in after_burst[1:]) / (after_burst[-1][0] - after_burst[0][0])
-    print(f"\nconsumer {rate / QUOTA:.3f} x its quota")
-    assert 0.85 * QUOTA <= rate <= 1.15 * QUOTA
+    print(f"\nconsumer {rate / QUOTA:.3f} x its quota, {len(throttles)} throttles")
+    assert 0.9 * QUOTA <= rate <= 1.1 * QUOTA
+    assert throttles and max(throttles) > 0  # throttle_time_ms reached the client
+    assert not bad and not errors
+    assert [n for _, n in got] == [10_000] * 600  # every record once, none lost or repeated
+
+
+def test_a_fetch_over_the_consumer_quota_is_answered_empty_with_its_throttle_time(
+    broker_factory,
+) -> None:
+    """KIP-219 as Kafka: the fetch that would go over consumer_byte_rate gets no records,
+    only throttle_time_ms, and the connection is muted for that time; the same offset
+    fetched after the throttle returns the records."""
+    from confluent_kafka import Producer
+
+    from protocol.versions import ApiKey
+    from tests.wire import WireClient, fetch_body
+
+    quota = 100_000  # a burst of 10 x 0.1 s of quota: 100 kB
+    broker = broker_factory("--quota-window-num", "11", "--quota-window-size-seconds", "0.1")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for _ in range(30):
+        p.produce("quota-empty", b"z" * 10_000)
+        p.flush(10)  # one batch each: no answer larger than the burst
+    assert p.flush(30) == 0
+    with WireClient(broker.bootstrap) as w:
+        w.call(
+            ApiKey.ALTER_CLIENT_QUOTAS,
+            1,
+            {
+                "entries": [
+                    {
+                        "entity": [{"entity_type": "client-id", "entity_name": None}],
+                        "ops": [{"key": "consumer_byte_rate", "value": quota, "remove": False}],
+                    }
+                ],
+                "validate_only": False,
+            },
+        )
+
+        def throttle_ms(r) -> float:
+            t = r.throttle_time
+            return t.total_seconds() * 1000 if hasattr(t, "total_seconds") else t
+
+        def fetch(offset: int):
+            started = time.monotonic()
+            r = w.call(ApiKey.FETCH, 11, fetch_body("quota-empty", {0: offset}, 100, 60_000))
+            return r, time.monotonic() - started
+
+        first, _ = fetch(0)
+        records = first.responses[0].partitions[0].records
+        assert throttle_ms(first) == 0 and len(records) > 40_000
+        for _ in range(3):  # 150 kB more than the 100 kB burst
+            second, _ = fetch(0)
+            if throttle_ms(second) > 0:
+                break
+        assert throttle_ms(second) > 0, "no fetch was throttled"
+        assert second.responses == () or not second.responses[0].partitions[0].records
+        third, waited = fetch(0)  # muted for the throttle, then within the quota again
+        print(f"\nthrottle {throttle_ms(second):.0f} ms, next fetch waited {waited * 1000:.0f} ms")
+        assert waited >= 0.8 * throttle_ms(second) / 1000
+        assert throttle_ms(third) == 0
+        assert third.responses[0].partitions[0].records == records
