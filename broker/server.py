@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -299,6 +300,19 @@ class Connection:
         self._mute(fetch_throttle)
         return body, total
 
+    def _capped_fetch(self, request: Request) -> Request:
+        """A consumer's fetch asks at most the burst of its consumer_byte_rate (Kafka's
+        maxQuotaWindowBytes), so its answer can fit the quota's bucket."""
+        if not self.quotas.applies(FETCH) or getattr(request.body, "replica_id", -1) >= 0:
+            return request
+        principal, client = self.session.principal, request.header.client_id or ""
+        burst = self.quotas.burst(FETCH, principal, client)
+        max_bytes = getattr(request.body, "max_bytes", None)
+        if burst is None or max_bytes is None or max_bytes <= burst:
+            return request
+        body = dataclasses.replace(request.body, max_bytes=max(1, int(burst)))
+        return dataclasses.replace(request, body=body)
+
     def _emptied_fetch(self, request: Request, body: dict) -> dict:
         """A throttled Fetch's answer: no partitions; a full fetch opens no session (the
         one its handler opened is dropped), an incremental one keeps its session."""
@@ -363,6 +377,8 @@ class Connection:
         except ProtocolError:
             self.metrics.rejected(api_key)
             raise
+        if api_key == ApiKey.FETCH:
+            request = self._capped_fetch(request)
         if api_key != ApiKey.PRODUCE and self._unacked:
             await asyncio.wait(self._unacked)  # holds nothing yet: safe to cancel
             self._unacked.clear()

@@ -36,3 +36,8 @@ class QuotaGate:
         """Whether `amount` exceeds the whole burst of the quota that applies."""
         user = principal.partition(":")[2] or None
         return self.manager.over_burst(key, user, client_id, amount)
+
+    def burst(self, key: str, principal: str, client_id: str) -> float | None:
+        """The most a full bucket of the quota that applies holds, or None."""
+        user = principal.partition(":")[2] or None
+        return self.manager.burst(key, user, client_id)

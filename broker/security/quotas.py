@@ -138,3 +138,8 @@ class QuotaManager:
         """Whether `amount` is more than a full bucket of the quota that applies holds."""
         found = self.table.lookup(user, client_id, key)
         return found is not None and amount > found[1] * self.window.burst_s
+
+    def burst(self, key: str, user: str | None, client_id: str) -> float | None:
+        """A full bucket of the quota that applies (Kafka's getMaxValueInQuotaWindow)."""
+        found = self.table.lookup(user, client_id, key)
+        return None if found is None else found[1] * self.window.burst_s
