@@ -282,3 +282,65 @@ def test_the_java_consumer_over_its_fetch_quota_is_throttled_to_it_without_error
     took = result["consume_ms"]
     print(f"\njava consumer {rate / quota:.3f} x its quota ({total} bytes in {took} ms)")
     assert 0.6 * quota <= rate <= 1.1 * quota
+
+
+_ADMIN_LOOP = """
+import json, sys, time
+from confluent_kafka.admin import AdminClient
+
+bootstrap, client_id, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+throttles, errors = [], []
+a = AdminClient({
+    "bootstrap.servers": bootstrap,
+    "client.id": client_id,
+    "throttle_cb": lambda event: throttles.append(event.throttle_time),
+    "error_cb": lambda err: errors.append(str(err)),
+})
+calls, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    a.list_topics(timeout=10)
+    calls += 1
+a.poll(0)
+print(json.dumps({"calls": calls, "throttles": throttles, "errors": errors}))
+"""
+
+
+def test_a_client_over_its_request_percentage_quota_is_slowed_and_others_are_not(
+    broker_factory,
+) -> None:
+    """request_percentage end to end: a confluent-kafka AdminClient calling Metadata in a
+    loop with a 0.5% quota (5 ms of the broker's event loop a second) gets throttle_time_ms
+    and makes far fewer calls than an unquotaed one running beside it, with no errors."""
+    from protocol.versions import ApiKey
+    from tests.wire import WireClient
+
+    broker = broker_factory("--quota-window-num", "11", "--quota-window-size-seconds", "0.1")
+    with WireClient(broker.bootstrap) as w:
+        w.create_topic("quota-busy", 8)
+        w.call(
+            ApiKey.ALTER_CLIENT_QUOTAS,
+            1,
+            {
+                "entries": [
+                    {
+                        "entity": [{"entity_type": "client-id", "entity_name": "busy"}],
+                        "ops": [{"key": "request_percentage", "value": 0.5, "remove": False}],
+                    }
+                ],
+                "validate_only": False,
+            },
+        )
+    procs = {
+        cid: subprocess.Popen(
+            [sys.executable, "-c", _ADMIN_LOOP, broker.bootstrap, cid, "6"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for cid in ("busy", "free")
+    }
+    out = {cid: json.loads(p.communicate(timeout=60)[0]) for cid, p in procs.items()}
+    busy, free = out["busy"], out["free"]
+    print(f"\nMetadata calls in 6 s: {busy['calls']} at 0.5%, {free['calls']} without a quota")
+    assert not busy["errors"] and not free["errors"]
+    assert busy["throttles"] and max(busy["throttles"]) > 0 and not any(free["throttles"])
+    assert busy["calls"] * 3 < free["calls"]
