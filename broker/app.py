@@ -245,7 +245,11 @@ class Broker:
             )
         audit = Audit(
             self.metrics.registry,
-            AuditTopic(self.logs, config.broker_id) if config.audit_topic else None,
+            (
+                AuditTopic(self.logs, config.broker_id, config.audit_topic_num_partitions)
+                if config.audit_topic
+                else None
+            ),
         )
         self.security = Security(
             meta,

@@ -102,6 +102,11 @@ class BrokerConfig:
     audit_topic: bool = _setting(
         False, "also write every audit event to the internal topic __audit"
     )
+    audit_topic_num_partitions: int = _setting(
+        16,
+        "partitions of __audit when it is created: in cluster mode each broker appends to"
+        " one it leads, so it needs at least as many as there are brokers",
+    )
     authorizer: str = _setting("none", "none (everything allowed) or acl (Kafka's ACLs)")
     super_users: str = _setting("", "super.users: User:admin;User:ops may do everything")
     allow_everyone_if_no_acl_found: bool = _setting(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -274,20 +275,52 @@ class Connection:
         self._mute(throttle)
         return throttle
 
-    def _fetch_throttle(self, request: Request, body: dict | None) -> int:
-        """A Fetch answer's record bytes count against consumer_byte_rate as it goes
-        out; its throttle mutes the connection before the next fetch is applied."""
-        if body is None or not self.quotas.applies(FETCH):
-            return 0
-        size = sum(
-            _records_size(p["records"]) for t in body.get("responses", ())
-            for p in t["partitions"] if p.get("records")
-        )  # fmt: skip
-        throttle = self.quotas.record(
-            FETCH, self.session.principal, request.header.client_id or "", size
-        )
-        self._mute(throttle)
-        return throttle
+    def _fetch_throttle(self, request: Request, body: dict, throttle: int) -> tuple[dict, int]:
+        """A Fetch answer as Kafka sends it under quotas (KIP-219, KafkaApis'
+        getThrottledResponse): its record bytes count against consumer_byte_rate; when
+        that quota or the request quota (`throttle`) throttles it, the bytes are taken
+        back and the answer is empty (no partitions) with throttle_time_ms, so the
+        consumer refetches the same offsets once the mute ends and its rate converges to
+        the quota. One exception: an answer larger than the quota's whole burst would
+        never fit (Kafka caps fetch max_bytes to it), so it is sent and throttled after."""
+        fetch_throttle, size = 0, 0
+        principal, client = self.session.principal, request.header.client_id or ""
+        if self.quotas.applies(FETCH):
+            size = sum(
+                _records_size(p["records"]) for t in body.get("responses", ())
+                for p in t["partitions"] if p.get("records")
+            )  # fmt: skip
+            fetch_throttle = self.quotas.record(FETCH, principal, client, size)
+        total = max(throttle, fetch_throttle)
+        too_big = fetch_throttle and self.quotas.over_burst(FETCH, principal, client, size)
+        if total and not too_big:
+            if size:
+                self.quotas.record(FETCH, principal, client, -size)  # nothing is sent
+            body = self._emptied_fetch(request, body)
+        self._mute(fetch_throttle)
+        return body, total
+
+    def _capped_fetch(self, request: Request) -> Request:
+        """A consumer's fetch asks at most the burst of its consumer_byte_rate (Kafka's
+        maxQuotaWindowBytes), so its answer can fit the quota's bucket."""
+        if not self.quotas.applies(FETCH) or getattr(request.body, "replica_id", -1) >= 0:
+            return request
+        principal, client = self.session.principal, request.header.client_id or ""
+        burst = self.quotas.burst(FETCH, principal, client)
+        max_bytes = getattr(request.body, "max_bytes", None)
+        if burst is None or max_bytes is None or max_bytes <= burst:
+            return request
+        body = dataclasses.replace(request.body, max_bytes=max(1, int(burst)))
+        return dataclasses.replace(request, body=body)
+
+    def _emptied_fetch(self, request: Request, body: dict) -> dict:
+        """A throttled Fetch's answer: no partitions; a full fetch opens no session (the
+        one its handler opened is dropped), an incremental one keeps its session."""
+        session_id = body.get("session_id", 0)
+        if session_id and getattr(request.body, "session_epoch", -1) == 0:
+            self.context.fetch_sessions.sessions.pop(session_id, None)
+            session_id = 0
+        return {**body, "responses": [], "session_id": session_id}
 
     def _stop_responder(self, responder: asyncio.Task) -> None:
         responder.cancel()
@@ -344,6 +377,8 @@ class Connection:
         except ProtocolError:
             self.metrics.rejected(api_key)
             raise
+        if api_key == ApiKey.FETCH:
+            request = self._capped_fetch(request)
         if api_key != ApiKey.PRODUCE and self._unacked:
             await asyncio.wait(self._unacked)  # holds nothing yet: safe to cancel
             self._unacked.clear()
@@ -429,7 +464,7 @@ class Connection:
             return None
         h = request.header
         if h.api_key == ApiKey.FETCH:
-            throttle = max(throttle, self._fetch_throttle(request, body))
+            body, throttle = self._fetch_throttle(request, body, throttle)
         if throttle and "throttle_time" in body:
             body = {**body, "throttle_time": throttle}
         if h.api_key == ApiKey.FETCH:

@@ -54,7 +54,11 @@ def topic_error(w: WireClient, topic: str) -> ErrorCode:
 
 
 def start_cluster(
-    tmp_path: Path, etcd_url: str, store: list[str], inter_broker_sasl: bool = False
+    tmp_path: Path,
+    etcd_url: str,
+    store: list[str],
+    inter_broker_sasl: bool = False,
+    *extra: str,
 ) -> list[tuple[BrokerProcess, int]]:
     """Three brokers; `inter_broker_sasl`: they call each other on SASL_PLAINTEXT as
     User:broker (a super user) instead of on PLAINTEXT."""
@@ -83,6 +87,7 @@ def start_cluster(
             *inter,
             # only broker 1 reads the file unless the brokers need their own login
             *(["--sasl-users-file", str(users)] if broker_id == 1 or inter_broker_sasl else []),
+            *extra,
         )  # fmt: skip
         started.append((b.start(), sasl))
     return started
@@ -226,3 +231,90 @@ def test_brokers_call_each_other_over_the_secured_listener(s3_bucket, etcd, tmp_
     finally:
         for b, _ in started:
             b.stop()
+
+
+def test_audit_events_of_every_broker_land_in_audit_partitions_each_leads(
+    s3_bucket, etcd, tmp_path: Path
+) -> None:
+    """Cluster mode with --audit-topic: a failed and a successful SCRAM login on each of
+    the three brokers are records of __audit, which has the configured partitions with
+    leaders spread over the brokers; each broker's events are in a partition it leads, and
+    the admin (a super user) reads them all."""
+    import json
+
+    moto, bucket = s3_bucket
+    store = ["--object-store", f"s3://{bucket}/audit", "--s3-endpoint", moto.endpoint]
+    started = start_cluster(
+        tmp_path, etcd.url, store, False, "--audit-topic", "true",
+        "--audit-topic-num-partitions", "6",
+    )  # fmt: skip
+    try:
+        sasl = {i + 1: port for i, (_, port) in enumerate(started)}
+        for broker_id, port in sasl.items():  # creates __audit on the first event
+            error, _ = login(port, f"intruder-{broker_id}", "wrong")
+            assert error == ErrorCode.sasl_authentication_failed
+        md_body = {
+            "topics": [{"name": "__audit", "topic_id": None}],
+            "allow_auto_topic_creation": False,
+            "include_topic_authorized_operations": False,
+        }
+        deadline = time.monotonic() + 30
+        while True:  # the controller spreads the leaders of the new topic
+            error, w = login(sasl[1], "admin", "admin-secret")
+            assert error == ErrorCode.none and w is not None
+            with w:
+                md = w.call(ApiKey.METADATA, 12, md_body)
+            parts = md.topics[0].partitions
+            leaders = {p.partition_index: p.leader_id for p in parts}
+            if set(leaders.values()) == {1, 2, 3} or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert md.topics[0].error_code == ErrorCode.none
+        assert len(leaders) == 6 and set(leaders.values()) == {1, 2, 3}, leaders
+        for broker_id, port in sasl.items():  # now every broker leads a partition
+            error, _ = login(port, f"intruder-{broker_id}-again", "wrong")
+            assert error == ErrorCode.sasl_authentication_failed
+            error, w = login(port, "admin", "admin-secret")
+            assert error == ErrorCode.none and w is not None
+            w.close()
+
+        def read_all() -> dict[int, list[dict]]:
+            events: dict[int, list[dict]] = {}
+            for index, leader in leaders.items():
+                error, w = login(sasl[leader], "admin", "admin-secret")
+                assert error == ErrorCode.none and w is not None
+                with w:
+                    part = w.fetch("__audit", index, 0)
+                assert part.error_code == ErrorCode.none
+                events[index] = [json.loads(v) for v in _values(part.records or b"")]
+            return events
+
+        wanted = {f"User:intruder-{i}-again" for i in (1, 2, 3)}
+        deadline = time.monotonic() + 20
+        while True:
+            events = read_all()
+            seen = {e["principal"] for evs in events.values() for e in evs}
+            if wanted <= seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert wanted <= seen, seen
+        for index, evs in events.items():
+            for e in evs:
+                if e["principal"] in wanted:  # written by the broker that refused it
+                    assert e["principal"] == f"User:intruder-{leaders[index]}-again", (index, e)
+        successes = [
+            e for evs in events.values() for e in evs
+            if e["outcome"] == "success" and e["principal"] == "User:admin"
+        ]  # fmt: skip
+        assert len({e["client"] for e in successes}) >= 3
+    finally:
+        for b, _ in started:
+            b.stop()
+
+
+def _values(data: bytes) -> list[bytes]:
+    """The values of the records in a fetch answer's batches."""
+    from protocol.record_codec import decode_records
+    from protocol.records import split_batches
+
+    return [r.value for b in split_batches(bytes(data)) for r in decode_records(b)]

@@ -341,6 +341,20 @@ def test_a_changed_quota_applies_to_the_next_request() -> None:
     assert q.record(REQUEST, None, "c", 0.0, 1.0) == 0  # refilled twice as fast
 
 
+def test_an_unsent_fetch_answer_is_taken_back_so_the_refetch_after_the_throttle_fits() -> None:
+    from broker.security.quotas import FETCH, QuotaManager, QuotaTable, QuotaWindow
+
+    q = QuotaManager(QuotaWindow(11, 0.1))  # burst: 1 s of quota
+    q.table = QuotaTable([{"entity": [["client-id", "c"]], "values": {FETCH: 1000.0}}])
+    assert q.burst(FETCH, None, "c") == 1000.0 and q.burst(FETCH, None, "other") is None
+    assert q.record(FETCH, None, "c", 800, 0.0) == 0
+    throttle = q.record(FETCH, None, "c", 800, 0.0)  # 600 short: 0.6 s
+    assert throttle == 600
+    q.record(FETCH, None, "c", -800, 0.0)  # answered empty: the bytes are given back
+    assert q.record(FETCH, None, "c", 800, throttle / 1000) == 0  # fits after the throttle
+    assert q.over_burst(FETCH, None, "c", 1001) and not q.over_burst(FETCH, None, "c", 1000)
+
+
 # --- OAUTHBEARER -------------------------------------------------------------------------
 
 

@@ -31,3 +31,13 @@ class QuotaGate:
         """The throttle time in ms of the quota `key` after `amount` more."""
         user = principal.partition(":")[2] or None
         return self.manager.record(key, user, client_id, amount, time.monotonic())
+
+    def over_burst(self, key: str, principal: str, client_id: str, amount: float) -> bool:
+        """Whether `amount` exceeds the whole burst of the quota that applies."""
+        user = principal.partition(":")[2] or None
+        return self.manager.over_burst(key, user, client_id, amount)
+
+    def burst(self, key: str, principal: str, client_id: str) -> float | None:
+        """The most a full bucket of the quota that applies holds, or None."""
+        user = principal.partition(":")[2] or None
+        return self.manager.burst(key, user, client_id)

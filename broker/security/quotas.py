@@ -133,3 +133,13 @@ class QuotaManager:
             bucket = self._buckets[(key, entity)] = TokenBucket()
         wait = bucket.record(amount, quota, self.window.burst_s, now)
         return int(min(wait, self.window.max_throttle_s) * 1000)
+
+    def over_burst(self, key: str, user: str | None, client_id: str, amount: float) -> bool:
+        """Whether `amount` is more than a full bucket of the quota that applies holds."""
+        found = self.table.lookup(user, client_id, key)
+        return found is not None and amount > found[1] * self.window.burst_s
+
+    def burst(self, key: str, user: str | None, client_id: str) -> float | None:
+        """A full bucket of the quota that applies (Kafka's getMaxValueInQuotaWindow)."""
+        found = self.table.lookup(user, client_id, key)
+        return None if found is None else found[1] * self.window.burst_s
