@@ -8,6 +8,7 @@ the cold catch-up read. `SYSTEMS` maps the names `--systems` accepts to factorie
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import time
@@ -280,11 +281,15 @@ class StrataS3System(StrataSystem):
         except ImportError as e:
             raise Unavailable(f"strata-s3 needs moto[server] and aiobotocore: {e}") from e
 
+    def new_server(self) -> Any:
+        """The S3 server this system starts (and owns) when none was handed to it."""
+        from devkit.moto import MotoServer
+
+        return MotoServer().start()
+
     def start(self) -> None:
         if self.moto is None or self.moto.proc is None:
-            from devkit.moto import MotoServer
-
-            self.moto = MotoServer().start()
+            self.moto = self.new_server()
             self.moto.create_bucket(self.bucket)
         env = {**self.moto.env(), "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1"}
         self.broker.env = env
@@ -327,6 +332,181 @@ class StrataS3System(StrataSystem):
 
     def logs(self) -> list[Path]:
         return [self.broker.log_path]
+
+
+class StrataSeaweedSystem(StrataS3System):
+    """Strata with its log in SeaweedFS, a real S3 server (Go) on loopback, built once into
+    ~/.cache/strata/bin by devkit.seaweedfs: S3 figures that moto's Python server, which
+    reads a whole object for every ranged GET, does not cap."""
+
+    name = "strata-seaweedfs"
+    description = (
+        "Strata, log in S3 (SeaweedFS `weed server` on loopback; local WAL, fdatasync before acks)"
+    )
+
+    def prepare(self) -> None:
+        super().prepare()
+        from devkit.seaweedfs import WeedUnavailable, weed_binary
+
+        try:
+            weed_binary()
+        except WeedUnavailable as e:
+            raise Unavailable(f"strata-seaweedfs: SeaweedFS could not be built: {e}") from e
+
+    def new_server(self) -> Any:
+        from devkit.seaweedfs import WeedServer
+
+        return WeedServer(self.root / f"{self.name}-weed").start()
+
+    def logs(self) -> list[Path]:
+        logs = [self.broker.log_path]
+        if self.moto is not None:
+            logs.append(self.moto.data_dir / "weed.log")
+        return logs
+
+
+class TansuSystem(System):
+    """Tansu (Rust), a Kafka-compatible broker whose log is in pluggable storage: the
+    shared-storage peer. `tansu` keeps it in memory (its fastest engine, no durability),
+    `tansu-s3` in S3 on a SeaweedFS server on loopback that this system starts."""
+
+    name = "tansu"
+    description = "Tansu 0.6, memory storage engine (no durability), single node"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.binary: Path | None = None
+        self._log: Any = None
+
+    def prepare(self) -> None:
+        from devkit.tansu import TansuUnavailable, tansu_binary
+
+        try:
+            self.binary = tansu_binary()
+        except TansuUnavailable as e:
+            raise Unavailable(f"tansu could not be built: {e}") from e
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def storage(self) -> tuple[str, dict[str, str]]:
+        """The storage engine URL and the environment it needs."""
+        return "memory://tansu/", {}
+
+    def start(self) -> None:
+        from devkit.procs import free_port
+
+        assert self.binary is not None
+        t0 = time.monotonic()
+        url, env = self.storage()
+        self.port = free_port()
+        listener = f"tcp://127.0.0.1:{self.port}"
+        self._log = open(self.workdir / "tansu.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                str(self.binary),
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                url,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": "warn", **env},
+            start_new_session=True,
+        )
+        self._wait_ready(self.port, 60)
+        self.startup_seconds.append(time.monotonic() - t0)
+
+    def stop(self) -> None:
+        self._note_peak()
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            proc.wait()
+        if self._log is not None:
+            self._log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir
+
+    def version(self) -> str:
+        from devkit.tansu import TANSU_VERSION
+
+        return TANSU_VERSION
+
+    def config(self) -> dict[str, Any]:
+        return {"storage_engine": self.storage()[0]}
+
+    def log_tail(self) -> str:
+        path = self.workdir / "tansu.log"
+        return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
+
+    def logs(self) -> list[Path]:
+        return [self.workdir / "tansu.log"]
+
+
+class TansuS3System(TansuSystem):
+    """Tansu with its log in S3 (SeaweedFS on loopback, kept across broker restarts)."""
+
+    name = "tansu-s3"
+    description = "Tansu 0.6, S3 storage engine (SeaweedFS on loopback), single node"
+    bucket = "tansu-bench"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.s3: Any = None
+
+    def prepare(self) -> None:
+        super().prepare()
+        from devkit.seaweedfs import WeedUnavailable, weed_binary
+
+        try:
+            weed_binary()
+        except WeedUnavailable as e:
+            raise Unavailable(f"tansu-s3: SeaweedFS could not be built: {e}") from e
+
+    def storage(self) -> tuple[str, dict[str, str]]:
+        if self.s3 is None or self.s3.proc is None:
+            from devkit.seaweedfs import WeedServer
+
+            self.s3 = WeedServer(self.workdir / "weed").start()
+            self.s3.create_bucket(self.bucket)
+        env = {**self.s3.env(), "AWS_ENDPOINT": self.s3.endpoint, "AWS_ALLOW_HTTP": "true"}
+        return f"s3://{self.bucket}/", env
+
+    def stop_broker(self) -> None:
+        super().stop()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.s3 is not None:
+            self.s3.stop()
+
+    def config(self) -> dict[str, Any]:
+        return {"storage_engine": f"s3://{self.bucket}/"}
 
 
 class KafkaSystem(System):
@@ -414,8 +594,11 @@ class KafkaFsyncSystem(KafkaSystem):
 SYSTEMS: dict[str, Callable[[Path], System]] = {
     "strata": StrataSystem,
     "strata-s3": StrataS3System,
+    "strata-seaweedfs": StrataSeaweedSystem,
     "kafka": KafkaSystem,
     "kafka-fsync": KafkaFsyncSystem,
+    "tansu": TansuSystem,
+    "tansu-s3": TansuS3System,
 }
 DEFAULT_SYSTEMS = ("strata", "strata-s3", "kafka")
 REFERENCE = "kafka"  # Strata's figures are given as ratios to this system's

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,10 +55,17 @@ def etcd() -> Iterator:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator:
-    """One moto S3 server (a subprocess) for the whole session; see devkit/moto.py."""
+    """One S3 server (a subprocess) for the whole session: moto (devkit/moto.py), or with
+    STRATA_TEST_S3=seaweedfs a SeaweedFS `weed server` (devkit/seaweedfs.py, built once),
+    a real S3 implementation; CI keeps moto."""
     from devkit.moto import MotoServer
 
-    server = MotoServer().start()
+    if os.environ.get("STRATA_TEST_S3", "moto") == "seaweedfs":
+        from devkit.seaweedfs import WeedServer
+
+        server: MotoServer = WeedServer().start()
+    else:
+        server = MotoServer().start()
     yield server
     server.stop()
 
