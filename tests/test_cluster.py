@@ -534,11 +534,6 @@ def test_clients_leaving_mid_change_during_hand_offs_leave_later_changes_working
         assert "PreconditionFailed" not in cluster.brokers[i].log()
 
 
-@pytest.mark.skip(
-    reason="flaky on main: passed 5 of 7 runs on the chaos2 branch; in the others the "
-    "paused broker's partition had not moved to broker 1 within the lease + 15 s while "
-    "broker 1's store was blackholed; open, see README Faults"
-)
 def test_an_empty_partition_taken_from_a_paused_broker_opens_after_it_wakes(
     cluster, s3_bucket
 ) -> None:
@@ -547,7 +542,9 @@ def test_an_empty_partition_taken_from_a_paused_broker_opens_after_it_wakes(
     without them. An empty partition (no object yet: an idle topic, __consumer_offsets,
     __transaction_state) got no hand-off record then, so a new leader that read the
     catalog after that found nothing and never opened it. Broker 1 reaches the store
-    through a proxy held dead until broker 2 has woken up and let go."""
+    through a proxy held dead until broker 2 has woken up and let go; the partition
+    still moves to it at once, because the controller's object sweep (which hangs on
+    that store) runs apart from its failovers (it was flaky while they shared a loop)."""
     from benchmarks.chaos.proxy import FaultProxy
 
     moto, _ = s3_bucket

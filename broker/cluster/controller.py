@@ -107,7 +107,15 @@ class Controller:
         self._wake.set()
 
     async def _run(self) -> None:
-        next_sweep = time.monotonic() + self.sweep_interval
+        # the sweep waits on the object store, which may hang for as long as it is
+        # unreachable: in its own task, so failovers and moves never wait for it
+        sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="sweeper")
+        try:
+            await self._step_loop()
+        finally:
+            await cancel_within(sweeper)
+
+    async def _step_loop(self) -> None:
         next_compact = time.monotonic() + _ETCD_COMPACT_EVERY
         while True:
             await wait_event(self._wake, 1.0)
@@ -116,9 +124,6 @@ class Controller:
             try:
                 await self.step()
                 now = time.monotonic()
-                if now >= next_sweep:
-                    next_sweep = now + self.sweep_interval
-                    await self.sweep()
                 if now >= next_compact:
                     next_compact = now + _ETCD_COMPACT_EVERY
                     await self._compact_etcd()
@@ -128,6 +133,16 @@ class Controller:
                 log.warning("controller step failed (%s); retrying", describe(e))
                 await asyncio.sleep(0.5)
                 self._wake.set()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("object sweep failed (%s); retrying later", describe(e))
 
     # --- assignments ------------------------------------------------------------------
 

@@ -175,23 +175,21 @@ class PartitionFollower:
         logs = self.logs
         opened = await logs.adopt(wanted)
         led = []
-        for p in opened:
-            k = (p.topic_id, p.index)
-            a = self._node.assignments.get(k)
-            ok = False
-            if a is not None and a.leader == self._me and a.epoch == p.leader_epoch:
-                ok, now = True, a
-                if a.source != self._me:
-                    ok, now = await asg.swap(
-                        self._node.client, self._node.keys, k, a, replace(a, source=self._me)
-                    )
-                if ok and now is not None:
-                    self._node.assignments[k] = now
-            if ok:
-                logs.lead(p)
-                led.append(p)
-            else:
-                logs.drop(p)  # reassigned meanwhile: never led here
+        try:
+            for p in opened:
+                if await self._record_source(p):
+                    logs.lead(p)
+                    led.append(p)
+                else:
+                    logs.drop(p)  # reassigned meanwhile: never led here
+        finally:
+            # a swap that raised (etcd cut off) leaves etcd naming the previous source:
+            # a partition held here unrecorded would, when it is dropped, overwrite that
+            # source's hand-off record with its own, and the next leader, told to read
+            # the previous source, would find its log described nowhere
+            for p in opened:
+                if p.held and not p.leading:
+                    logs.drop(p)
         if led:
             with contextlib.suppress(Exception):  # superseded by this broker's catalog
                 await logs.delete_handoffs(led)
@@ -203,6 +201,22 @@ class PartitionFollower:
             ", ".join(f"{p}@{p.leader_epoch}" for p in led[:20]),
         )
 
+    async def _record_source(self, p: Partition) -> bool:
+        """Record in etcd that an adopted partition's log is stored here now; False if
+        its assignment changed meanwhile."""
+        k = (p.topic_id, p.index)
+        a = self._node.assignments.get(k)
+        if a is None or a.leader != self._me or a.epoch != p.leader_epoch:
+            return False
+        ok, now = True, a
+        if a.source != self._me:
+            ok, now = await asg.swap(
+                self._node.client, self._node.keys, k, a, replace(a, source=self._me)
+            )
+        if ok and now is not None:
+            self._node.assignments[k] = now
+        return ok
+
     async def _let_go(self, p: Partition) -> None:
         """Drop a partition another broker took without a hand-off. What this broker
         uploaded is described in a hand-off record (its next snapshot will not), and
@@ -210,7 +224,10 @@ class PartitionFollower:
         gets its record too: otherwise a new leader reading after the snapshot finds
         it described nowhere and never opens it."""
         logs = self.logs
-        await logs.write_handoff(p, producers=False)
+        a = self._node.assignments.get((p.topic_id, p.index))
+        if a is None or a.source == self._me:
+            # only the recorded source's record is read: another's would overwrite it
+            await logs.write_handoff(p, producers=False)
         await self._node.orphans.keep(await logs.unuploaded(p))
         logs.drop(p, lost=True)
         logs.snapshot_soon()
