@@ -180,7 +180,7 @@ class FetchSessionCache:
         session is updated with the request's partitions and its epoch moves on."""
         if epoch in (INITIAL_EPOCH, FINAL_EPOCH):
             if session_id != INVALID_SESSION_ID:
-                self.sessions.pop(session_id, None)  # a full fetch closes the session named
+                self.close(session_id)  # a full fetch closes the session named
             mode = Mode.SESSIONLESS if epoch == FINAL_EPOCH else Mode.FULL
             return self._counted(FetchContext(mode, uses_topic_ids))
         session = self.sessions.get(session_id)
@@ -209,6 +209,11 @@ class FetchSessionCache:
         session.last_used_ms = now_ms
         session.epoch = next_epoch(epoch)
         return self._counted(FetchContext(Mode.INCREMENTAL, uses_topic_ids, session))
+
+    def close(self, session_id: int) -> None:
+        """Forget a session (a full fetch naming it, or a throttled answer that opened it
+        but was sent empty); an unknown id is no error."""
+        self.sessions.pop(session_id, None)
 
     def _counted(self, ctx: FetchContext) -> FetchContext:
         self.requests[ctx.mode] += 1

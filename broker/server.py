@@ -318,7 +318,7 @@ class Connection:
         one its handler opened is dropped), an incremental one keeps its session."""
         session_id = body.get("session_id", 0)
         if session_id and getattr(request.body, "session_epoch", -1) == 0:
-            self.context.fetch_sessions.sessions.pop(session_id, None)
+            self.context.fetch_sessions.close(session_id)
             session_id = 0
         return {**body, "responses": [], "session_id": session_id}
 
